@@ -1,0 +1,1 @@
+"""Benchmarks. Run from the repo root, e.g. `.venv/bin/python bench/ingest.py`."""

@@ -1,0 +1,182 @@
+"""The embedded demo: a realistic batch of signed Stripe events through the real path.
+
+Each customer follows a dunning story told in Stripe's own event shapes; the batch is
+shuffled and partly re-delivered (Stripe retries, never in order), posted to the real
+webhook endpoint with real signatures, and processed by the real worker code (in-process
+on the embedded default, by Celery workers on a broker).
+"""
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from django.test import Client
+
+from billing_events.models import Account, Invoice, PaymentAttempt, Subscription, WebhookEvent
+from billing_events.samples import sign_header, signed
+from billing_events.scenarios import StripeCustomer
+
+DAY = 86400
+
+
+def soft_decline_then_paid(cus: StripeCustomer) -> str:
+    cus.charge_event("charge.failed", f"ch_{cus.id}_1", decline_code="insufficient_funds")
+    cus.invoice_event("invoice.payment_failed", attempt_count=1)
+    cus.tick(3 * DAY)
+    cus.charge_event("charge.succeeded", f"ch_{cus.id}_2", status="succeeded")
+    cus.invoice_event("invoice.paid", status="paid", attempt_count=2)
+    return "insufficient funds, paid on the retry 3 days later"
+
+
+def expired_card_then_new_card(cus: StripeCustomer) -> str:
+    cus.charge_event("charge.failed", f"ch_{cus.id}_1", decline_code="expired_card")
+    cus.invoice_event("invoice.payment_failed", attempt_count=1)
+    cus.subscription_event("customer.subscription.updated", status="past_due")
+    cus.tick(5 * DAY)
+    cus.payment_method_event("payment_method.attached", f"pm_{cus.id}_new")
+    cus.customer_updated(f"pm_{cus.id}_new")
+    cus.tick(60)
+    cus.charge_event("charge.succeeded", f"ch_{cus.id}_2", status="succeeded")
+    cus.invoice_event("invoice.paid", status="paid", attempt_count=2)
+    cus.subscription_event("customer.subscription.updated", status="active")
+    return "expired card, new card after 5 days, paid"
+
+
+def fraud_decline(cus: StripeCustomer) -> str:
+    cus.payment_intent_failed(f"pi_{cus.id}", f"ch_{cus.id}_1", decline_code="fraudulent")
+    cus.charge_event("charge.failed", f"ch_{cus.id}_1", decline_code="fraudulent")
+    cus.invoice_event("invoice.payment_failed", attempt_count=1)
+    return "fraudulent decline, still open"
+
+
+def failed_upgrade(cus: StripeCustomer) -> str:
+    cus.invoice_event("invoice.paid", status="paid")
+    cus.tick(10 * DAY)
+    cus.charge_event(
+        "charge.failed",
+        f"ch_{cus.id}_up",
+        invoice_id=f"in_{cus.id}_up",
+        decline_code="do_not_honor",
+    )
+    cus.invoice_event(
+        "invoice.payment_failed",
+        invoice_id=f"in_{cus.id}_up",
+        billing_reason="subscription_update",
+        amount_due=1200,
+        attempt_count=1,
+    )
+    return "base plan paid, upgrade proration invoice failed"
+
+
+def paid_out_of_band(cus: StripeCustomer) -> str:
+    cus.invoice_event("invoice.payment_failed", attempt_count=1)
+    cus.tick(2 * DAY)
+    cus.invoice_event("invoice.paid", status="paid", attempt_count=1, paid_out_of_band=True)
+    return "failed, then paid by bank transfer (out of band)"
+
+
+def voided(cus: StripeCustomer) -> str:
+    cus.invoice_event("invoice.payment_failed", attempt_count=1)
+    cus.tick(DAY)
+    cus.invoice_event("invoice.voided", status="void", attempt_count=1)
+    return "failed, then voided by finance"
+
+
+def written_off(cus: StripeCustomer) -> str:
+    cus.charge_event("charge.failed", f"ch_{cus.id}_1", decline_code="generic_decline")
+    cus.invoice_event("invoice.payment_failed", attempt_count=4)
+    cus.tick(21 * DAY)
+    cus.invoice_event("invoice.marked_uncollectible", status="uncollectible", attempt_count=4)
+    cus.subscription_event("customer.subscription.deleted", status="canceled")
+    return "retries exhausted, marked uncollectible, subscription cancelled"
+
+
+def card_expiring(cus: StripeCustomer) -> str:
+    cus.invoice_event("invoice.paid", status="paid")
+    cus.source_expiring(card_id=f"card_{cus.id}")
+    return "paying customer, card about to expire"
+
+
+STORIES = (
+    soft_decline_then_paid,
+    expired_card_then_new_card,
+    fraud_decline,
+    failed_upgrade,
+    paid_out_of_band,
+    voided,
+    written_off,
+    card_expiring,
+)
+
+
+@dataclass
+class DemoResult:
+    responses: Counter
+    event_statuses: Counter
+    stories: dict[str, str]
+    delivered: int
+
+
+def build_batch(*, customers: int, seed: int, start: int) -> tuple[list[dict], dict[str, str]]:
+    rng = random.Random(seed)
+    events: list[dict] = []
+    stories: dict[str, str] = {}
+    for n in range(customers):
+        story = STORIES[n % len(STORIES)]
+        cus = StripeCustomer(id=f"cus_demo{n:04d}", subscription=f"sub_demo{n:04d}", t=start)
+        cus.subscription_event("customer.subscription.created")
+        cus.invoice_event("invoice.finalized")
+        cus.tick(60)
+        stories[cus.id] = story(cus)
+        events.extend(cus.events)
+    redelivered = rng.sample(events, k=len(events) // 5)
+    batch = events + redelivered
+    rng.shuffle(batch)
+    return batch, stories
+
+
+def run_demo(*, customers: int, seed: int, secret: str, now: int) -> DemoResult:
+    batch, stories = build_batch(customers=customers, seed=seed, start=now - 30 * DAY)
+    client = Client()
+    responses: Counter = Counter()
+
+    def post(payload: bytes, header: str) -> int:
+        return client.post(
+            "/webhooks/stripe/",
+            data=payload,
+            content_type="application/json",
+            HTTP_STRIPE_SIGNATURE=header,
+        ).status_code
+
+    for event in batch:
+        payload, header = signed(event, secret=secret, timestamp=now)
+        responses[post(payload, header)] += 1
+    # What an attacker or a misconfigured proxy sends: refused, nothing stored.
+    forged, _ = signed(batch[0], secret=secret, timestamp=now)
+    responses[post(forged, sign_header(payload=forged, secret="whsec_wrong", timestamp=now))] += 1
+    responses[
+        post(b"{not json", sign_header(payload=b"{not json", secret=secret, timestamp=now))
+    ] += 1
+
+    statuses = Counter(WebhookEvent.objects.values_list("status", flat=True))
+    return DemoResult(responses, statuses, stories, delivered=len(batch))
+
+
+def account_lines() -> list[str]:
+    lines = []
+    for account in Account.objects.order_by("stripe_customer_id"):
+        invoices = Invoice.objects.filter(account=account).order_by("stripe_invoice_id")
+        attempts = PaymentAttempt.objects.filter(account=account).order_by("attempted_at")
+        subscription = Subscription.objects.filter(account=account).first()
+        lines.append(
+            f"{account.stripe_customer_id}  sub={subscription.status if subscription else '-':9}"
+            f"  invoices=["
+            + ", ".join(
+                f"{i.billing_reason}:{i.status}{' (out of band)' if i.paid_out_of_band else ''}"
+                for i in invoices
+            )
+            + "]  declines=["
+            + ", ".join(a.decline_code for a in attempts if a.outcome == "failed")
+            + "]"
+        )
+    return lines

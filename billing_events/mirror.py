@@ -1,0 +1,224 @@
+"""Merge facts into the mirror stores so that arrival order never matters.
+
+Every field merges with an operation that is commutative, associative and idempotent:
+- status moves only up its rank (an invoice never goes from paid back to open);
+- amounts and descriptive fields are last-writer-wins by Stripe's clock
+  (event `created`, then status rank, then event id as a deterministic tie-break);
+- counters take the maximum, status timestamps keep the earliest known value,
+  flags such as `paid_out_of_band` only turn on.
+Only fields whose value changes are written, so a duplicate delivery writes nothing.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from django.db import models
+
+from billing_events.models import Account, Invoice, PaymentAttempt, Subscription
+from billing_events.normalize import (
+    INVOICE_STATUS_RANK,
+    AttemptFact,
+    CustomerFact,
+    Fact,
+    InvoiceFact,
+    PaymentMethodFact,
+    SubscriptionFact,
+)
+
+TERMINAL_SUBSCRIPTION_STATUSES = {"canceled", "incomplete_expired"}
+
+
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None or b is None:
+        return a or b
+    return min(a, b)
+
+
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None or b is None:
+        return a or b
+    return max(a, b)
+
+
+def _save_changes(row: models.Model, values: dict[str, Any]) -> list[str]:
+    changed = [name for name, value in values.items() if getattr(row, name) != value]
+    for name in changed:
+        setattr(row, name, values[name])
+    if changed:
+        row.save(update_fields=changed)
+    return changed
+
+
+def merge_invoice(account: Account, fact: InvoiceFact) -> Invoice:
+    rank = INVOICE_STATUS_RANK[fact.status]
+    latest_values = {
+        "stripe_subscription_id": fact.subscription_id,
+        "amount_due": fact.amount_due,
+        "amount_paid": fact.amount_paid,
+        "amount_remaining": fact.amount_remaining,
+        "currency": fact.currency,
+        "billing_reason": fact.billing_reason,
+        "next_payment_attempt": fact.next_payment_attempt,
+        "stripe_created": fact.created,
+        "version": fact.version.created,
+        "version_rank": rank,
+        "version_event_id": fact.version.event_id,
+    }
+    invoice = Invoice.objects.filter(stripe_invoice_id=fact.stripe_invoice_id).first()
+    if invoice is None:
+        invoice = Invoice.objects.create(
+            account=account,
+            stripe_invoice_id=fact.stripe_invoice_id,
+            status=fact.status,
+            attempt_count=fact.attempt_count,
+            paid_out_of_band=fact.paid_out_of_band,
+            finalized_at=fact.finalized_at,
+            paid_at=fact.paid_at,
+            voided_at=fact.voided_at,
+            marked_uncollectible_at=fact.marked_uncollectible_at,
+            **latest_values,
+        )
+    else:
+        newer = (fact.version.created, rank, fact.version.event_id) > (
+            invoice.version,
+            invoice.version_rank,
+            invoice.version_event_id,
+        )
+        values = dict(latest_values) if newer else {}
+        if rank > INVOICE_STATUS_RANK[invoice.status]:
+            values["status"] = fact.status
+        values["attempt_count"] = max(invoice.attempt_count, fact.attempt_count)
+        values["paid_out_of_band"] = invoice.paid_out_of_band or fact.paid_out_of_band
+        for name in ("finalized_at", "paid_at", "voided_at", "marked_uncollectible_at"):
+            values[name] = _earliest(getattr(invoice, name), getattr(fact, name))
+        _save_changes(invoice, values)
+    _link_attempts(invoice, fact)
+    return invoice
+
+
+def _link_attempts(invoice: Invoice, fact: InvoiceFact) -> None:
+    """Attach attempts that arrived before their invoice, or that only the invoice names."""
+    unlinked = PaymentAttempt.objects.filter(invoice__isnull=True, account_id=invoice.account_id)
+    by_reference = models.Q(stripe_invoice_id=invoice.stripe_invoice_id)
+    if fact.charge_id:
+        by_reference |= models.Q(stripe_charge_id=fact.charge_id)
+    if fact.payment_intent_id:
+        by_reference |= models.Q(stripe_payment_intent_id=fact.payment_intent_id)
+    unlinked.filter(by_reference).update(
+        invoice=invoice, stripe_invoice_id=invoice.stripe_invoice_id
+    )
+
+
+def merge_attempt(account: Account, fact: AttemptFact) -> PaymentAttempt:
+    """A charge is immutable once it failed or succeeded; two events about the same
+    charge (charge.failed and payment_intent.payment_failed) fill each other's gaps."""
+    values = {
+        "stripe_invoice_id": fact.invoice_id,
+        "stripe_charge_id": fact.charge_id,
+        "stripe_payment_intent_id": fact.payment_intent_id,
+        "payment_method": fact.payment_method,
+        "decline_code": fact.decline_code,
+        "failure_code": fact.failure_code,
+        "advice_code": fact.advice_code,
+        "network_advice_code": fact.network_advice_code,
+        "network_decline_code": fact.network_decline_code,
+    }
+    attempt = PaymentAttempt.objects.filter(attempt_key=fact.attempt_key).first()
+    if attempt is None:
+        attempt = PaymentAttempt.objects.create(
+            attempt_key=fact.attempt_key,
+            account=account,
+            outcome=fact.outcome,
+            amount=fact.amount,
+            currency=fact.currency,
+            attempted_at=fact.attempted_at,
+            **values,
+        )
+    else:
+        filled = {name: getattr(attempt, name) or value for name, value in values.items()}
+        filled["attempted_at"] = _earliest(attempt.attempted_at, fact.attempted_at)
+        if fact.outcome == PaymentAttempt.Outcome.SUCCEEDED:
+            filled["outcome"] = fact.outcome
+        _save_changes(attempt, filled)
+    if attempt.invoice_id is None and attempt.stripe_invoice_id:
+        invoice = Invoice.objects.filter(stripe_invoice_id=attempt.stripe_invoice_id).first()
+        if invoice is not None:
+            _save_changes(attempt, {"invoice": invoice})
+    return attempt
+
+
+def merge_subscription(account: Account, fact: SubscriptionFact) -> Subscription:
+    subscription = Subscription.objects.filter(
+        stripe_subscription_id=fact.stripe_subscription_id
+    ).first()
+    latest = {
+        "status": fact.status,
+        "price_ids": list(fact.price_ids),
+        "version": fact.version.created,
+        "version_event_id": fact.version.event_id,
+    }
+    if subscription is None:
+        return Subscription.objects.create(
+            stripe_subscription_id=fact.stripe_subscription_id,
+            account=account,
+            canceled_at=fact.canceled_at,
+            **latest,
+        )
+
+    # A cancelled subscription stays cancelled whatever order the events came in:
+    # terminal beats live, then Stripe's clock, then the event id.
+    def rank(status: str, created: datetime, event_id: str) -> tuple:
+        return (status in TERMINAL_SUBSCRIPTION_STATUSES, created, event_id)
+
+    newer = rank(fact.status, fact.version.created, fact.version.event_id) > rank(
+        subscription.status, subscription.version, subscription.version_event_id
+    )
+    values = dict(latest) if newer else {}
+    values["canceled_at"] = _earliest(subscription.canceled_at, fact.canceled_at)
+    _save_changes(subscription, values)
+    return subscription
+
+
+def merge_customer(account: Account, fact: CustomerFact) -> Account:
+    values: dict[str, Any] = {}
+    current = (account.customer_version, account.customer_version_event_id)
+    if account.customer_version is None or (fact.version.created, fact.version.event_id) > current:
+        values = {
+            "email": fact.email,
+            "default_payment_method": fact.default_payment_method,
+            "customer_version": fact.version.created,
+            "customer_version_event_id": fact.version.event_id,
+        }
+    if fact.payment_method_changed:
+        values["payment_method_updated_at"] = _latest(
+            account.payment_method_updated_at, fact.version.created
+        )
+    _save_changes(account, values)
+    return account
+
+
+def merge_payment_method(account: Account, fact: PaymentMethodFact) -> Account:
+    if fact.card_expiring_at is not None:
+        values = {"card_expiring_at": _earliest(account.card_expiring_at, fact.card_expiring_at)}
+    else:
+        values = {
+            "payment_method_updated_at": _latest(
+                account.payment_method_updated_at, fact.version.created
+            )
+        }
+    _save_changes(account, values)
+    return account
+
+
+def merge_fact(account: Account, fact: Fact) -> None:
+    match fact:
+        case InvoiceFact():
+            merge_invoice(account, fact)
+        case AttemptFact():
+            merge_attempt(account, fact)
+        case SubscriptionFact():
+            merge_subscription(account, fact)
+        case CustomerFact():
+            merge_customer(account, fact)
+        case PaymentMethodFact():
+            merge_payment_method(account, fact)

@@ -1,0 +1,143 @@
+"""The raw webhook event log and the mirror of Stripe objects.
+
+Mirror rows are merged, never blindly overwritten: every field merges with an
+operation that ignores arrival order (see `billing_events.merge`), so duplicated
+and reordered deliveries converge on the same row.
+"""
+
+from django.db import models
+
+
+class WebhookEvent(models.Model):
+    class Status(models.TextChoices):
+        RECEIVED = "received"
+        PROCESSED = "processed"
+        FAILED = "failed"  # will be retried at next_attempt_at
+        DEAD = "dead"  # gave up after WEBHOOK_MAX_ATTEMPTS; needs a person
+        IGNORED = "ignored"  # an event type this service does not act on
+
+    stripe_event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100, db_index=True)
+    stripe_created = models.DateTimeField(help_text="Stripe's `created` for the event")
+    livemode = models.BooleanField(default=False)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField()
+    processed_at = models.DateTimeField(null=True, blank=True)
+    account = models.ForeignKey(
+        "billing_events.Account", null=True, blank=True, on_delete=models.SET_NULL
+    )
+
+    class Meta:
+        indexes = [
+            # The sweeper's scan: only unfinished events, oldest first.
+            models.Index(
+                fields=["status", "next_attempt_at"],
+                name="webhook_event_pending_idx",
+                condition=models.Q(status__in=["received", "failed"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.stripe_event_id} ({self.status})"
+
+
+class Account(models.Model):
+    """One per Stripe customer."""
+
+    stripe_customer_id = models.CharField(max_length=255, unique=True)
+    email = models.CharField(max_length=255, blank=True, default="")
+    default_payment_method = models.CharField(max_length=255, blank=True, default="")
+    # Newest customer.* event applied; older ones do not overwrite.
+    customer_version = models.DateTimeField(null=True, blank=True)
+    customer_version_event_id = models.CharField(max_length=255, blank=True, default="")
+    # Newest sign that the customer gave us a usable payment method.
+    payment_method_updated_at = models.DateTimeField(null=True, blank=True)
+    card_expiring_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.stripe_customer_id
+
+
+class Subscription(models.Model):
+    stripe_subscription_id = models.CharField(max_length=255, unique=True)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="subscriptions")
+    status = models.CharField(max_length=32)
+    canceled_at = models.DateTimeField(null=True, blank=True)
+    price_ids = models.JSONField(default=list, blank=True)
+    version = models.DateTimeField()
+    version_event_id = models.CharField(max_length=255)
+
+    def __str__(self) -> str:
+        return f"{self.stripe_subscription_id} ({self.status})"
+
+
+class Invoice(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        OPEN = "open"
+        UNCOLLECTIBLE = "uncollectible"
+        PAID = "paid"
+        VOID = "void"
+
+    stripe_invoice_id = models.CharField(max_length=255, unique=True)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="invoices")
+    stripe_subscription_id = models.CharField(max_length=255, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices)
+    amount_due = models.BigIntegerField(help_text="minor units")
+    amount_paid = models.BigIntegerField(default=0, help_text="minor units")
+    amount_remaining = models.BigIntegerField(default=0, help_text="minor units")
+    currency = models.CharField(max_length=3)
+    billing_reason = models.CharField(max_length=64, blank=True, default="")
+    attempt_count = models.PositiveIntegerField(default=0)
+    paid_out_of_band = models.BooleanField(default=False)
+    stripe_created = models.DateTimeField()
+    finalized_at = models.DateTimeField(null=True, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    marked_uncollectible_at = models.DateTimeField(null=True, blank=True)
+    next_payment_attempt = models.DateTimeField(null=True, blank=True)
+    # The newest event whose amounts were applied: last writer by (Stripe's clock,
+    # status rank, event id), so a tie on the second still orders deterministically.
+    version = models.DateTimeField()
+    version_rank = models.PositiveSmallIntegerField(default=0)
+    version_event_id = models.CharField(max_length=255)
+
+    def __str__(self) -> str:
+        return f"{self.stripe_invoice_id} ({self.status})"
+
+
+class PaymentAttempt(models.Model):
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    # A charge id when Stripe gave one, otherwise the payment intent id.
+    attempt_key = models.CharField(max_length=255, unique=True)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="attempts")
+    invoice = models.ForeignKey(
+        Invoice, null=True, blank=True, on_delete=models.SET_NULL, related_name="attempts"
+    )
+    stripe_invoice_id = models.CharField(max_length=255, blank=True, default="")
+    stripe_charge_id = models.CharField(max_length=255, blank=True, default="")
+    stripe_payment_intent_id = models.CharField(max_length=255, blank=True, default="")
+    payment_method = models.CharField(max_length=255, blank=True, default="")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    amount = models.BigIntegerField(help_text="minor units")
+    currency = models.CharField(max_length=3)
+    decline_code = models.CharField(max_length=64, blank=True, default="")
+    failure_code = models.CharField(max_length=64, blank=True, default="")
+    advice_code = models.CharField(max_length=64, blank=True, default="")
+    network_advice_code = models.CharField(max_length=16, blank=True, default="")
+    network_decline_code = models.CharField(max_length=16, blank=True, default="")
+    attempted_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "attempted_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.attempt_key} {self.outcome} {self.decline_code}".strip()

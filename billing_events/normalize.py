@@ -1,0 +1,326 @@
+"""Turn a Stripe event into plain facts about Stripe objects. Pure: no database.
+
+Each handled event type maps to one parser and one trigger kind. Field access is
+defensive because Stripe's shapes vary by API version (an id may come expanded, the
+invoice's subscription moved under `parent` in newer versions).
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from dunning.clock import from_unix
+from dunning.triggers import TriggerKind
+
+
+class MalformedEvent(ValueError):
+    """The event cannot be understood; processing it again will not help."""
+
+
+class NoCustomer(MalformedEvent):
+    """A well-formed event about no customer (a one-off guest charge): nothing to dun."""
+
+
+def object_id(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("id") or "")
+    return str(value or "")
+
+
+@dataclass(frozen=True)
+class EventVersion:
+    """Orders facts about one object by Stripe's clock, not by arrival."""
+
+    created: datetime
+    event_id: str
+
+
+@dataclass(frozen=True)
+class InvoiceFact:
+    version: EventVersion
+    stripe_invoice_id: str
+    customer_id: str
+    subscription_id: str
+    status: str
+    amount_due: int
+    amount_paid: int
+    amount_remaining: int
+    currency: str
+    billing_reason: str
+    attempt_count: int
+    paid_out_of_band: bool
+    created: datetime
+    finalized_at: datetime | None
+    paid_at: datetime | None
+    voided_at: datetime | None
+    marked_uncollectible_at: datetime | None
+    next_payment_attempt: datetime | None
+    charge_id: str
+    payment_intent_id: str
+
+
+@dataclass(frozen=True)
+class AttemptFact:
+    attempt_key: str
+    customer_id: str
+    invoice_id: str
+    charge_id: str
+    payment_intent_id: str
+    payment_method: str
+    outcome: str
+    amount: int
+    currency: str
+    decline_code: str
+    failure_code: str
+    advice_code: str
+    network_advice_code: str
+    network_decline_code: str
+    attempted_at: datetime
+
+
+@dataclass(frozen=True)
+class SubscriptionFact:
+    version: EventVersion
+    stripe_subscription_id: str
+    customer_id: str
+    status: str
+    canceled_at: datetime | None
+    price_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CustomerFact:
+    version: EventVersion
+    customer_id: str
+    email: str
+    default_payment_method: str
+    payment_method_changed: bool
+
+
+@dataclass(frozen=True)
+class PaymentMethodFact:
+    version: EventVersion
+    customer_id: str
+    payment_method_id: str
+    card_expiring_at: datetime | None
+
+
+Fact = InvoiceFact | AttemptFact | SubscriptionFact | CustomerFact | PaymentMethodFact
+
+
+def _require(obj: dict, key: str) -> Any:
+    if key == "customer" and not obj.get(key):
+        raise NoCustomer("data.object has no customer")
+    if key not in obj or obj[key] is None:
+        raise MalformedEvent(f"data.object has no {key}")
+    return obj[key]
+
+
+def _int(obj: dict, key: str, default: int = 0) -> int:
+    value = obj.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedEvent(f"data.object.{key} is not an integer")
+    return value
+
+
+def _str(obj: dict, key: str) -> str:
+    value = obj.get(key)
+    return "" if value is None else str(value)
+
+
+def parse_invoice(obj: dict, version: EventVersion) -> InvoiceFact:
+    transitions = obj.get("status_transitions") or {}
+    parent = obj.get("parent") or {}
+    subscription = obj.get("subscription") or (parent.get("subscription_details") or {}).get(
+        "subscription"
+    )
+    status = str(_require(obj, "status"))
+    if status not in INVOICE_STATUS_RANK:
+        raise MalformedEvent(f"unknown invoice status {status!r}")
+    currency = str(_require(obj, "currency")).lower()
+    return InvoiceFact(
+        version=version,
+        stripe_invoice_id=object_id(_require(obj, "id")),
+        customer_id=object_id(_require(obj, "customer")),
+        subscription_id=object_id(subscription),
+        status=status,
+        amount_due=_int(obj, "amount_due"),
+        amount_paid=_int(obj, "amount_paid"),
+        amount_remaining=_int(obj, "amount_remaining"),
+        currency=currency,
+        billing_reason=_str(obj, "billing_reason"),
+        attempt_count=_int(obj, "attempt_count"),
+        paid_out_of_band=bool(obj.get("paid_out_of_band")),
+        created=from_unix(_int(obj, "created")),
+        finalized_at=from_unix(transitions.get("finalized_at")),
+        paid_at=from_unix(transitions.get("paid_at")),
+        voided_at=from_unix(transitions.get("voided_at")),
+        marked_uncollectible_at=from_unix(transitions.get("marked_uncollectible_at")),
+        next_payment_attempt=from_unix(obj.get("next_payment_attempt")),
+        charge_id=object_id(obj.get("charge")),
+        payment_intent_id=object_id(obj.get("payment_intent")),
+    )
+
+
+def parse_charge(obj: dict, version: EventVersion) -> AttemptFact:
+    outcome = obj.get("outcome") or {}
+    status = _str(obj, "status")
+    metadata = obj.get("metadata") or {}
+    return AttemptFact(
+        attempt_key=object_id(_require(obj, "id")),
+        customer_id=object_id(_require(obj, "customer")),
+        invoice_id=object_id(obj.get("invoice")) or str(metadata.get("invoice") or ""),
+        charge_id=object_id(obj.get("id")),
+        payment_intent_id=object_id(obj.get("payment_intent")),
+        payment_method=object_id(obj.get("payment_method")),
+        outcome="succeeded" if status == "succeeded" else "failed",
+        amount=_int(obj, "amount"),
+        currency=str(_require(obj, "currency")).lower(),
+        # Stripe puts the issuer's reason on outcome.reason as well as on failure_code.
+        decline_code=_str(obj, "decline_code")
+        or (_str(outcome, "reason") if status != "succeeded" else ""),
+        failure_code=_str(obj, "failure_code"),
+        advice_code=_str(outcome, "advice_code"),
+        network_advice_code=_str(outcome, "network_advice_code"),
+        network_decline_code=_str(outcome, "network_decline_code"),
+        attempted_at=from_unix(_int(obj, "created")) or version.created,
+    )
+
+
+def parse_payment_intent(obj: dict, version: EventVersion) -> AttemptFact:
+    error = obj.get("last_payment_error") or {}
+    charge_id = object_id(error.get("charge")) or object_id(obj.get("latest_charge"))
+    metadata = obj.get("metadata") or {}
+    return AttemptFact(
+        attempt_key=charge_id or object_id(_require(obj, "id")),
+        customer_id=object_id(_require(obj, "customer")),
+        invoice_id=object_id(obj.get("invoice")) or str(metadata.get("invoice") or ""),
+        charge_id=charge_id,
+        payment_intent_id=object_id(obj.get("id")),
+        payment_method=object_id((error.get("payment_method") or {}).get("id"))
+        or object_id(obj.get("payment_method")),
+        outcome="failed",
+        amount=_int(obj, "amount"),
+        currency=str(_require(obj, "currency")).lower(),
+        decline_code=_str(error, "decline_code"),
+        failure_code=_str(error, "code"),
+        advice_code=_str(error, "advice_code"),
+        network_advice_code=_str(error, "network_advice_code"),
+        network_decline_code=_str(error, "network_decline_code"),
+        attempted_at=version.created,
+    )
+
+
+def parse_subscription(obj: dict, version: EventVersion) -> SubscriptionFact:
+    items = (obj.get("items") or {}).get("data") or []
+    prices = tuple(
+        sorted(
+            object_id(item.get("price") or item.get("plan"))
+            for item in items
+            if item.get("price") or item.get("plan")
+        )
+    )
+    return SubscriptionFact(
+        version=version,
+        stripe_subscription_id=object_id(_require(obj, "id")),
+        customer_id=object_id(_require(obj, "customer")),
+        status=str(_require(obj, "status")),
+        canceled_at=from_unix(obj.get("canceled_at") or obj.get("ended_at")),
+        price_ids=prices,
+    )
+
+
+PAYMENT_METHOD_KEYS = {"invoice_settings", "default_source", "default_payment_method"}
+
+
+def parse_customer(obj: dict, version: EventVersion, previous: dict) -> CustomerFact:
+    settings = obj.get("invoice_settings") or {}
+    return CustomerFact(
+        version=version,
+        customer_id=object_id(_require(obj, "id")),
+        email=_str(obj, "email"),
+        default_payment_method=object_id(settings.get("default_payment_method"))
+        or object_id(obj.get("default_source")),
+        payment_method_changed=bool(PAYMENT_METHOD_KEYS & set(previous)),
+    )
+
+
+def parse_payment_method(obj: dict, version: EventVersion) -> PaymentMethodFact:
+    return PaymentMethodFact(
+        version=version,
+        customer_id=object_id(_require(obj, "customer")),
+        payment_method_id=object_id(_require(obj, "id")),
+        card_expiring_at=None,
+    )
+
+
+def parse_expiring_source(obj: dict, version: EventVersion) -> PaymentMethodFact:
+    card = obj.get("card") if obj.get("object") == "payment_method" else obj
+    card = card or {}
+    month, year = card.get("exp_month"), card.get("exp_year")
+    expires = None
+    if isinstance(month, int) and isinstance(year, int) and 1 <= month <= 12:
+        # A card is good through the last day of its expiry month.
+        expires = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=version.created.tzinfo)
+    return PaymentMethodFact(
+        version=version,
+        customer_id=object_id(_require(obj, "customer")),
+        payment_method_id=object_id(_require(obj, "id")),
+        card_expiring_at=expires,
+    )
+
+
+INVOICE_STATUS_RANK = {"draft": 0, "open": 1, "uncollectible": 2, "paid": 3, "void": 4}
+
+
+@dataclass(frozen=True)
+class EventRoute:
+    trigger: TriggerKind
+    parse: Any  # (object, version[, previous_attributes]) -> Fact
+
+
+ROUTES: dict[str, EventRoute] = {
+    "invoice.payment_failed": EventRoute(TriggerKind.PAYMENT_FAILED, parse_invoice),
+    "invoice.paid": EventRoute(TriggerKind.PAYMENT_SUCCEEDED, parse_invoice),
+    "invoice.payment_succeeded": EventRoute(TriggerKind.PAYMENT_SUCCEEDED, parse_invoice),
+    "invoice.marked_uncollectible": EventRoute(TriggerKind.MARKED_UNCOLLECTIBLE, parse_invoice),
+    "invoice.voided": EventRoute(TriggerKind.INVOICE_VOIDED, parse_invoice),
+    "invoice.finalized": EventRoute(TriggerKind.INVOICE_UPDATED, parse_invoice),
+    "invoice.updated": EventRoute(TriggerKind.INVOICE_UPDATED, parse_invoice),
+    "charge.failed": EventRoute(TriggerKind.PAYMENT_FAILED, parse_charge),
+    "charge.succeeded": EventRoute(TriggerKind.PAYMENT_SUCCEEDED, parse_charge),
+    "payment_intent.payment_failed": EventRoute(TriggerKind.PAYMENT_FAILED, parse_payment_intent),
+    "customer.subscription.created": EventRoute(
+        TriggerKind.SUBSCRIPTION_CHANGED, parse_subscription
+    ),
+    "customer.subscription.updated": EventRoute(
+        TriggerKind.SUBSCRIPTION_CHANGED, parse_subscription
+    ),
+    "customer.subscription.deleted": EventRoute(
+        TriggerKind.SUBSCRIPTION_CHANGED, parse_subscription
+    ),
+    "customer.updated": EventRoute(TriggerKind.PAYMENT_METHOD_UPDATED, parse_customer),
+    "payment_method.attached": EventRoute(TriggerKind.PAYMENT_METHOD_UPDATED, parse_payment_method),
+    "payment_method.updated": EventRoute(TriggerKind.PAYMENT_METHOD_UPDATED, parse_payment_method),
+    "customer.source.expiring": EventRoute(TriggerKind.CARD_EXPIRING, parse_expiring_source),
+}
+
+HANDLED_EVENT_TYPES = frozenset(ROUTES)
+
+
+def parse_event(event: dict) -> tuple[Fact, TriggerKind]:
+    route = ROUTES.get(event.get("type", ""))
+    if route is None:
+        raise MalformedEvent(f"unhandled event type {event.get('type')!r}")
+    data = event.get("data") or {}
+    obj = data.get("object")
+    if not isinstance(obj, dict):
+        raise MalformedEvent("event has no data.object")
+    version = EventVersion(created=from_unix(event["created"]), event_id=event["id"])
+    if route.parse is parse_customer:
+        fact = parse_customer(obj, version, data.get("previous_attributes") or {})
+    else:
+        fact = route.parse(obj, version)
+    return fact, route.trigger

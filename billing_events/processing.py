@@ -1,0 +1,141 @@
+"""Processing stored webhook events into the mirror stores and the dunning engine.
+
+An event is `processed` only once its facts are merged and its trigger handled, in one
+transaction, so a crash anywhere leaves it retryable. Failures are never dropped: the
+event goes `failed` with the error and a `next_attempt_at` (exponential backoff), the
+beat sweeper retries it, and after WEBHOOK_MAX_ATTEMPTS it goes `dead`, visible in the
+admin until someone reprocesses it.
+"""
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+
+from billing_events.mirror import merge_fact
+from billing_events.models import Account, WebhookEvent
+from billing_events.normalize import ROUTES, parse_event
+from dunning import clock
+from dunning.services import handle
+from dunning.triggers import Trigger
+
+logger = logging.getLogger(__name__)
+
+RETRY_BASE_SECONDS = 30
+RETRY_CAP_SECONDS = 6 * 3600
+PENDING = (WebhookEvent.Status.RECEIVED, WebhookEvent.Status.FAILED)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """30 s, 1 min, 2 min, 4 min ... capped at 6 h."""
+    return timedelta(seconds=min(RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0), RETRY_CAP_SECONDS))
+
+
+def apply_event(event: WebhookEvent) -> Trigger:
+    fact, trigger_kind = parse_event(event.payload)
+    account, _ = Account.objects.get_or_create(stripe_customer_id=fact.customer_id)
+    # Per-account serialization: the engine takes the same lock, so no two workers
+    # merge or recompute one account at once.
+    account = Account.objects.select_for_update().get(pk=account.pk)
+    merge_fact(account, fact)
+    trigger = Trigger(kind=trigger_kind, account_id=account.pk, source=event.stripe_event_id)
+    handle(trigger)
+    if event.account_id != account.pk:
+        event.account = account
+    return trigger
+
+
+def process_event(*, event_id: int) -> str:
+    """Process one stored event; returns its status afterwards. Safe to call twice."""
+    with transaction.atomic():
+        event = (
+            WebhookEvent.objects.select_for_update(skip_locked=True)
+            .filter(pk=event_id, status__in=PENDING)
+            .first()
+        )
+        if event is None:
+            return "skipped"  # done already, ignored, dead, or another worker has it
+        now = clock.now()
+        event.attempts += 1
+        try:
+            with transaction.atomic():
+                apply_event(event)
+        except Exception as error:
+            event.last_error = f"{type(error).__name__}: {error}"[:2000]
+            if event.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
+                event.status = WebhookEvent.Status.DEAD
+                event.next_attempt_at = None
+            else:
+                event.status = WebhookEvent.Status.FAILED
+                event.next_attempt_at = now + retry_delay(event.attempts)
+            logger.warning(
+                "event=webhook_processing_failed stripe_event=%s type=%s attempts=%s status=%s",
+                event.stripe_event_id,
+                event.type,
+                event.attempts,
+                event.status,
+                exc_info=True,
+            )
+        else:
+            event.status = WebhookEvent.Status.PROCESSED
+            event.processed_at = now
+            event.next_attempt_at = None
+            event.last_error = ""
+        event.save(
+            update_fields=[
+                "status",
+                "attempts",
+                "last_error",
+                "next_attempt_at",
+                "processed_at",
+                "account",
+            ]
+        )
+        return event.status
+
+
+def due_event_ids(*, now: datetime, limit: int) -> list[int]:
+    return list(
+        WebhookEvent.objects.filter(status__in=PENDING, next_attempt_at__lte=now)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def sweep(*, limit: int = 500) -> int:
+    """Re-enqueue events that were stored but never processed, and failed ones now due.
+
+    The next look is pushed forward before enqueueing, so a slow queue is not flooded
+    with copies; processing twice is harmless anyway (status check under a row lock).
+    """
+    from billing_events.ingest import enqueue_processing
+
+    now = clock.now()
+    ids = due_event_ids(now=now, limit=limit)
+    if not ids:
+        return 0
+    WebhookEvent.objects.filter(pk__in=ids, status__in=PENDING).update(
+        next_attempt_at=now + timedelta(seconds=settings.WEBHOOK_REENQUEUE_AFTER_SECONDS)
+    )
+    return sum(enqueue_processing(pk) for pk in ids)
+
+
+def reprocess(*, event_ids: Iterable[int]) -> int:
+    """Support's re-drive: put events back in the queue, including dead and processed ones."""
+    now = clock.now()
+    ids = list(
+        WebhookEvent.objects.filter(pk__in=list(event_ids), type__in=list(ROUTES))
+        .exclude(status=WebhookEvent.Status.IGNORED)
+        .values_list("pk", flat=True)
+    )
+    WebhookEvent.objects.filter(pk__in=ids).update(
+        status=WebhookEvent.Status.RECEIVED,
+        next_attempt_at=now + timedelta(seconds=settings.WEBHOOK_REENQUEUE_AFTER_SECONDS),
+    )
+    from billing_events.ingest import enqueue_processing
+
+    for pk in ids:
+        enqueue_processing(pk)
+    return len(ids)

@@ -1,0 +1,220 @@
+"""Stripe-shaped objects and events built from Stripe's own example objects.
+
+The demo, the simulator, the benchmarks and the tests all start from the vendored
+copies in `stripe_samples/` (Stripe's openapi fixtures, MIT) and set only the fields a
+scenario needs, so payloads keep Stripe's real shape.
+"""
+
+import copy
+import itertools
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from billing_events.signature import sign_header
+
+SAMPLES_DIR = Path(__file__).resolve().parent / "stripe_samples"
+_sequence = itertools.count(1)
+
+
+@cache
+def _load(name: str) -> dict:
+    return json.loads((SAMPLES_DIR / f"{name}.json").read_text())
+
+
+def sample(name: str) -> dict:
+    return copy.deepcopy(_load(name))
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{next(_sequence):014d}"
+
+
+INVOICE_TRANSITION = {
+    "open": None,
+    "paid": "paid_at",
+    "void": "voided_at",
+    "uncollectible": "marked_uncollectible_at",
+}
+
+
+def invoice(
+    *,
+    id: str,
+    customer: str,
+    created: int,
+    status: str = "open",
+    amount_due: int = 2000,
+    currency: str = "usd",
+    billing_reason: str = "subscription_cycle",
+    attempt_count: int = 0,
+    subscription: str | None = None,
+    paid_out_of_band: bool = False,
+    status_at: int | None = None,
+    next_payment_attempt: int | None = None,
+) -> dict:
+    obj = sample("invoice")
+    paid = status == "paid"
+    obj.update(
+        id=id,
+        customer=customer,
+        created=created,
+        status=status,
+        amount_due=amount_due,
+        amount_paid=amount_due if paid else 0,
+        amount_remaining=0 if paid or status == "void" else amount_due,
+        total=amount_due,
+        subtotal=amount_due,
+        currency=currency,
+        billing_reason=billing_reason,
+        attempt_count=attempt_count,
+        attempted=attempt_count > 0,
+        paid_out_of_band=paid_out_of_band,
+        next_payment_attempt=next_payment_attempt,
+        collection_method="charge_automatically",
+    )
+    obj["parent"] = {
+        "quote_details": None,
+        "subscription_details": {"metadata": {}, "subscription": subscription},
+        "type": "subscription_details",
+    }
+    transitions = {key: None for key in obj["status_transitions"]}
+    transitions["finalized_at"] = created
+    if field := INVOICE_TRANSITION.get(status):
+        transitions[field] = status_at or created
+    obj["status_transitions"] = transitions
+    for line in obj["lines"]["data"]:
+        line.update(invoice=id, amount=amount_due, currency=currency)
+    return obj
+
+
+def charge(
+    *,
+    id: str,
+    customer: str,
+    created: int,
+    invoice: str | None = None,
+    status: str = "failed",
+    amount: int = 2000,
+    currency: str = "usd",
+    decline_code: str | None = None,
+    failure_code: str | None = None,
+    advice_code: str | None = None,
+    network_advice_code: str | None = None,
+    network_decline_code: str | None = None,
+    payment_method: str = "pm_card_visa",
+    payment_intent: str | None = None,
+) -> dict:
+    obj = sample("charge")
+    failed = status == "failed"
+    obj.update(
+        id=id,
+        customer=customer,
+        created=created,
+        status=status,
+        paid=not failed,
+        captured=not failed,
+        amount=amount,
+        amount_captured=0 if failed else amount,
+        currency=currency,
+        payment_method=payment_method,
+        payment_intent=payment_intent,
+        failure_code=(failure_code or "card_declined") if failed else None,
+        failure_message="Your card was declined." if failed else None,
+    )
+    obj["invoice"] = invoice  # Stripe sends it on charges for invoice payments
+    obj["outcome"].update(
+        type="issuer_declined" if failed else "authorized",
+        network_status="declined_by_network" if failed else "approved_by_network",
+        reason=decline_code if failed else None,
+        advice_code=advice_code,
+        network_advice_code=network_advice_code,
+        network_decline_code=network_decline_code,
+        seller_message="The bank did not return any further details with this decline."
+        if failed
+        else "Payment complete.",
+    )
+    return obj
+
+
+def payment_intent_failed(
+    *,
+    id: str,
+    customer: str,
+    created: int,
+    charge: str,
+    invoice: str | None = None,
+    amount: int = 2000,
+    currency: str = "usd",
+    decline_code: str = "generic_decline",
+    advice_code: str | None = None,
+) -> dict:
+    obj = sample("payment_intent")
+    obj.update(
+        id=id,
+        customer=customer,
+        created=created,
+        amount=amount,
+        currency=currency,
+        status="requires_payment_method",
+        latest_charge=charge,
+        metadata={"invoice": invoice} if invoice else {},
+    )
+    obj["last_payment_error"] = {
+        "type": "card_error",
+        "code": "card_declined",
+        "decline_code": decline_code,
+        "advice_code": advice_code,
+        "charge": charge,
+        "message": "Your card was declined.",
+    }
+    return obj
+
+
+def subscription(*, id: str, customer: str, created: int, status: str = "active") -> dict:
+    obj = sample("subscription")
+    obj.update(id=id, customer=customer, created=created, status=status)
+    if status == "canceled":
+        obj.update(canceled_at=created, ended_at=created)
+    return obj
+
+
+def customer(*, id: str, created: int, default_payment_method: str | None = None) -> dict:
+    obj = sample("customer")
+    obj.update(id=id, created=created, email=f"{id}@example.com")
+    obj["invoice_settings"]["default_payment_method"] = default_payment_method
+    return obj
+
+
+def payment_method(*, id: str, customer: str, created: int) -> dict:
+    obj = sample("payment_method")
+    obj.update(id=id, customer=customer, created=created)
+    return obj
+
+
+def event(
+    type: str,
+    obj: dict,
+    *,
+    created: int,
+    id: str | None = None,
+    previous_attributes: dict | None = None,
+) -> dict:
+    envelope = sample("event")
+    envelope.update(id=id or new_id("evt"), type=type, created=created)
+    envelope["data"] = {"object": obj}
+    if previous_attributes is not None:
+        envelope["data"]["previous_attributes"] = previous_attributes
+    return envelope
+
+
+def signed(event: dict, *, secret: str, timestamp: int) -> tuple[bytes, str]:
+    payload = json.dumps(event, separators=(",", ":")).encode()
+    return payload, sign_header(payload=payload, secret=secret, timestamp=timestamp)
+
+
+def with_fields(obj: dict, **fields: Any) -> dict:
+    changed = copy.deepcopy(obj)
+    changed.update(fields)
+    return changed

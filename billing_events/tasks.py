@@ -1,0 +1,20 @@
+from celery import shared_task
+from django.db import DatabaseError
+
+from billing_events import processing
+
+
+@shared_task(
+    acks_late=True,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=5,
+)
+def process_webhook_event(event_id: int) -> str:
+    return processing.process_event(event_id=event_id)
+
+
+@shared_task(acks_late=True)
+def sweep_webhook_events() -> int:
+    return processing.sweep()

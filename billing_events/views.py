@@ -1,0 +1,19 @@
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from billing_events.ingest import ingest_stripe_webhook
+
+
+@csrf_exempt
+@require_POST
+def stripe_webhook(request: HttpRequest) -> JsonResponse:
+    # Refuse an oversized body before reading it into memory.
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > settings.WEBHOOK_MAX_BODY_BYTES:
+        return JsonResponse({"error": "payload too large"}, status=413)
+    outcome = ingest_stripe_webhook(
+        payload=request.body, signature_header=request.headers.get("Stripe-Signature")
+    )
+    return JsonResponse(outcome.body, status=outcome.http_status)

@@ -1,0 +1,46 @@
+import time
+
+import pytest
+from django.test import Client
+
+from billing_events import samples
+from config.celery import app as celery_app
+
+SECRET = "whsec_test_current"
+PREVIOUS_SECRET = "whsec_test_previous"
+
+
+class StripeSender:
+    """Posts events to the webhook endpoint signed as Stripe would."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def post_raw(self, payload: bytes, header: str | None):
+        headers = {"HTTP_STRIPE_SIGNATURE": header} if header is not None else {}
+        return self.client.post(
+            "/webhooks/stripe/", data=payload, content_type="application/json", **headers
+        )
+
+    def send(self, event: dict, *, secret: str = SECRET, timestamp: int | None = None):
+        payload, header = samples.signed(
+            event, secret=secret, timestamp=timestamp or int(time.time())
+        )
+        return self.post_raw(payload, header)
+
+
+@pytest.fixture
+def stripe_sender(client: Client) -> StripeSender:
+    return StripeSender(client)
+
+
+@pytest.fixture
+def celery_worker_thread(transactional_db):
+    """A real Celery worker on the Redis broker, in a thread of this process."""
+    from celery.contrib.testing.worker import start_worker
+
+    celery_app.control.purge()
+    with start_worker(
+        celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10
+    ) as worker:
+        yield worker

@@ -1,0 +1,66 @@
+"""Through the real broker: a Celery worker on Redis processes what the webhook stored."""
+
+import time
+from contextlib import contextmanager
+
+import pytest
+from django.conf import settings
+
+from billing_events import processing
+from billing_events.models import Invoice, WebhookEvent
+from config.celery import app as celery_app
+from tests.events import Customer
+
+pytestmark = [pytest.mark.worker]
+
+
+def wait_for(predicate, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@contextmanager
+def broker_at(url: str):
+    def use(value: str) -> None:
+        celery_app.conf.broker_url = value
+        celery_app.conf.broker_write_url = value
+        celery_app._pool = None
+        celery_app.amqp._producer_pool = None
+
+    use(url)
+    try:
+        yield
+    finally:
+        use(settings.CELERY_BROKER_URL)
+
+
+def test_webhook_to_worker_to_mirror(stripe_sender, celery_worker_thread):
+    cus = Customer()
+    stripe_sender.send(cus.invoice_event("invoice.payment_failed", attempt_count=1))
+
+    assert wait_for(lambda: WebhookEvent.objects.filter(status="processed").exists())
+    assert Invoice.objects.get().attempt_count == 1
+
+
+def test_nothing_is_lost_when_the_broker_is_down_at_ingest(
+    stripe_sender, transactional_db, settings
+):
+    settings.WEBHOOK_REENQUEUE_AFTER_SECONDS = 0
+    cus = Customer()
+    with broker_at("redis://127.0.0.1:1/0"):
+        response = stripe_sender.send(cus.invoice_event("invoice.payment_failed"))
+
+    assert response.status_code == 200
+    assert WebhookEvent.objects.get().status == "received"
+
+    from celery.contrib.testing.worker import start_worker
+
+    celery_app.control.purge()
+    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+        assert processing.sweep() == 1  # what beat runs every WEBHOOK_SWEEP_SECONDS
+        assert wait_for(lambda: WebhookEvent.objects.filter(status="processed").exists())
+    assert Invoice.objects.count() == 1
