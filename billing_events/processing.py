@@ -16,7 +16,7 @@ from django.db import transaction
 
 from billing_events.mirror import merge_fact
 from billing_events.models import Account, WebhookEvent
-from billing_events.normalize import ROUTES, parse_event
+from billing_events.normalize import ROUTES, AttemptFact, Fact, InvoiceFact, parse_event
 from dunning import clock
 from dunning.services import handle
 from dunning.triggers import Trigger
@@ -33,6 +33,14 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0), RETRY_CAP_SECONDS))
 
 
+def invoice_named_by(fact: Fact) -> str:
+    if isinstance(fact, InvoiceFact):
+        return fact.stripe_invoice_id
+    if isinstance(fact, AttemptFact):
+        return fact.invoice_id
+    return ""
+
+
 def apply_event(event: WebhookEvent) -> Trigger:
     fact, trigger_kind = parse_event(event.payload)
     account, _ = Account.objects.get_or_create(stripe_customer_id=fact.customer_id)
@@ -40,7 +48,12 @@ def apply_event(event: WebhookEvent) -> Trigger:
     # merge or recompute one account at once.
     account = Account.objects.select_for_update().get(pk=account.pk)
     merge_fact(account, fact)
-    trigger = Trigger(kind=trigger_kind, account_id=account.pk, source=event.stripe_event_id)
+    trigger = Trigger(
+        kind=trigger_kind,
+        account_id=account.pk,
+        source=f"stripe:{event.stripe_event_id}",
+        detail={"invoice": invoice_named_by(fact)},
+    )
     handle(trigger)
     if event.account_id != account.pk:
         event.account = account

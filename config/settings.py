@@ -117,6 +117,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing_events.tasks.sweep_webhook_events",
         "schedule": float(os.environ.get("WEBHOOK_SWEEP_SECONDS", "30")),
     },
+    "dispatch-outbox": {
+        "task": "dunning.tasks.dispatch_outbox",
+        "schedule": float(os.environ.get("OUTBOX_DISPATCH_SECONDS", "5")),
+    },
+    "recompute-due-cases": {
+        "task": "dunning.tasks.recompute_due_cases",
+        "schedule": float(os.environ.get("CASE_REVIEW_SECONDS", "60")),
+    },
 }
 
 # --- Stripe -------------------------------------------------------------------
@@ -131,6 +139,11 @@ WEBHOOK_MAX_BODY_BYTES = int(os.environ.get("WEBHOOK_MAX_BODY_BYTES", str(512 * 
 WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("WEBHOOK_MAX_ATTEMPTS", "8"))
 # A stored event still "received" after this long was never picked up (broker down).
 WEBHOOK_REENQUEUE_AFTER_SECONDS = int(os.environ.get("WEBHOOK_REENQUEUE_AFTER_SECONDS", "60"))
+
+# --- Outbox and Account Management ----------------------------------------------------
+OUTBOX_MAX_ATTEMPTS = int(os.environ.get("OUTBOX_MAX_ATTEMPTS", "12"))
+ACCOUNT_MANAGEMENT_URL = os.environ.get("ACCOUNT_MANAGEMENT_URL", "")
+ACCOUNT_MANAGEMENT_TIMEOUT_SECONDS = float(os.environ.get("ACCOUNT_MANAGEMENT_TIMEOUT", "5"))
 
 # --- Clock ----------------------------------------------------------------------
 DUNNING_TEST_CLOCK = env_bool("DUNNING_TEST_CLOCK")

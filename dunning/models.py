@@ -1,4 +1,223 @@
+"""Dunning state: cases (a django-fsm state machine), their invoices, every transition,
+every decision with its explanation, the outbox of side effects, and the account
+standing as requested from and acknowledged by Account Management.
+
+Transition methods only decide and record; `dunning.apply` is the one door that
+changes these rows, and side effects leave through the outbox.
+"""
+
 from django.db import models
+from django_fsm import FSMField, FSMModelMixin, transition
+
+
+class CaseState(models.TextChoices):
+    RETRYING = "retrying"
+    AWAITING_CUSTOMER = "awaiting_customer_action"
+    ESCALATED = "escalated"  # bad debt
+    LIFTING = "lifting"  # money in, consequences being lifted, side effects in flight
+    RESOLVED = "resolved"
+
+
+class Resolution(models.TextChoices):
+    NONE = ""
+    PAID = "paid"
+    PAID_OUT_OF_BAND = "paid_out_of_band"
+    VOIDED = "voided"
+    WRITTEN_OFF = "written_off"
+    CANCELLED = "cancelled"
+
+
+OPEN_STATES = [
+    CaseState.RETRYING,
+    CaseState.AWAITING_CUSTOMER,
+    CaseState.ESCALATED,
+    CaseState.LIFTING,
+]
+IN_DUNNING = [CaseState.RETRYING, CaseState.AWAITING_CUSTOMER, CaseState.ESCALATED]
+
+
+class DunningCase(FSMModelMixin, models.Model):
+    account = models.ForeignKey(
+        "billing_events.Account", on_delete=models.CASCADE, related_name="dunning_cases"
+    )
+    state = FSMField(choices=CaseState.choices, protected=True)
+    resolution = models.CharField(max_length=20, choices=Resolution.choices, blank=True, default="")
+    level = models.CharField(max_length=32, default="none")
+    decline_class = models.CharField(max_length=20, blank=True, default="")
+    earliest_unpaid_at = models.DateTimeField(null=True, blank=True)
+    # {"usd": 4900}: minor units per currency, never mixed.
+    amount_overdue = models.JSONField(default=dict, blank=True)
+    # When the ladder would next move on its own; beat recomputes the case then.
+    next_review_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    policy_version = models.CharField(max_length=32)
+    last_decision = models.ForeignKey(
+        "dunning.Decision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account"],
+                condition=models.Q(state__in=OPEN_STATES),
+                name="one_open_case_per_account",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_review_at"],
+                name="case_review_due_idx",
+                condition=models.Q(state__in=OPEN_STATES),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"case {self.pk} {self.state} {self.resolution}".strip()
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    # Protected transitions: the only way `state` changes.
+    @transition(field=state, source=[*IN_DUNNING, CaseState.LIFTING], target=CaseState.RETRYING)
+    def retry(self) -> None:
+        pass
+
+    @transition(
+        field=state, source=[*IN_DUNNING, CaseState.LIFTING], target=CaseState.AWAITING_CUSTOMER
+    )
+    def await_customer(self) -> None:
+        pass
+
+    @transition(field=state, source=[*IN_DUNNING, CaseState.LIFTING], target=CaseState.ESCALATED)
+    def escalate(self) -> None:
+        pass
+
+    @transition(field=state, source=IN_DUNNING, target=CaseState.LIFTING)
+    def lift(self) -> None:
+        pass
+
+    @transition(field=state, source=OPEN_STATES, target=CaseState.RESOLVED)
+    def resolve(self) -> None:
+        pass
+
+
+class CaseInvoice(models.Model):
+    """An invoice belongs to at most one case: the one open when it entered dunning."""
+
+    case = models.ForeignKey(DunningCase, on_delete=models.CASCADE, related_name="invoices")
+    invoice = models.OneToOneField(
+        "billing_events.Invoice", on_delete=models.CASCADE, related_name="dunning_case_link"
+    )
+
+    def __str__(self) -> str:
+        return f"{self.case_id}:{self.invoice_id}"
+
+
+class Decision(models.Model):
+    """One applied, non-empty diff: what triggered it, what changed, and why."""
+
+    account = models.ForeignKey(
+        "billing_events.Account", on_delete=models.CASCADE, related_name="dunning_decisions"
+    )
+    case = models.ForeignKey(
+        DunningCase, null=True, blank=True, on_delete=models.SET_NULL, related_name="decisions"
+    )
+    trigger = models.CharField(max_length=40)
+    actor = models.CharField(max_length=255, help_text="Stripe event, support user or beat task")
+    decided_at = models.DateTimeField()
+    policy_version = models.CharField(max_length=32)
+    changes = models.JSONField(help_text="the applied diff: store, field, from, to")
+    explanation = models.JSONField(help_text="rules that fired and the facts they read")
+    summary = models.TextField()
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "decided_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.trigger} {self.decided_at:%Y-%m-%d %H:%M}: {self.summary[:60]}"
+
+
+class CaseTransition(models.Model):
+    case = models.ForeignKey(DunningCase, on_delete=models.CASCADE, related_name="transitions")
+    decision = models.ForeignKey(Decision, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=32, blank=True)
+    to_state = models.CharField(max_length=32)
+    trigger = models.CharField(max_length=40)
+    actor = models.CharField(max_length=255)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.from_state or '∅'} → {self.to_state}"
+
+
+class AccountStanding(models.Model):
+    """Store 5: what Account Management was asked to hold, and what it acknowledged."""
+
+    account = models.OneToOneField(
+        "billing_events.Account", on_delete=models.CASCADE, related_name="standing"
+    )
+    requested = models.CharField(max_length=32)
+    requested_at = models.DateTimeField()
+    acknowledged = models.CharField(max_length=32, blank=True, default="")
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.requested} (acknowledged: {self.acknowledged or '-'})"
+
+
+class OutboxItem(models.Model):
+    """A side effect decided in a recompute, run by a worker after the commit."""
+
+    class Kind(models.TextChoices):
+        ACCOUNT_STANDING = "account_standing"
+        PAYMENT_RETRY = "payment_retry"
+        CANCEL_SUBSCRIPTION = "cancel_subscription"
+        REVERT_UPGRADE = "revert_upgrade"
+        OUTCOME_EVENT = "outcome_event"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"
+        SUPERSEDED = "superseded"  # a newer decision made it moot before it ran
+        DEAD = "dead"
+
+    account = models.ForeignKey(
+        "billing_events.Account", on_delete=models.CASCADE, related_name="outbox_items"
+    )
+    decision = models.ForeignKey(
+        Decision, null=True, blank=True, on_delete=models.SET_NULL, related_name="outbox_items"
+    )
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    # Also the idempotency key sent to the other side.
+    key = models.CharField(max_length=255, unique=True)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    # A worker's lease: nobody else runs the item before this passes.
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    result = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="outbox_due_idx",
+                condition=models.Q(status="pending"),
+            ),
+            models.Index(fields=["account", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} ({self.status})"
 
 
 class TestClock(models.Model):

@@ -1,5 +1,3 @@
-import time
-
 import pytest
 from django.test import Client
 
@@ -23,9 +21,10 @@ class StripeSender:
         )
 
     def send(self, event: dict, *, secret: str = SECRET, timestamp: int | None = None):
-        payload, header = samples.signed(
-            event, secret=secret, timestamp=timestamp or int(time.time())
-        )
+        from dunning import clock
+
+        now = timestamp or int(clock.now().timestamp())
+        payload, header = samples.signed(event, secret=secret, timestamp=now)
         return self.post_raw(payload, header)
 
 
@@ -44,3 +43,28 @@ def celery_worker_thread(transactional_db):
         celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10
     ) as worker:
         yield worker
+
+
+@pytest.fixture
+def test_clock(settings):
+    """The project clock in test-clock mode, starting at a fixed UTC time."""
+    from datetime import UTC, datetime
+
+    from dunning.models import TestClock
+
+    settings.DUNNING_TEST_CLOCK = True
+    start = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    TestClock.objects.create(pk=TestClock.SINGLETON, now=start)
+    return start
+
+
+@pytest.fixture
+def api_client(db):
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    user = User.objects.create_user("support", password="x", is_staff=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client

@@ -1,0 +1,164 @@
+"""Apply a computed diff: the one door through which dunning state changes."""
+
+from datetime import datetime
+
+from django.db import transaction
+
+from billing_events.models import Account
+from dunning.compute import Desired
+from dunning.engine import Change, Outcome
+from dunning.models import (
+    AccountStanding,
+    CaseInvoice,
+    CaseState,
+    CaseTransition,
+    Decision,
+    DunningCase,
+    OutboxItem,
+)
+from dunning.policy import Policy
+from dunning.snapshot import Snapshot
+from dunning.triggers import Trigger
+from entitlements.services import set_restrictions
+
+TRANSITION_METHOD = {
+    CaseState.RETRYING: "retry",
+    CaseState.AWAITING_CUSTOMER: "await_customer",
+    CaseState.ESCALATED: "escalate",
+    CaseState.LIFTING: "lift",
+    CaseState.RESOLVED: "resolve",
+}
+CASE_VALUE_FIELDS = (
+    "resolution",
+    "level",
+    "decline_class",
+    "earliest_unpaid_at",
+    "amount_overdue",
+    "next_review_at",
+)
+
+
+def apply(
+    *,
+    account: Account,
+    snapshot: Snapshot,
+    desired: Desired,
+    changes: tuple[Change, ...],
+    trigger: Trigger,
+    now: datetime,
+    policy: Policy,
+) -> Outcome:
+    stores = {change.store for change in changes}
+    decision = Decision.objects.create(
+        account=account,
+        trigger=trigger.kind,
+        actor=trigger.source,
+        decided_at=now,
+        policy_version=policy.version,
+        changes=[change.as_dict() for change in changes],
+        explanation=[
+            {"rule": rule.name, "conclusion": rule.conclusion, "facts": rule.facts}
+            for rule in desired.rules
+        ],
+        summary=desired.summary(),
+    )
+    if desired.case is not None and stores & {"case", "case_invoices"}:
+        case = _apply_case(account, snapshot, desired, decision, trigger, now, policy)
+        decision.case = case
+        decision.save(update_fields=["case"])
+    elif snapshot.case is not None:
+        decision.case_id = snapshot.case.pk
+        decision.save(update_fields=["case"])
+
+    if "restrictions" in stores:
+        set_restrictions(
+            account_id=account.pk,
+            desired=desired.restrictions,
+            reason=desired.summary()[:255],
+            now=now,
+        )
+    outbox_ids = []
+    if "standing" in stores:
+        AccountStanding.objects.update_or_create(
+            account=account, defaults={"requested": desired.standing, "requested_at": now}
+        )
+        item = OutboxItem.objects.create(
+            account=account,
+            decision=decision,
+            kind=OutboxItem.Kind.ACCOUNT_STANDING,
+            key=f"standing:{account.pk}:{decision.pk}",
+            payload={
+                "standing": desired.standing,
+                "stripe_customer_id": account.stripe_customer_id,
+            },
+            next_attempt_at=now,
+            created_at=now,
+        )
+        outbox_ids.append(item.pk)
+    if outbox_ids:
+        from dunning.outbox import kick_dispatcher
+
+        transaction.on_commit(kick_dispatcher)
+    return Outcome(
+        account_id=account.pk,
+        changes=changes,
+        decision_id=decision.pk,
+        summary=decision.summary,
+        outbox_ids=tuple(outbox_ids),
+    )
+
+
+def _apply_case(
+    account: Account,
+    snapshot: Snapshot,
+    desired: Desired,
+    decision: Decision,
+    trigger: Trigger,
+    now: datetime,
+    policy: Policy,
+) -> DunningCase:
+    target = desired.case
+    values = {name: getattr(target, name) for name in CASE_VALUE_FIELDS}
+    if snapshot.case is None:
+        case = DunningCase.objects.create(
+            account=account,
+            state=target.state,
+            opened_at=now,
+            resolved_at=now if target.state == CaseState.RESOLVED else None,
+            policy_version=policy.version,
+            last_decision=decision,
+            **values,
+        )
+        _record_transition(case, decision, "", target.state, trigger, now)
+    else:
+        case = DunningCase.objects.get(pk=snapshot.case.pk)
+        if case.state != target.state:
+            before = case.state
+            getattr(case, TRANSITION_METHOD[target.state])()
+            _record_transition(case, decision, before, target.state, trigger, now)
+            if target.state == CaseState.RESOLVED:
+                case.resolved_at = now
+        for name, value in values.items():
+            setattr(case, name, value)
+        case.policy_version = policy.version
+        case.last_decision = decision
+        case.save()
+    linked = {i.pk for i in snapshot.invoices if snapshot.case and i.case_id == snapshot.case.pk}
+    CaseInvoice.objects.bulk_create(
+        [CaseInvoice(case=case, invoice_id=pk) for pk in sorted(target.invoice_pks - linked)]
+    )
+    return case
+
+
+def _record_transition(
+    case: DunningCase, decision: Decision, before: str, after: str, trigger: Trigger, now: datetime
+) -> None:
+    CaseTransition.objects.create(
+        case=case,
+        decision=decision,
+        from_state=before,
+        to_state=after,
+        trigger=trigger.kind,
+        actor=trigger.source,
+        at=now,
+    )

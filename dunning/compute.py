@@ -1,0 +1,264 @@
+"""The pure decision: from a snapshot of the stores, the state the account should be in.
+
+No I/O and no clock: `now` and the policy come in as arguments, so the same inputs
+always give the same answer, and every conclusion carries the rules and facts behind it.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from dunning.models import CaseState, Resolution
+from dunning.policy import DeclineClass, Level, Policy
+from dunning.snapshot import AttemptView, InvoiceView, Snapshot
+from entitlements.policy import restrictions_for_level
+
+UPGRADE_REASON = "subscription_update"
+# Stripe's advice on the charge outcome overrides the decline class.
+ADVICE_OVERRIDES = {
+    "do_not_try_again": DeclineClass.HARD,
+    "confirm_card_data": DeclineClass.HARD,
+    "try_again_later": DeclineClass.SOFT,
+}
+WAITS_FOR_CUSTOMER = {DeclineClass.HARD, DeclineClass.FRAUD, DeclineClass.AUTH_REQUIRED}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule that fired: its name, the facts it read, what it concluded."""
+
+    name: str
+    conclusion: str
+    facts: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DesiredCase:
+    state: CaseState
+    resolution: Resolution
+    level: Level
+    decline_class: str
+    earliest_unpaid_at: datetime | None
+    amount_overdue: dict[str, int]
+    next_review_at: datetime | None
+    invoice_pks: frozenset[int]  # every invoice the case covers
+
+
+@dataclass(frozen=True)
+class Desired:
+    case: DesiredCase | None
+    restrictions: dict[str, str]  # code -> level
+    standing: str
+    rules: tuple[Rule, ...]
+
+    def summary(self) -> str:
+        return "; ".join(rule.conclusion for rule in self.rules)
+
+
+def went_through_dunning(invoice: InvoiceView, failed: set[int]) -> bool:
+    """An invoice whose collection failed at least once: unpaid after an attempt,
+    written off, or settled only after a failed attempt."""
+    if invoice.status == "uncollectible":
+        return True
+    if invoice.status == "open":
+        return invoice.attempt_count > 0 or invoice.pk in failed
+    if invoice.status in ("paid", "void"):
+        return invoice.attempt_count > 1 or invoice.pk in failed
+    return False
+
+
+def effective_class(attempt: AttemptView, policy: Policy) -> DeclineClass:
+    return ADVICE_OVERRIDES.get(attempt.advice_code) or policy.classify(attempt.decline_code)
+
+
+def ladder_level(age, policy: Policy) -> tuple[Level, datetime | None, dict]:
+    level, next_after = Level.NONE, None
+    for step in policy.ladder:
+        if age >= step.after:
+            level = step.level
+        elif next_after is None:
+            next_after = step.after
+    return level, next_after, {"days_overdue": age.days}
+
+
+def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
+    rules: list[Rule] = []
+    failed_pks = {a.invoice_pk for a in snapshot.attempts if a.outcome == "failed"}
+    open_case_pk = snapshot.case.pk if snapshot.case else None
+    covered = [
+        invoice
+        for invoice in snapshot.invoices
+        if (open_case_pk is not None and invoice.case_id == open_case_pk)
+        or (invoice.case_id is None and went_through_dunning(invoice, failed_pks))
+    ]
+    if not covered:
+        if snapshot.standing_requested == "cancelled":
+            # Dunning cancelled this account; only a new failure opens a new case.
+            rules.append(
+                Rule("stays_cancelled", "no invoice is in dunning; the account stays cancelled")
+            )
+            return Desired(None, _restrictions(Level.CANCELLED), "cancelled", tuple(rules))
+        rules.append(Rule("no_failed_invoices", "no invoice is in dunning"))
+        return Desired(None, {}, "good", tuple(rules))
+
+    unpaid = [i for i in covered if i.status == "open"]
+    written_off = [i for i in covered if i.status == "uncollectible"]
+    outstanding = unpaid + written_off
+    case_pks = frozenset(i.pk for i in covered)
+    failures = [a for a in snapshot.attempts if a.outcome == "failed" and a.invoice_pk in case_pks]
+    latest_failure = failures[-1] if failures else None
+    decline_class = (
+        effective_class(latest_failure, policy) if latest_failure else policy.unknown_decline_class
+    )
+    earliest = min(i.opened_at for i in (outstanding or covered))
+    overdue: dict[str, int] = {}
+    for invoice in outstanding:
+        overdue[invoice.currency] = overdue.get(invoice.currency, 0) + invoice.amount_remaining
+
+    subscriptions = {i.subscription_id for i in outstanding if i.subscription_id}
+    cancelled = bool(subscriptions) and all(
+        snapshot.subscription_status.get(s) in ("canceled", "incomplete_expired")
+        for s in subscriptions
+    )
+
+    if outstanding and cancelled:
+        resolution = Resolution.WRITTEN_OFF if written_off else Resolution.CANCELLED
+        rules.append(
+            Rule(
+                "subscription_cancelled",
+                f"resolved as {resolution.value}: the subscription was cancelled "
+                f"with {len(outstanding)} invoice(s) unpaid",
+                {"subscriptions": sorted(subscriptions)},
+            )
+        )
+        return _settled(
+            snapshot, rules, case_pks, resolution, decline_class, earliest, Level.CANCELLED
+        )
+
+    if not outstanding:
+        paid = [i for i in covered if i.status == "paid"]
+        if paid and all(i.paid_out_of_band for i in paid):
+            resolution = Resolution.PAID_OUT_OF_BAND
+        elif paid:
+            resolution = Resolution.PAID
+        else:
+            resolution = Resolution.VOIDED
+        rules.append(
+            Rule(
+                "nothing_outstanding",
+                f"resolved as {resolution.value}: every invoice of the case is settled",
+                {i.stripe_invoice_id: i.status for i in covered},
+            )
+        )
+        return _settled(snapshot, rules, case_pks, resolution, decline_class, earliest, Level.NONE)
+
+    age = now - earliest
+    next_review_at = None
+    if written_off:
+        level = Level.SUSPENDED
+        rules.append(
+            Rule(
+                "written_off",
+                "level suspended (bad debt): invoice(s) marked uncollectible",
+                {"invoices": sorted(i.stripe_invoice_id for i in written_off)},
+            )
+        )
+    elif all(i.billing_reason == UPGRADE_REASON for i in unpaid):
+        level = Level.UPGRADE_RESTRICTED
+        rules.append(
+            Rule(
+                "upgrade_only",
+                "level upgrade_restricted: only upgrade/proration invoices are unpaid, "
+                "the base plan is paid, so only the upgrade is held back",
+                {"invoices": sorted(i.stripe_invoice_id for i in unpaid)},
+            )
+        )
+    else:
+        level, next_after, facts = ladder_level(age, policy)
+        next_review_at = earliest + next_after if next_after is not None else None
+        rules.append(
+            Rule(
+                "ladder",
+                f"level {level.value} because the earliest unpaid invoice is "
+                f"{age.days} days old and the decline was {decline_class.value}",
+                {
+                    **facts,
+                    "decline_class": decline_class.value,
+                    "earliest_unpaid_at": earliest.isoformat(),
+                },
+            )
+        )
+
+    if level == Level.SUSPENDED:
+        state = CaseState.ESCALATED
+    elif decline_class in WAITS_FOR_CUSTOMER and not _card_updated_since(snapshot, latest_failure):
+        state = CaseState.AWAITING_CUSTOMER
+        rules.append(
+            Rule(
+                "waits_for_customer",
+                f"awaiting customer action: a {decline_class.value} decline is not retried "
+                "on the same card",
+                {"decline_code": latest_failure.decline_code if latest_failure else ""},
+            )
+        )
+    else:
+        state = CaseState.RETRYING
+
+    case = DesiredCase(
+        state=state,
+        resolution=Resolution.NONE,
+        level=level,
+        decline_class=decline_class.value,
+        earliest_unpaid_at=earliest,
+        amount_overdue=overdue,
+        next_review_at=next_review_at,
+        invoice_pks=case_pks,
+    )
+    return Desired(case, _restrictions(level), policy.standing[level], tuple(rules))
+
+
+def _card_updated_since(snapshot: Snapshot, failure: AttemptView | None) -> bool:
+    updated = snapshot.payment_method_updated_at
+    return failure is not None and updated is not None and updated > failure.attempted_at
+
+
+def _restrictions(level: Level) -> dict[str, str]:
+    return {code: level.value for code in restrictions_for_level(level.value)}
+
+
+def _settled(
+    snapshot: Snapshot,
+    rules: list[Rule],
+    case_pks: frozenset[int],
+    resolution: Resolution,
+    decline_class: DeclineClass,
+    earliest: datetime,
+    level: Level,
+) -> Desired:
+    """Money in, written off or cancelled: lift what was imposed, and stay `lifting` while
+    Account Management has not acknowledged the new standing or side effects are in flight."""
+    standing = "cancelled" if level == Level.CANCELLED else "good"
+    in_flight = snapshot.side_effects_in_flight > 0 or snapshot.standing_acknowledged != standing
+    if in_flight:
+        rules.append(
+            Rule(
+                "lifting",
+                "lifting: consequences lifted, waiting for side effects to complete",
+                {
+                    "side_effects_in_flight": snapshot.side_effects_in_flight,
+                    "standing_acknowledged": snapshot.standing_acknowledged,
+                },
+            )
+        )
+    case = DesiredCase(
+        state=CaseState.LIFTING if in_flight else CaseState.RESOLVED,
+        resolution=resolution,
+        level=level,
+        decline_class=decline_class.value,
+        earliest_unpaid_at=earliest,
+        amount_overdue={},
+        next_review_at=None,
+        invoice_pks=case_pks,
+    )
+    return Desired(
+        case, _restrictions(level) if level == Level.CANCELLED else {}, standing, tuple(rules)
+    )

@@ -1,0 +1,121 @@
+"""The one handler: lock the account, read the stores, compute, diff, apply the diff.
+
+handle(trigger)
+  1. lock the account row (PostgreSQL row lock: one applier per account, any machine)
+  2. snapshot = the five stores, in a constant number of queries
+  3. desired  = compute(snapshot, now, policy)          pure
+  4. changes  = diff(snapshot, desired)                  minimal
+  5. if no changes: return, having written nothing
+  6. apply in the same transaction: a Decision with the explanation, the case and its
+     transitions, restrictions, the standing, and outbox rows for side effects
+  7. after commit, wake the outbox dispatcher; workers do the network I/O, unlocked,
+     and report back as triggers
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import transaction
+
+from billing_events.models import Account
+from dunning import clock
+from dunning.compute import Desired, compute
+from dunning.policy import Policy, current_policy
+from dunning.snapshot import Snapshot, read_snapshot
+from dunning.triggers import Trigger
+
+
+@dataclass(frozen=True)
+class Change:
+    store: str  # case, case_invoices, restrictions, standing
+    field: str
+    before: object
+    after: object
+
+    def as_dict(self) -> dict:
+        return {
+            "store": self.store,
+            "field": self.field,
+            "from": _jsonable(self.before),
+            "to": _jsonable(self.after),
+        }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one recompute did; empty `changes` means it wrote nothing."""
+
+    account_id: int
+    changes: tuple[Change, ...] = ()
+    decision_id: int | None = None
+    summary: str = ""
+    outbox_ids: tuple[int, ...] = field(default=())
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    return value
+
+
+CASE_FIELDS = (
+    "state",
+    "resolution",
+    "level",
+    "decline_class",
+    "earliest_unpaid_at",
+    "amount_overdue",
+    "next_review_at",
+)
+
+
+def diff(snapshot: Snapshot, desired: Desired) -> tuple[Change, ...]:
+    changes: list[Change] = []
+    current = snapshot.case
+    if desired.case is not None:
+        for name in CASE_FIELDS:
+            before = getattr(current, name) if current else None
+            after = getattr(desired.case, name)
+            if before != after:
+                changes.append(Change("case", name, before, after))
+        linked = {i.pk for i in snapshot.invoices if current and i.case_id == current.pk}
+        joining = desired.case.invoice_pks - linked
+        if joining:
+            changes.append(
+                Change("case_invoices", "invoices", sorted(linked), sorted(joining | linked))
+            )
+    if desired.restrictions != snapshot.restrictions:
+        changes.append(
+            Change("restrictions", "in_force", snapshot.restrictions, desired.restrictions)
+        )
+    if desired.standing != snapshot.standing_requested:
+        changes.append(
+            Change("standing", "requested", snapshot.standing_requested, desired.standing)
+        )
+    return tuple(changes)
+
+
+def handle(trigger: Trigger, *, policy: Policy | None = None) -> Outcome:
+    """Recompute one account for any trigger. Idempotent: a second call writes nothing."""
+    from dunning.apply import apply
+
+    policy = policy or current_policy()
+    with transaction.atomic():
+        account = Account.objects.select_for_update().get(pk=trigger.account_id)
+        now = clock.now()
+        snapshot = read_snapshot(account=account, invoice_hint=trigger.detail.get("invoice", ""))
+        desired = compute(snapshot, now, policy)
+        changes = diff(snapshot, desired)
+        if not changes:
+            return Outcome(account_id=account.pk)
+        return apply(
+            account=account,
+            snapshot=snapshot,
+            desired=desired,
+            changes=changes,
+            trigger=trigger,
+            now=now,
+            policy=policy,
+        )

@@ -1,0 +1,150 @@
+"""The outbox: side effects decided by the engine, run by workers after the commit.
+
+    dispatch_due()   beat, every few seconds (and right after a commit that adds items):
+                     claim due items with SELECT ... FOR UPDATE SKIP LOCKED, give each a
+                     lease, commit, enqueue one task per item id.
+    run_item(id)     a worker: check the item is still wanted, do the network call with
+                     no lock held, then record the result in a short transaction and
+                     hand the account back to the engine as a trigger.
+
+A crashed worker's item is picked up again when its lease runs out; the other side
+sees the same idempotency key (the item's `key`).
+"""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+
+from dunning import clock
+from dunning.account_management import EffectResult, send_standing
+from dunning.models import AccountStanding, OutboxItem
+from dunning.triggers import Trigger, TriggerKind
+
+logger = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=5)
+RETRY_BASE_SECONDS = 30
+RETRY_CAP_SECONDS = 3600
+
+
+def retry_delay(attempts: int) -> timedelta:
+    return timedelta(seconds=min(RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0), RETRY_CAP_SECONDS))
+
+
+def claim_due(*, limit: int = 500) -> list[int]:
+    now = clock.now()
+    with transaction.atomic():
+        ids = list(
+            OutboxItem.objects.select_for_update(skip_locked=True)
+            .filter(status=OutboxItem.Status.PENDING, next_attempt_at__lte=now)
+            .exclude(claimed_until__gt=now)
+            .order_by("next_attempt_at", "pk")
+            .values_list("pk", flat=True)[:limit]
+        )
+        OutboxItem.objects.filter(pk__in=ids).update(claimed_until=now + LEASE)
+    return ids
+
+
+def dispatch_due(*, limit: int = 500) -> int:
+    from dunning.tasks import run_outbox_item
+
+    ids = claim_due(limit=limit)
+    for pk in ids:
+        try:
+            run_outbox_item.apply_async(args=[pk])
+        except Exception:  # noqa: BLE001 - the lease runs out and the next dispatch retries
+            logger.warning("event=outbox_enqueue_failed outbox_item=%s", pk)
+    return len(ids)
+
+
+def kick_dispatcher() -> None:
+    from dunning.tasks import dispatch_outbox
+
+    try:
+        dispatch_outbox.apply_async()
+    except Exception:  # noqa: BLE001 - beat dispatches on its own schedule anyway
+        logger.warning("event=outbox_kick_failed")
+
+
+def _still_wanted(item: OutboxItem) -> bool:
+    if item.kind == OutboxItem.Kind.ACCOUNT_STANDING:
+        requested = (
+            AccountStanding.objects.filter(account_id=item.account_id)
+            .values_list("requested", flat=True)
+            .first()
+        )
+        return requested == item.payload["standing"]
+    return True
+
+
+def _perform(item: OutboxItem) -> EffectResult:
+    if item.kind == OutboxItem.Kind.ACCOUNT_STANDING:
+        return send_standing(
+            stripe_customer_id=item.payload["stripe_customer_id"],
+            standing=item.payload["standing"],
+            idempotency_key=item.key,
+        )
+    return EffectResult(ok=False, retryable=False, detail=f"no executor for {item.kind}")
+
+
+def run_item(*, item_id: int) -> str:
+    item = OutboxItem.objects.filter(pk=item_id, status=OutboxItem.Status.PENDING).first()
+    if item is None:
+        return "skipped"
+    # Network I/O happens here, with no transaction open and no lock held.
+    result = _perform(item) if _still_wanted(item) else None
+    now = clock.now()
+    with transaction.atomic():
+        item = OutboxItem.objects.select_for_update().get(pk=item_id)
+        if item.status != OutboxItem.Status.PENDING:
+            return item.status
+        item.attempts += 1
+        item.claimed_until = None
+        if result is None:
+            item.status = OutboxItem.Status.SUPERSEDED
+            item.completed_at = now
+        elif result.ok:
+            item.status = OutboxItem.Status.DONE
+            item.completed_at = now
+            item.result = {"detail": result.detail}
+            _record_success(item, now)
+        else:
+            item.last_error = result.detail
+            if not result.retryable or item.attempts >= settings.OUTBOX_MAX_ATTEMPTS:
+                item.status = OutboxItem.Status.DEAD
+            else:
+                item.next_attempt_at = now + retry_delay(item.attempts)
+        item.save()
+    if item.status != OutboxItem.Status.PENDING:
+        from dunning.engine import handle
+
+        handle(
+            Trigger(
+                kind=TriggerKind.SIDE_EFFECT_COMPLETED,
+                account_id=item.account_id,
+                source=f"outbox:{item.kind}:{item.pk}",
+            )
+        )
+    return item.status
+
+
+def _record_success(item: OutboxItem, now) -> None:
+    if item.kind == OutboxItem.Kind.ACCOUNT_STANDING:
+        AccountStanding.objects.filter(account_id=item.account_id).update(
+            acknowledged=item.payload["standing"], acknowledged_at=now
+        )
+
+
+def drain(*, max_rounds: int = 20) -> int:
+    """Run every due item in this process until none is left (tests, demo, test clock)."""
+    ran = 0
+    for _ in range(max_rounds):
+        ids = claim_due()
+        if not ids:
+            break
+        for pk in ids:
+            run_item(item_id=pk)
+            ran += 1
+    return ran

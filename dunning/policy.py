@@ -1,0 +1,98 @@
+"""Dunning policy as data: decline classes and the consequence ladder.
+
+Loaded once per process. The version string is stored on every decision, so support
+can see which policy made it.
+"""
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+
+DECLINE_CODES_CSV = Path(__file__).resolve().parent / "policy_data" / "decline_codes.csv"
+
+
+class DeclineClass(StrEnum):
+    SOFT = "soft"  # transient: a later retry of the same card may succeed
+    HARD = "hard"  # the customer must act: new card, corrected details, issuer
+    FRAUD = "fraud"  # never retry, never tell the customer the specific reason
+    AUTH_REQUIRED = "auth_required"  # needs the customer on-session
+
+
+class Level(StrEnum):
+    """The consequence ladder, mildest first."""
+
+    NONE = "none"
+    NOTICE = "notice"
+    UPGRADE_RESTRICTED = "upgrade_restricted"  # only the unpaid upgrade is held back
+    PREMIUM_RESTRICTED = "premium_restricted"  # core access kept
+    READ_ONLY = "read_only"
+    SUSPENDED = "suspended"  # bad debt
+    CANCELLED = "cancelled"
+
+
+LADDER_ORDER = list(Level)
+
+
+@dataclass(frozen=True)
+class LadderStep:
+    level: Level
+    after: timedelta  # time since the earliest unpaid invoice
+
+
+@dataclass(frozen=True)
+class Policy:
+    version: str
+    decline_classes: dict[str, DeclineClass]
+    unknown_decline_class: DeclineClass
+    ladder: tuple[LadderStep, ...]
+    # Standing sent to Account Management for each level.
+    standing: dict[Level, str] = field(default_factory=dict)
+
+    def classify(self, decline_code: str) -> DeclineClass:
+        return self.decline_classes.get(decline_code, self.unknown_decline_class)
+
+
+def load_decline_classes(path: Path = DECLINE_CODES_CSV) -> dict[str, DeclineClass]:
+    with path.open(newline="") as handle:
+        return {row["decline_code"]: DeclineClass(row["class"]) for row in csv.DictReader(handle)}
+
+
+DEFAULT_LADDER = (
+    LadderStep(Level.NOTICE, timedelta(0)),
+    LadderStep(Level.PREMIUM_RESTRICTED, timedelta(days=7)),
+    LadderStep(Level.READ_ONLY, timedelta(days=14)),
+    LadderStep(Level.SUSPENDED, timedelta(days=30)),
+)
+
+DEFAULT_STANDING = {
+    Level.NONE: "good",
+    Level.NOTICE: "good",
+    Level.UPGRADE_RESTRICTED: "good",
+    Level.PREMIUM_RESTRICTED: "past_due",
+    Level.READ_ONLY: "restricted",
+    Level.SUSPENDED: "suspended",
+    Level.CANCELLED: "cancelled",
+}
+
+
+@cache
+def current_policy() -> Policy:
+    """The policy in force. DUNNING_DECLINE_CLASS_OVERRIDES is a JSON object of
+    decline code to class (e.g. {"do_not_honor": "hard"}) applied over the CSV."""
+    classes = load_decline_classes()
+    overrides = json.loads(os.environ.get("DUNNING_DECLINE_CLASS_OVERRIDES", "{}") or "{}")
+    classes.update({code: DeclineClass(value) for code, value in overrides.items()})
+    return Policy(
+        version="2026-11-v1",
+        decline_classes=classes,
+        unknown_decline_class=DeclineClass(
+            os.environ.get("DUNNING_UNKNOWN_DECLINE_CLASS", DeclineClass.SOFT)
+        ),
+        ladder=DEFAULT_LADDER,
+        standing=DEFAULT_STANDING,
+    )

@@ -1,0 +1,146 @@
+"""Read the five stores an account's dunning depends on, as plain data.
+
+A constant number of queries whatever the account's history: only invoices that are in
+dunning, belong to the open case, or were named by the trigger are loaded.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Exists, F, OuterRef, Q
+
+from billing_events.models import Account, Invoice, PaymentAttempt, Subscription
+from dunning.models import OPEN_STATES, AccountStanding, DunningCase, OutboxItem
+from entitlements.services import restrictions_in_force
+
+DEFAULT_STANDING = "good"
+
+
+@dataclass(frozen=True)
+class InvoiceView:
+    pk: int
+    stripe_invoice_id: str
+    status: str
+    amount_remaining: int
+    currency: str
+    billing_reason: str
+    attempt_count: int
+    paid_out_of_band: bool
+    opened_at: datetime
+    subscription_id: str
+    case_id: int | None
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    invoice_pk: int
+    outcome: str
+    decline_code: str
+    advice_code: str
+    network_advice_code: str
+    payment_method: str
+    attempted_at: datetime
+
+
+@dataclass(frozen=True)
+class CaseView:
+    pk: int
+    state: str
+    resolution: str
+    level: str
+    decline_class: str
+    earliest_unpaid_at: datetime | None
+    amount_overdue: dict[str, int]
+    next_review_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    account_id: int
+    invoices: tuple[InvoiceView, ...]
+    attempts: tuple[AttemptView, ...]
+    subscription_status: dict[str, str]
+    case: CaseView | None  # the open case, if any
+    restrictions: dict[str, str]  # code -> level that imposed it
+    standing_requested: str
+    standing_acknowledged: str
+    side_effects_in_flight: int
+    payment_method_updated_at: datetime | None
+
+
+def read_snapshot(*, account: Account, invoice_hint: str = "") -> Snapshot:
+    case = DunningCase.objects.filter(account_id=account.pk, state__in=OPEN_STATES).first()
+    failed_attempt = PaymentAttempt.objects.filter(invoice_id=OuterRef("pk"), outcome="failed")
+    relevant = (
+        Q(status=Invoice.Status.UNCOLLECTIBLE)
+        | Q(status=Invoice.Status.OPEN, attempt_count__gt=0)
+        | Q(status=Invoice.Status.OPEN) & Exists(failed_attempt)
+    )
+    if case is not None:
+        relevant |= Q(dunning_case_link__case_id=case.pk)
+    if invoice_hint:
+        relevant |= Q(stripe_invoice_id=invoice_hint)
+    invoices = tuple(
+        InvoiceView(
+            pk=row.pk,
+            stripe_invoice_id=row.stripe_invoice_id,
+            status=row.status,
+            amount_remaining=row.amount_remaining,
+            currency=row.currency,
+            billing_reason=row.billing_reason,
+            attempt_count=row.attempt_count,
+            paid_out_of_band=row.paid_out_of_band,
+            opened_at=row.finalized_at or row.stripe_created,
+            subscription_id=row.stripe_subscription_id,
+            case_id=row.case_id,
+        )
+        for row in Invoice.objects.filter(relevant, account_id=account.pk)
+        .annotate(case_id=F("dunning_case_link__case_id"))
+        .order_by("pk")
+    )
+    attempts = tuple(
+        AttemptView(
+            invoice_pk=row.invoice_id,
+            outcome=row.outcome,
+            decline_code=row.decline_code or row.failure_code,
+            advice_code=row.advice_code,
+            network_advice_code=row.network_advice_code,
+            payment_method=row.payment_method,
+            attempted_at=row.attempted_at,
+        )
+        for row in PaymentAttempt.objects.filter(
+            invoice_id__in=[invoice.pk for invoice in invoices]
+        ).order_by("attempted_at", "pk")
+    )
+    standing = AccountStanding.objects.filter(account_id=account.pk).first()
+    return Snapshot(
+        account_id=account.pk,
+        invoices=invoices,
+        attempts=attempts,
+        subscription_status=dict(
+            Subscription.objects.filter(account_id=account.pk).values_list(
+                "stripe_subscription_id", "status"
+            )
+        ),
+        case=CaseView(
+            pk=case.pk,
+            state=case.state,
+            resolution=case.resolution,
+            level=case.level,
+            decline_class=case.decline_class,
+            earliest_unpaid_at=case.earliest_unpaid_at,
+            amount_overdue=case.amount_overdue,
+            next_review_at=case.next_review_at,
+        )
+        if case
+        else None,
+        restrictions=restrictions_in_force(account_id=account.pk),
+        standing_requested=standing.requested if standing else DEFAULT_STANDING,
+        standing_acknowledged=(standing.acknowledged or DEFAULT_STANDING)
+        if standing
+        else DEFAULT_STANDING,
+        side_effects_in_flight=OutboxItem.objects.filter(
+            account_id=account.pk, status=OutboxItem.Status.PENDING
+        ).count(),
+        payment_method_updated_at=account.payment_method_updated_at,
+    )
