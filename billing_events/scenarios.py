@@ -15,6 +15,7 @@ class StripeCustomer:
     subscription: str = "sub_1Pgc6rB7WZ01zgkWNy0Cn5nw"
     t: int = 1_764_000_000  # Stripe's clock for this scenario (unix seconds)
     events: list[dict] = field(default_factory=list)
+    invoice_created: dict[str, int] = field(default_factory=dict)
 
     def tick(self, seconds: int = 60) -> int:
         self.t += seconds
@@ -33,7 +34,10 @@ class StripeCustomer:
     def invoice_event(self, type: str, invoice_id: str | None = None, **fields) -> dict:
         fields.setdefault("subscription", self.subscription)
         invoice_id = invoice_id or self.invoice_id
-        obj = samples.invoice(id=invoice_id, customer=self.id, created=self.t, **fields)
+        # An invoice keeps the creation time of its first event; status times move on.
+        created = self.invoice_created.setdefault(invoice_id, self.t)
+        fields.setdefault("status_at", self.t)
+        obj = samples.invoice(id=invoice_id, customer=self.id, created=created, **fields)
         return self._event(type, obj)
 
     def charge_event(

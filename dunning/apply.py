@@ -66,8 +66,8 @@ def apply(
         case = _apply_case(account, snapshot, desired, decision, trigger, now, policy)
         decision.case = case
         decision.save(update_fields=["case"])
-    elif snapshot.case is not None:
-        decision.case_id = snapshot.case.pk
+    elif desired.case is not None and desired.case.case_pk is not None:
+        decision.case_id = desired.case.case_pk
         decision.save(update_fields=["case"])
 
     if "restrictions" in stores:
@@ -119,7 +119,7 @@ def _apply_case(
 ) -> DunningCase:
     target = desired.case
     values = {name: getattr(target, name) for name in CASE_VALUE_FIELDS}
-    if snapshot.case is None:
+    if target.case_pk is None:
         case = DunningCase.objects.create(
             account=account,
             state=target.state,
@@ -131,7 +131,7 @@ def _apply_case(
         )
         _record_transition(case, decision, "", target.state, trigger, now)
     else:
-        case = DunningCase.objects.get(pk=snapshot.case.pk)
+        case = DunningCase.objects.get(pk=target.case_pk)
         if case.state != target.state:
             before = case.state
             getattr(case, TRANSITION_METHOD[target.state])()
@@ -143,7 +143,7 @@ def _apply_case(
         case.policy_version = policy.version
         case.last_decision = decision
         case.save()
-    linked = {i.pk for i in snapshot.invoices if snapshot.case and i.case_id == snapshot.case.pk}
+    linked = {i.pk for i in snapshot.invoices if i.case_id == case.pk}
     CaseInvoice.objects.bulk_create(
         [CaseInvoice(case=case, invoice_id=pk) for pk in sorted(target.invoice_pks - linked)]
     )

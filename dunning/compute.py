@@ -9,7 +9,7 @@ from datetime import datetime
 
 from dunning.models import CaseState, Resolution
 from dunning.policy import DeclineClass, Level, Policy
-from dunning.snapshot import AttemptView, InvoiceView, Snapshot
+from dunning.snapshot import AttemptView, CaseView, InvoiceView, Snapshot
 from entitlements.policy import restrictions_for_level
 
 UPGRADE_REASON = "subscription_update"
@@ -41,6 +41,7 @@ class DesiredCase:
     amount_overdue: dict[str, int]
     next_review_at: datetime | None
     invoice_pks: frozenset[int]  # every invoice the case covers
+    case_pk: int | None = None  # the case to update; None opens a new one
 
 
 @dataclass(frozen=True)
@@ -83,13 +84,13 @@ def ladder_level(age, policy: Policy) -> tuple[Level, datetime | None, dict]:
 def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
     rules: list[Rule] = []
     failed_pks = {a.invoice_pk for a in snapshot.attempts if a.outcome == "failed"}
-    open_case_pk = snapshot.case.pk if snapshot.case else None
-    covered = [
-        invoice
-        for invoice in snapshot.invoices
-        if (open_case_pk is not None and invoice.case_id == open_case_pk)
-        or (invoice.case_id is None and went_through_dunning(invoice, failed_pks))
+    entering = [
+        i for i in snapshot.invoices if i.case_id is None and went_through_dunning(i, failed_pks)
     ]
+    case = snapshot.case
+    if case is not None and case.state == CaseState.RESOLVED and entering:
+        case = None  # a resolved case never reopens: new failures open a new case
+    covered = entering + [i for i in snapshot.invoices if case and i.case_id == case.pk]
     if not covered:
         if snapshot.standing_requested == "cancelled":
             # Dunning cancelled this account; only a new failure opens a new case.
@@ -131,7 +132,7 @@ def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
             )
         )
         return _settled(
-            snapshot, rules, case_pks, resolution, decline_class, earliest, Level.CANCELLED
+            snapshot, rules, case_pks, resolution, decline_class, earliest, Level.CANCELLED, case
         )
 
     if not outstanding:
@@ -149,7 +150,16 @@ def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
                 {i.stripe_invoice_id: i.status for i in covered},
             )
         )
-        return _settled(snapshot, rules, case_pks, resolution, decline_class, earliest, Level.NONE)
+        return _settled(
+            snapshot,
+            rules,
+            case_pks,
+            resolution,
+            decline_class,
+            earliest,
+            Level.NONE,
+            case,
+        )
 
     age = now - earliest
     next_review_at = None
@@ -203,7 +213,7 @@ def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
     else:
         state = CaseState.RETRYING
 
-    case = DesiredCase(
+    desired = DesiredCase(
         state=state,
         resolution=Resolution.NONE,
         level=level,
@@ -212,8 +222,9 @@ def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
         amount_overdue=overdue,
         next_review_at=next_review_at,
         invoice_pks=case_pks,
+        case_pk=case.pk if case else None,
     )
-    return Desired(case, _restrictions(level), policy.standing[level], tuple(rules))
+    return Desired(desired, _restrictions(level), policy.standing[level], tuple(rules))
 
 
 def _card_updated_since(snapshot: Snapshot, failure: AttemptView | None) -> bool:
@@ -233,11 +244,15 @@ def _settled(
     decline_class: DeclineClass,
     earliest: datetime,
     level: Level,
+    case: CaseView | None,
 ) -> Desired:
     """Money in, written off or cancelled: lift what was imposed, and stay `lifting` while
     Account Management has not acknowledged the new standing or side effects are in flight."""
     standing = "cancelled" if level == Level.CANCELLED else "good"
-    in_flight = snapshot.side_effects_in_flight > 0 or snapshot.standing_acknowledged != standing
+    already_resolved = case is not None and case.state == CaseState.RESOLVED
+    in_flight = not already_resolved and (
+        snapshot.side_effects_in_flight > 0 or snapshot.standing_acknowledged != standing
+    )
     if in_flight:
         rules.append(
             Rule(
@@ -249,7 +264,7 @@ def _settled(
                 },
             )
         )
-    case = DesiredCase(
+    desired = DesiredCase(
         state=CaseState.LIFTING if in_flight else CaseState.RESOLVED,
         resolution=resolution,
         level=level,
@@ -258,7 +273,7 @@ def _settled(
         amount_overdue={},
         next_review_at=None,
         invoice_pks=case_pks,
+        case_pk=case.pk if case else None,
     )
-    return Desired(
-        case, _restrictions(level) if level == Level.CANCELLED else {}, standing, tuple(rules)
-    )
+    restrictions = _restrictions(level) if level == Level.CANCELLED else {}
+    return Desired(desired, restrictions, standing, tuple(rules))

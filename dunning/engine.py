@@ -74,6 +74,8 @@ CASE_FIELDS = (
 def diff(snapshot: Snapshot, desired: Desired) -> tuple[Change, ...]:
     changes: list[Change] = []
     current = snapshot.case
+    if desired.case is not None and (current is None or desired.case.case_pk != current.pk):
+        current = None  # a new case
     if desired.case is not None:
         for name in CASE_FIELDS:
             before = getattr(current, name) if current else None

@@ -60,7 +60,7 @@ class Snapshot:
     invoices: tuple[InvoiceView, ...]
     attempts: tuple[AttemptView, ...]
     subscription_status: dict[str, str]
-    case: CaseView | None  # the open case, if any
+    case: CaseView | None  # the open case, else a resolved one the trigger's invoice belongs to
     restrictions: dict[str, str]  # code -> level that imposed it
     standing_requested: str
     standing_acknowledged: str
@@ -70,6 +70,11 @@ class Snapshot:
 
 def read_snapshot(*, account: Account, invoice_hint: str = "") -> Snapshot:
     case = DunningCase.objects.filter(account_id=account.pk, state__in=OPEN_STATES).first()
+    if case is None and invoice_hint:
+        # A late event about a resolved case's invoice refines that case's record.
+        case = DunningCase.objects.filter(
+            account_id=account.pk, invoices__invoice__stripe_invoice_id=invoice_hint
+        ).first()
     failed_attempt = PaymentAttempt.objects.filter(invoice_id=OuterRef("pk"), outcome="failed")
     relevant = (
         Q(status=Invoice.Status.UNCOLLECTIBLE)
