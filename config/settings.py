@@ -133,6 +133,7 @@ STRIPE_WEBHOOK_SECRETS = env_list("STRIPE_WEBHOOK_SECRET")
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = int(os.environ.get("STRIPE_WEBHOOK_TOLERANCE", "300"))
 STRIPE_API_KEY = os.environ.get("STRIPE_API_KEY", "")
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "https://api.stripe.com")
+STRIPE_API_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_API_TIMEOUT_SECONDS", "10"))
 
 # --- Webhook event processing -----------------------------------------------------
 WEBHOOK_MAX_BODY_BYTES = int(os.environ.get("WEBHOOK_MAX_BODY_BYTES", str(512 * 1024)))
@@ -157,7 +158,12 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # The SDK logs whole response bodies at DEBUG, and a decline's body carries card
+        # details (last4, expiry, fingerprint): never let LOG_LEVEL=DEBUG leak them.
+        "stripe": {"level": "WARNING"},
+    },
 }
 
 # --- Sentry -------------------------------------------------------------------------
