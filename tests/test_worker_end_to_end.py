@@ -64,3 +64,19 @@ def test_nothing_is_lost_when_the_broker_is_down_at_ingest(
         assert processing.sweep() == 1  # what beat runs every WEBHOOK_SWEEP_SECONDS
         assert wait_for(lambda: WebhookEvent.objects.filter(status="processed").exists())
     assert Invoice.objects.count() == 1
+
+
+def test_engine_side_effects_run_on_workers_after_the_commit(stripe_sender, celery_worker_thread):
+    from dunning.models import AccountStanding, DunningCase, OutboxItem
+
+    cus = Customer()
+    stripe_sender.send(cus.invoice_event("invoice.payment_failed", attempt_count=1))
+    stripe_sender.send(
+        cus.invoice_event("invoice.marked_uncollectible", status="uncollectible", attempt_count=1)
+    )
+
+    assert wait_for(lambda: WebhookEvent.objects.filter(status="processed").count() == 2)
+    assert wait_for(lambda: OutboxItem.objects.filter(status="done").exists())
+    assert DunningCase.objects.get().state == "escalated"
+    standing = AccountStanding.objects.get()
+    assert (standing.requested, standing.acknowledged) == ("suspended", "suspended")
