@@ -163,8 +163,12 @@ def run_demo(*, customers: int, seed: int, secret: str, now: int) -> DemoResult:
 
 
 def account_lines() -> list[str]:
+    from dunning.models import DunningCase
+
     lines = []
     for account in Account.objects.order_by("stripe_customer_id"):
+        case = DunningCase.objects.filter(account=account).order_by("-pk").first()
+        restrictions = sorted(account.restrictions.values_list("code", flat=True))
         invoices = Invoice.objects.filter(account=account).order_by("stripe_invoice_id")
         attempts = PaymentAttempt.objects.filter(account=account).order_by("attempted_at")
         subscription = Subscription.objects.filter(account=account).first()
@@ -179,4 +183,15 @@ def account_lines() -> list[str]:
             + ", ".join(a.decline_code for a in attempts if a.outcome == "failed")
             + "]"
         )
+        if case is None:
+            lines.append("      dunning: no case")
+        else:
+            lines.append(
+                f"      dunning: {case.state}"
+                + (f" ({case.resolution})" if case.resolution else "")
+                + f", level {case.level}"
+                + (f", restricted: {', '.join(restrictions)}" if restrictions else "")
+            )
+            if case.last_decision:
+                lines.append(f"      why: {case.last_decision.summary}")
     return lines

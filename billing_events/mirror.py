@@ -76,6 +76,7 @@ def merge_invoice(account: Account, fact: InvoiceFact) -> Invoice:
             paid_at=fact.paid_at,
             voided_at=fact.voided_at,
             marked_uncollectible_at=fact.marked_uncollectible_at,
+            payment_failed_at=fact.payment_failed_at,
             **latest_values,
         )
     else:
@@ -89,7 +90,13 @@ def merge_invoice(account: Account, fact: InvoiceFact) -> Invoice:
             values["status"] = fact.status
         values["attempt_count"] = max(invoice.attempt_count, fact.attempt_count)
         values["paid_out_of_band"] = invoice.paid_out_of_band or fact.paid_out_of_band
-        for name in ("finalized_at", "paid_at", "voided_at", "marked_uncollectible_at"):
+        for name in (
+            "finalized_at",
+            "paid_at",
+            "voided_at",
+            "marked_uncollectible_at",
+            "payment_failed_at",
+        ):
             values[name] = _earliest(getattr(invoice, name), getattr(fact, name))
         _save_changes(invoice, values)
     _link_attempts(invoice, fact)

@@ -101,6 +101,9 @@ class Invoice(models.Model):
     voided_at = models.DateTimeField(null=True, blank=True)
     marked_uncollectible_at = models.DateTimeField(null=True, blank=True)
     next_payment_attempt = models.DateTimeField(null=True, blank=True)
+    # When a failed collection was first seen (invoice.payment_failed). Kept once set, so
+    # an invoice settled later still shows it went through dunning, whatever the order.
+    payment_failed_at = models.DateTimeField(null=True, blank=True)
     # The newest event whose amounts were applied: last writer by (Stripe's clock,
     # status rank, event id), so a tie on the second still orders deterministically.
     version = models.DateTimeField()

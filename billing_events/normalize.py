@@ -5,7 +5,7 @@ defensive because Stripe's shapes vary by API version (an id may come expanded, 
 invoice's subscription moved under `parent` in newer versions).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -57,6 +57,7 @@ class InvoiceFact:
     next_payment_attempt: datetime | None
     charge_id: str
     payment_intent_id: str
+    payment_failed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -323,4 +324,6 @@ def parse_event(event: dict) -> tuple[Fact, TriggerKind]:
         fact = parse_customer(obj, version, data.get("previous_attributes") or {})
     else:
         fact = route.parse(obj, version)
+    if event["type"] == "invoice.payment_failed":
+        fact = replace(fact, payment_failed_at=version.created)
     return fact, route.trigger

@@ -60,10 +60,11 @@ def went_through_dunning(invoice: InvoiceView, failed: set[int]) -> bool:
     written off, or settled only after a failed attempt."""
     if invoice.status == "uncollectible":
         return True
+    failed_once = invoice.payment_failed or invoice.pk in failed
     if invoice.status == "open":
-        return invoice.attempt_count > 0 or invoice.pk in failed
+        return invoice.attempt_count > 0 or failed_once
     if invoice.status in ("paid", "void"):
-        return invoice.attempt_count > 1 or invoice.pk in failed
+        return invoice.attempt_count > 1 or failed_once
     return False
 
 

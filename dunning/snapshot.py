@@ -25,6 +25,7 @@ class InvoiceView:
     currency: str
     billing_reason: str
     attempt_count: int
+    payment_failed: bool
     paid_out_of_band: bool
     opened_at: datetime
     subscription_id: str
@@ -79,6 +80,7 @@ def read_snapshot(*, account: Account, invoice_hint: str = "") -> Snapshot:
     relevant = (
         Q(status=Invoice.Status.UNCOLLECTIBLE)
         | Q(status=Invoice.Status.OPEN, attempt_count__gt=0)
+        | Q(status=Invoice.Status.OPEN, payment_failed_at__isnull=False)
         | Q(status=Invoice.Status.OPEN) & Exists(failed_attempt)
     )
     if case is not None:
@@ -94,6 +96,7 @@ def read_snapshot(*, account: Account, invoice_hint: str = "") -> Snapshot:
             currency=row.currency,
             billing_reason=row.billing_reason,
             attempt_count=row.attempt_count,
+            payment_failed=row.payment_failed_at is not None,
             paid_out_of_band=row.paid_out_of_band,
             opened_at=row.finalized_at or row.stripe_created,
             subscription_id=row.stripe_subscription_id,

@@ -69,6 +69,12 @@ def failed_then_voided(c: StripeCustomer) -> None:
     c.invoice_event("invoice.voided", status="void", attempt_count=1)
 
 
+def paid_out_of_band(c: StripeCustomer) -> None:
+    c.invoice_event("invoice.payment_failed", attempt_count=1)
+    c.tick(2 * DAY)
+    c.invoice_event("invoice.paid", status="paid", attempt_count=1, paid_out_of_band=True)
+
+
 def still_unpaid(c: StripeCustomer) -> None:
     c.charge_event("charge.failed", "ch_1", decline_code="insufficient_funds")
     c.invoice_event("invoice.payment_failed", attempt_count=1)
@@ -83,6 +89,7 @@ STORIES = [
     written_off_and_cancelled,
     failed_upgrade,
     failed_then_voided,
+    paid_out_of_band,
     still_unpaid,
 ]
 
@@ -175,6 +182,7 @@ def test_stories_end_where_a_payments_engineer_expects():
         written_off_and_cancelled: ("resolved", "written_off", "cancelled"),
         failed_upgrade: ("retrying", "", "upgrade_restricted"),
         failed_then_voided: ("resolved", "voided", "none"),
+        paid_out_of_band: ("resolved", "paid_out_of_band", "none"),
         still_unpaid: ("retrying", "", "read_only"),
     }
     for story, (state, resolution, level) in expected.items():
