@@ -5,7 +5,7 @@ while a row lock is held, and never awaited by escalation.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 from django.conf import settings
@@ -18,6 +18,7 @@ class EffectResult:
     ok: bool
     retryable: bool = False
     detail: str = ""
+    data: dict = field(default_factory=dict)
 
 
 def send_standing(*, stripe_customer_id: str, standing: str, idempotency_key: str) -> EffectResult:

@@ -35,6 +35,7 @@ CASE_VALUE_FIELDS = (
     "earliest_unpaid_at",
     "amount_overdue",
     "next_review_at",
+    "next_retry_at",
 )
 
 
@@ -95,6 +96,8 @@ def apply(
             created_at=now,
         )
         outbox_ids.append(item.pk)
+    if "retry" in stores:
+        outbox_ids += _reschedule_retry(account, desired, decision, now)
     if outbox_ids:
         from dunning.outbox import kick_dispatcher
 
@@ -162,3 +165,29 @@ def _record_transition(
         actor=trigger.source,
         at=now,
     )
+
+
+def _reschedule_retry(
+    account: Account, desired: Desired, decision: Decision, now: datetime
+) -> list[int]:
+    """At most one pending retry per account: the plan replaces any waiting one."""
+    OutboxItem.objects.filter(
+        account=account, kind=OutboxItem.Kind.PAYMENT_RETRY, status=OutboxItem.Status.PENDING
+    ).exclude(claimed_until__gt=now).update(status=OutboxItem.Status.SUPERSEDED, completed_at=now)
+    plan = desired.case.retry if desired.case is not None else None
+    if plan is None:
+        return []
+    item = OutboxItem.objects.create(
+        account=account,
+        decision=decision,
+        kind=OutboxItem.Kind.PAYMENT_RETRY,
+        # One idempotency key per attempt: a re-run after a crash reuses it.
+        key=f"retry:{plan.stripe_invoice_id}:{plan.attempt_number}:{decision.pk}",
+        payload={
+            "stripe_invoice_id": plan.stripe_invoice_id,
+            "attempt_number": plan.attempt_number,
+        },
+        next_attempt_at=plan.at,
+        created_at=now,
+    )
+    return [item.pk]

@@ -9,17 +9,11 @@ from datetime import datetime
 
 from dunning.models import CaseState, Resolution
 from dunning.policy import DeclineClass, Level, Policy
-from dunning.snapshot import AttemptView, CaseView, InvoiceView, Snapshot
+from dunning.retries import RetryDecision, RetryPlan, effective_class, plan_retry
+from dunning.snapshot import CaseView, InvoiceView, Snapshot
 from entitlements.policy import restrictions_for_level
 
 UPGRADE_REASON = "subscription_update"
-# Stripe's advice on the charge outcome overrides the decline class.
-ADVICE_OVERRIDES = {
-    "do_not_try_again": DeclineClass.HARD,
-    "confirm_card_data": DeclineClass.HARD,
-    "try_again_later": DeclineClass.SOFT,
-}
-WAITS_FOR_CUSTOMER = {DeclineClass.HARD, DeclineClass.FRAUD, DeclineClass.AUTH_REQUIRED}
 
 
 @dataclass(frozen=True)
@@ -42,6 +36,11 @@ class DesiredCase:
     next_review_at: datetime | None
     invoice_pks: frozenset[int]  # every invoice the case covers
     case_pk: int | None = None  # the case to update; None opens a new one
+    retry: RetryPlan | None = None
+
+    @property
+    def next_retry_at(self) -> datetime | None:
+        return self.retry.at if self.retry else None
 
 
 @dataclass(frozen=True)
@@ -66,10 +65,6 @@ def went_through_dunning(invoice: InvoiceView, failed: set[int]) -> bool:
     if invoice.status in ("paid", "void"):
         return invoice.attempt_count > 1 or failed_once
     return False
-
-
-def effective_class(attempt: AttemptView, policy: Policy) -> DeclineClass:
-    return ADVICE_OVERRIDES.get(attempt.advice_code) or policy.classify(attempt.decline_code)
 
 
 def ladder_level(age, policy: Policy) -> tuple[Level, datetime | None, dict]:
@@ -108,9 +103,7 @@ def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
     case_pks = frozenset(i.pk for i in covered)
     failures = [a for a in snapshot.attempts if a.outcome == "failed" and a.invoice_pk in case_pks]
     latest_failure = failures[-1] if failures else None
-    decline_class = (
-        effective_class(latest_failure, policy) if latest_failure else policy.unknown_decline_class
-    )
+    decline_class = effective_class(latest_failure, policy)
     earliest = min(i.opened_at for i in (outstanding or covered))
     overdue: dict[str, int] = {}
     for invoice in outstanding:
@@ -199,18 +192,13 @@ def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
             )
         )
 
+    retry = _plan_retry(snapshot, unpaid, policy)
+    if retry is not None:
+        rules.append(Rule("retry", retry.reason, retry.facts))
     if level == Level.SUSPENDED:
         state = CaseState.ESCALATED
-    elif decline_class in WAITS_FOR_CUSTOMER and not _card_updated_since(snapshot, latest_failure):
+    elif retry is not None and retry.waits_for_customer:
         state = CaseState.AWAITING_CUSTOMER
-        rules.append(
-            Rule(
-                "waits_for_customer",
-                f"awaiting customer action: a {decline_class.value} decline is not retried "
-                "on the same card",
-                {"decline_code": latest_failure.decline_code if latest_failure else ""},
-            )
-        )
     else:
         state = CaseState.RETRYING
 
@@ -224,13 +212,35 @@ def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
         next_review_at=next_review_at,
         invoice_pks=case_pks,
         case_pk=case.pk if case else None,
+        retry=retry.plan if retry else None,
     )
     return Desired(desired, _restrictions(level), policy.standing[level], tuple(rules))
 
 
-def _card_updated_since(snapshot: Snapshot, failure: AttemptView | None) -> bool:
-    updated = snapshot.payment_method_updated_at
-    return failure is not None and updated is not None and updated > failure.attempted_at
+def _plan_retry(
+    snapshot: Snapshot, unpaid: list[InvoiceView], policy: Policy
+) -> RetryDecision | None:
+    """Plan the next retry of the earliest unpaid invoice (one invoice at a time)."""
+    scheduled = snapshot.scheduled_retry
+    if scheduled is not None and scheduled.running:
+        plan = RetryPlan(scheduled.stripe_invoice_id, scheduled.attempt_number, scheduled.at)
+        return RetryDecision(
+            plan, False, "a retry is running now", {"invoice": plan.stripe_invoice_id}
+        )
+    if not unpaid:
+        return None
+    invoice = min(unpaid, key=lambda i: (i.opened_at, i.pk))
+    failures = [
+        a for a in snapshot.attempts if a.outcome == "failed" and a.invoice_pk == invoice.pk
+    ]
+    card = failures[-1].payment_method if failures else ""
+    return plan_retry(
+        invoice=invoice,
+        failures=failures,
+        card_attempts_in_window=snapshot.card_attempts.get(card, 0) if card else 0,
+        payment_method_updated_at=snapshot.payment_method_updated_at,
+        policy=policy,
+    )
 
 
 def _restrictions(level: Level) -> dict[str, str]:

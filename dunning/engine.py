@@ -57,6 +57,8 @@ def _jsonable(value: object) -> object:
         return value.isoformat()
     if isinstance(value, frozenset | set):
         return sorted(value)
+    if isinstance(value, tuple):
+        return [_jsonable(item) for item in value]
     return value
 
 
@@ -68,6 +70,7 @@ CASE_FIELDS = (
     "earliest_unpaid_at",
     "amount_overdue",
     "next_review_at",
+    "next_retry_at",
 )
 
 
@@ -88,6 +91,14 @@ def diff(snapshot: Snapshot, desired: Desired) -> tuple[Change, ...]:
             changes.append(
                 Change("case_invoices", "invoices", sorted(linked), sorted(joining | linked))
             )
+    scheduled = snapshot.scheduled_retry
+    before = (
+        (scheduled.stripe_invoice_id, scheduled.attempt_number, scheduled.at) if scheduled else None
+    )
+    plan = desired.case.retry if desired.case is not None else None
+    after = (plan.stripe_invoice_id, plan.attempt_number, plan.at) if plan else None
+    if before != after and not (scheduled and scheduled.running):
+        changes.append(Change("retry", "scheduled", before, after))
     if desired.restrictions != snapshot.restrictions:
         changes.append(
             Change("restrictions", "in_force", snapshot.restrictions, desired.restrictions)
@@ -107,7 +118,12 @@ def handle(trigger: Trigger, *, policy: Policy | None = None) -> Outcome:
     with transaction.atomic():
         account = Account.objects.select_for_update().get(pk=trigger.account_id)
         now = clock.now()
-        snapshot = read_snapshot(account=account, invoice_hint=trigger.detail.get("invoice", ""))
+        snapshot = read_snapshot(
+            account=account,
+            now=now,
+            card_window=policy.retries.card_attempt_window,
+            invoice_hint=trigger.detail.get("invoice", ""),
+        )
         desired = compute(snapshot, now, policy)
         changes = diff(snapshot, desired)
         if not changes:

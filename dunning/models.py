@@ -49,6 +49,8 @@ class DunningCase(FSMModelMixin, models.Model):
     amount_overdue = models.JSONField(default=dict, blank=True)
     # When the ladder would next move on its own; beat recomputes the case then.
     next_review_at = models.DateTimeField(null=True, blank=True)
+    # The next payment retry (its outbox row does the work; this is for people).
+    next_retry_at = models.DateTimeField(null=True, blank=True)
     opened_at = models.DateTimeField()
     resolved_at = models.DateTimeField(null=True, blank=True)
     policy_version = models.CharField(max_length=32)

@@ -17,6 +17,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import transaction
 
+from billing_events import services as billing
 from dunning import clock
 from dunning.account_management import EffectResult, send_standing
 from dunning.models import AccountStanding, OutboxItem
@@ -69,6 +70,8 @@ def kick_dispatcher() -> None:
 
 
 def _still_wanted(item: OutboxItem) -> bool:
+    if item.kind == OutboxItem.Kind.PAYMENT_RETRY:
+        return billing.open_invoice(stripe_invoice_id=item.payload["stripe_invoice_id"]) is not None
     if item.kind == OutboxItem.Kind.ACCOUNT_STANDING:
         requested = (
             AccountStanding.objects.filter(account_id=item.account_id)
@@ -79,7 +82,22 @@ def _still_wanted(item: OutboxItem) -> bool:
     return True
 
 
+def _pay(item: OutboxItem) -> EffectResult:
+    result = billing.gateway().pay_invoice(
+        invoice_id=item.payload["stripe_invoice_id"], idempotency_key=item.key
+    )
+    if result.outcome == "error" and result.retryable_error:
+        # Unknown or transient: the same key again later, so Stripe never charges twice.
+        return EffectResult(ok=False, retryable=True, detail=result.message or "transient error")
+    if result.outcome == "error":
+        return EffectResult(ok=False, retryable=False, detail=result.message or "refused")
+    detail = result.outcome + (f" ({result.decline_code})" if result.decline_code else "")
+    return EffectResult(ok=True, detail=detail, data=billing.result_as_dict(result))
+
+
 def _perform(item: OutboxItem) -> EffectResult:
+    if item.kind == OutboxItem.Kind.PAYMENT_RETRY:
+        return _pay(item)
     if item.kind == OutboxItem.Kind.ACCOUNT_STANDING:
         return send_standing(
             stripe_customer_id=item.payload["stripe_customer_id"],
@@ -108,7 +126,7 @@ def run_item(*, item_id: int) -> str:
         elif result.ok:
             item.status = OutboxItem.Status.DONE
             item.completed_at = now
-            item.result = {"detail": result.detail}
+            item.result = {"detail": result.detail, **result.data}
             _record_success(item, now)
         else:
             item.last_error = result.detail
@@ -120,17 +138,27 @@ def run_item(*, item_id: int) -> str:
     if item.status != OutboxItem.Status.PENDING:
         from dunning.engine import handle
 
+        retry = item.kind == OutboxItem.Kind.PAYMENT_RETRY
         handle(
             Trigger(
-                kind=TriggerKind.SIDE_EFFECT_COMPLETED,
+                kind=TriggerKind.RETRY_RESULT if retry else TriggerKind.SIDE_EFFECT_COMPLETED,
                 account_id=item.account_id,
                 source=f"outbox:{item.kind}:{item.pk}",
+                detail={"invoice": item.payload.get("stripe_invoice_id", "")},
             )
         )
     return item.status
 
 
 def _record_success(item: OutboxItem, now) -> None:
+    if item.kind == OutboxItem.Kind.PAYMENT_RETRY:
+        billing.record_retry_result(
+            account_id=item.account_id,
+            stripe_invoice_id=item.payload["stripe_invoice_id"],
+            attempt_key=f"attempt:{item.key}",
+            result=item.result,
+            at=now,
+        )
     if item.kind == OutboxItem.Kind.ACCOUNT_STANDING:
         AccountStanding.objects.filter(account_id=item.account_id).update(
             acknowledged=item.payload["standing"], acknowledged_at=now

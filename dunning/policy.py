@@ -45,16 +45,44 @@ class LadderStep:
 
 
 @dataclass(frozen=True)
+class RetryRules:
+    """When to retry a declined invoice off-session, within card-network rules."""
+
+    # Retry offsets from the invoice's first failure, by decline class. Hard, fraud and
+    # authentication-required declines have none: they wait for the customer.
+    schedules: dict[str, tuple[timedelta, ...]]
+    # Never retry sooner than this after the previous attempt.
+    min_gap: timedelta = timedelta(hours=12)
+    # Visa: at most 15 reattempts of a card in 30 days.
+    card_attempt_cap: int = 15
+    card_attempt_window: timedelta = timedelta(days=30)
+    # Network advice that the issuer will never approve this card: stop retrying it.
+    # Mastercard merchant advice code 03; Visa category 1 decline codes.
+    stop_network_advice_codes: frozenset[str] = frozenset({"03"})
+    stop_network_decline_codes: frozenset[str] = frozenset(
+        {"04", "07", "12", "14", "15", "41", "43", "46", "57", "R0", "R1", "R3"}
+    )
+
+
+@dataclass(frozen=True)
 class Policy:
     version: str
     decline_classes: dict[str, DeclineClass]
     unknown_decline_class: DeclineClass
     ladder: tuple[LadderStep, ...]
+    retries: RetryRules
     # Standing sent to Account Management for each level.
     standing: dict[Level, str] = field(default_factory=dict)
 
     def classify(self, decline_code: str) -> DeclineClass:
         return self.decline_classes.get(decline_code, self.unknown_decline_class)
+
+    def retry_schedule(
+        self, decline_code: str, decline_class: DeclineClass
+    ) -> tuple[timedelta, ...]:
+        if decline_code and decline_code not in self.decline_classes:
+            return self.retries.schedules.get("unknown", ())
+        return self.retries.schedules.get(decline_class, ())
 
 
 def load_decline_classes(path: Path = DECLINE_CODES_CSV) -> dict[str, DeclineClass]:
@@ -67,6 +95,20 @@ DEFAULT_LADDER = (
     LadderStep(Level.PREMIUM_RESTRICTED, timedelta(days=7)),
     LadderStep(Level.READ_ONLY, timedelta(days=14)),
     LadderStep(Level.SUSPENDED, timedelta(days=30)),
+)
+
+
+def _days(*offsets: float) -> tuple[timedelta, ...]:
+    return tuple(timedelta(days=offset) for offset in offsets)
+
+
+# Soft declines: seven retries over about three weeks, spaced out (funds tend to arrive
+# around paydays; issuers penalise rapid re-tries). Unknown codes: a shortened schedule.
+DEFAULT_RETRIES = RetryRules(
+    schedules={
+        DeclineClass.SOFT: _days(1, 3, 5, 8, 12, 17, 23),
+        "unknown": _days(1, 4, 9),
+    }
 )
 
 DEFAULT_STANDING = {
@@ -94,5 +136,6 @@ def current_policy() -> Policy:
             os.environ.get("DUNNING_UNKNOWN_DECLINE_CLASS", DeclineClass.SOFT)
         ),
         ladder=DEFAULT_LADDER,
+        retries=DEFAULT_RETRIES,
         standing=DEFAULT_STANDING,
     )

@@ -4,10 +4,10 @@ A constant number of queries whatever the account's history: only invoices that 
 dunning, belong to the open case, or were named by the trigger are loaded.
 """
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
 
 from billing_events.models import Account, Invoice, PaymentAttempt, Subscription
 from dunning.models import OPEN_STATES, AccountStanding, DunningCase, OutboxItem
@@ -39,6 +39,7 @@ class AttemptView:
     decline_code: str
     advice_code: str
     network_advice_code: str
+    network_decline_code: str
     payment_method: str
     attempted_at: datetime
 
@@ -53,6 +54,18 @@ class CaseView:
     earliest_unpaid_at: datetime | None
     amount_overdue: dict[str, int]
     next_review_at: datetime | None
+    next_retry_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ScheduledRetry:
+    """The pending payment retry of the account (there is at most one)."""
+
+    outbox_pk: int
+    stripe_invoice_id: str
+    attempt_number: int
+    at: datetime
+    running: bool  # a worker holds it right now
 
 
 @dataclass(frozen=True)
@@ -67,9 +80,14 @@ class Snapshot:
     standing_acknowledged: str
     side_effects_in_flight: int
     payment_method_updated_at: datetime | None
+    scheduled_retry: ScheduledRetry | None = None
+    # Attempts per card (payment method) within the network's window.
+    card_attempts: dict[str, int] = field(default_factory=dict)
 
 
-def read_snapshot(*, account: Account, invoice_hint: str = "") -> Snapshot:
+def read_snapshot(
+    *, account: Account, now: datetime, card_window: timedelta, invoice_hint: str = ""
+) -> Snapshot:
     case = DunningCase.objects.filter(account_id=account.pk, state__in=OPEN_STATES).first()
     if case is None and invoice_hint:
         # A late event about a resolved case's invoice refines that case's record.
@@ -113,6 +131,7 @@ def read_snapshot(*, account: Account, invoice_hint: str = "") -> Snapshot:
             decline_code=row.decline_code or row.failure_code,
             advice_code=row.advice_code,
             network_advice_code=row.network_advice_code,
+            network_decline_code=row.network_decline_code,
             payment_method=row.payment_method,
             attempted_at=row.attempted_at,
         )
@@ -121,6 +140,34 @@ def read_snapshot(*, account: Account, invoice_hint: str = "") -> Snapshot:
         ).order_by("attempted_at", "pk")
     )
     standing = AccountStanding.objects.filter(account_id=account.pk).first()
+    pending = list(
+        OutboxItem.objects.filter(account_id=account.pk, status=OutboxItem.Status.PENDING).values(
+            "pk", "kind", "payload", "next_attempt_at", "claimed_until"
+        )
+    )
+    scheduled_retry = None
+    in_flight = 0
+    for item in pending:
+        running = item["claimed_until"] is not None and item["claimed_until"] > now
+        if item["kind"] == OutboxItem.Kind.PAYMENT_RETRY:
+            scheduled_retry = ScheduledRetry(
+                outbox_pk=item["pk"],
+                stripe_invoice_id=item["payload"]["stripe_invoice_id"],
+                attempt_number=item["payload"]["attempt_number"],
+                at=item["next_attempt_at"],
+                running=running,
+            )
+            # A retry waiting for its time is a plan, not a side effect in flight.
+            in_flight += running
+        else:
+            in_flight += 1
+    card_attempts = dict(
+        PaymentAttempt.objects.filter(account_id=account.pk, attempted_at__gt=now - card_window)
+        .exclude(payment_method="")
+        .values_list("payment_method")
+        .annotate(n=Count("pk"))
+        .values_list("payment_method", "n")
+    )
     return Snapshot(
         account_id=account.pk,
         invoices=invoices,
@@ -139,6 +186,7 @@ def read_snapshot(*, account: Account, invoice_hint: str = "") -> Snapshot:
             earliest_unpaid_at=case.earliest_unpaid_at,
             amount_overdue=case.amount_overdue,
             next_review_at=case.next_review_at,
+            next_retry_at=case.next_retry_at,
         )
         if case
         else None,
@@ -147,8 +195,8 @@ def read_snapshot(*, account: Account, invoice_hint: str = "") -> Snapshot:
         standing_acknowledged=(standing.acknowledged or DEFAULT_STANDING)
         if standing
         else DEFAULT_STANDING,
-        side_effects_in_flight=OutboxItem.objects.filter(
-            account_id=account.pk, status=OutboxItem.Status.PENDING
-        ).count(),
+        side_effects_in_flight=in_flight,
         payment_method_updated_at=account.payment_method_updated_at,
+        scheduled_retry=scheduled_retry,
+        card_attempts=card_attempts,
     )

@@ -68,3 +68,17 @@ def api_client(db):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     return client
+
+
+@pytest.fixture(autouse=True)
+def simulated_gateway():
+    """The payment gateway of the embedded default (no STRIPE_API_KEY in tests). Customers
+    in tests stay unable to pay (soft decline) unless a test scripts otherwise."""
+    from billing_events.gateway import SIMULATED, declined
+
+    saved = SIMULATED.default
+    SIMULATED.reset()
+    SIMULATED.default = declined("insufficient_funds")
+    yield SIMULATED
+    SIMULATED.default = saved
+    SIMULATED.reset()

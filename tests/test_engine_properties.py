@@ -7,6 +7,7 @@ from freezegun import freeze_time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from billing_events.gateway import SIMULATED
 from billing_events.models import Account, Invoice, WebhookEvent
 from billing_events.processing import apply_event
 from billing_events.scenarios import StripeCustomer
@@ -134,6 +135,7 @@ def stores() -> dict:
 
 def run(events: list[dict]) -> dict:
     """Deliver, drain the outbox, and read the stores, leaving the database untouched."""
+    SIMULATED.reset()
     with transaction.atomic(), freeze_time(NOW):
         for event in events:
             deliver(event)
@@ -161,6 +163,7 @@ def test_any_order_with_duplicates_ends_in_the_same_stores(data, story):
 @given(data=st.data(), story=st.sampled_from(STORIES))
 def test_after_the_last_event_and_the_outbox_a_recompute_is_empty_and_writes_nothing(data, story):
     order = data.draw(st.permutations(history(story)))
+    SIMULATED.reset()
     with transaction.atomic(), freeze_time(NOW):
         for event in order:
             deliver(event)

@@ -1,0 +1,68 @@
+"""The billing_events service API other apps call: the payment gateway, and recording what
+a payment retry came to in the mirror stores (so the engine need not wait for webhooks)."""
+
+from dataclasses import asdict
+from datetime import datetime
+
+from billing_events.gateway import PaymentGateway, PaymentResult, gateway_from_settings
+from billing_events.mirror import merge_attempt
+from billing_events.models import Account, Invoice
+from billing_events.normalize import AttemptFact
+
+__all__ = ["PaymentGateway", "PaymentResult", "gateway", "record_retry_result"]
+
+
+def gateway() -> PaymentGateway:
+    return gateway_from_settings()
+
+
+def open_invoice(*, stripe_invoice_id: str) -> Invoice | None:
+    return Invoice.objects.filter(
+        stripe_invoice_id=stripe_invoice_id, status=Invoice.Status.OPEN
+    ).first()
+
+
+def record_retry_result(
+    *, account_id: int, stripe_invoice_id: str, attempt_key: str, result: dict, at: datetime
+) -> None:
+    """Merge one retry's outcome into the mirror with the same rules as webhooks use; the
+    webhooks Stripe sends for the same charge later merge into the same rows."""
+    outcome = result["outcome"]
+    if outcome not in ("succeeded", "declined"):
+        return  # nothing is known about the card: no attempt to record
+    account = Account.objects.get(pk=account_id)
+    invoice = Invoice.objects.filter(stripe_invoice_id=stripe_invoice_id).first()
+    merge_attempt(
+        account,
+        AttemptFact(
+            attempt_key=result.get("charge_id") or attempt_key,
+            customer_id=account.stripe_customer_id,
+            invoice_id=stripe_invoice_id,
+            charge_id=result.get("charge_id") or "",
+            payment_intent_id=result.get("payment_intent_id") or "",
+            payment_method=account.default_payment_method,
+            outcome="succeeded" if outcome == "succeeded" else "failed",
+            amount=invoice.amount_remaining if invoice else 0,
+            currency=invoice.currency if invoice else "",
+            decline_code=result.get("decline_code") or "",
+            failure_code=result.get("failure_code") or "",
+            advice_code=result.get("advice_code") or "",
+            network_advice_code=result.get("network_advice_code") or "",
+            network_decline_code=result.get("network_decline_code") or "",
+            attempted_at=at,
+        ),
+    )
+    if invoice is not None:
+        updates = {"attempt_count": invoice.attempt_count + 1}
+        if outcome == "succeeded" and invoice.status == Invoice.Status.OPEN:
+            updates.update(
+                status=Invoice.Status.PAID,
+                paid_at=invoice.paid_at or at,
+                amount_paid=invoice.amount_due,
+                amount_remaining=0,
+            )
+        Invoice.objects.filter(pk=invoice.pk).update(**updates)
+
+
+def result_as_dict(result: PaymentResult) -> dict:
+    return asdict(result)
