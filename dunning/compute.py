@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from dunning.models import CaseState, Resolution
-from dunning.policy import DeclineClass, Level, Policy
+from dunning.policy import LADDER_ORDER, DeclineClass, Level, Policy
 from dunning.retries import RetryDecision, RetryPlan, effective_class, plan_retry
 from dunning.snapshot import CaseView, InvoiceView, Snapshot
 from entitlements.policy import restrictions_for_level
@@ -192,7 +192,34 @@ def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
             )
         )
 
+    paused = case is not None and case.paused_until is not None and case.paused_until > now
+    in_grace = case is not None and case.grace_until is not None and case.grace_until > now
+    if (paused or in_grace) and LADDER_ORDER.index(level) > LADDER_ORDER.index(Level(case.level)):
+        until, why = (
+            (case.paused_until, case.pause_reason)
+            if paused
+            else (case.grace_until, case.grace_reason)
+        )
+        rules.append(
+            Rule(
+                "support_hold",
+                f"level held at {case.level} by support until {until:%Y-%m-%d %H:%M} UTC: {why}",
+                {"would_be": level.value, "until": until.isoformat()},
+            )
+        )
+        level = Level(case.level)
+        next_review_at = min(at for at in (next_review_at, until) if at is not None)
+
     retry = _plan_retry(snapshot, unpaid, policy)
+    if paused:
+        retry = RetryDecision(
+            None,
+            retry is not None and retry.waits_for_customer,
+            f"retries paused by support until {case.paused_until:%Y-%m-%d %H:%M} UTC: "
+            f"{case.pause_reason}",
+            {"paused_until": case.paused_until.isoformat()},
+        )
+        next_review_at = min(at for at in (next_review_at, case.paused_until) if at is not None)
     if retry is not None:
         rules.append(Rule("retry", retry.reason, retry.facts))
     if level == Level.SUSPENDED:

@@ -51,6 +51,12 @@ class DunningCase(FSMModelMixin, models.Model):
     next_review_at = models.DateTimeField(null=True, blank=True)
     # The next payment retry (its outbox row does the work; this is for people).
     next_retry_at = models.DateTimeField(null=True, blank=True)
+    # Support's levers (inputs to the engine, set only through dunning.support):
+    # a pause stops retries and escalation; a grace period stops escalation only.
+    paused_until = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.CharField(max_length=255, blank=True, default="")
+    grace_until = models.DateTimeField(null=True, blank=True)
+    grace_reason = models.CharField(max_length=255, blank=True, default="")
     opened_at = models.DateTimeField()
     resolved_at = models.DateTimeField(null=True, blank=True)
     policy_version = models.CharField(max_length=32)
@@ -220,6 +226,117 @@ class OutboxItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.key} ({self.status})"
+
+
+class BadDebtEpisode(models.Model):
+    """One stay in bad debt: who entered, why, with what, when, and how they left."""
+
+    class Reason(models.TextChoices):
+        MARKED_UNCOLLECTIBLE = "marked_uncollectible"
+        LADDER_SUSPENDED = "ladder_suspended"
+
+    class Exit(models.TextChoices):
+        PAID = "paid"
+        PAID_OUT_OF_BAND = "paid_out_of_band"
+        VOIDED = "voided"
+        WRITTEN_OFF = "written_off"
+        CANCELLED = "cancelled"
+        RECOVERED = "recovered"  # left bad debt without the case closing (e.g. grace)
+
+    account = models.ForeignKey(
+        "billing_events.Account", on_delete=models.CASCADE, related_name="bad_debt_episodes"
+    )
+    case = models.ForeignKey(DunningCase, on_delete=models.CASCADE, related_name="episodes")
+    reason = models.CharField(max_length=32, choices=Reason.choices)
+    products = models.JSONField(default=list, help_text="subscription ids in bad debt")
+    amount = models.JSONField(default=dict, help_text="minor units per currency at entry")
+    entered_at = models.DateTimeField()
+    exited_at = models.DateTimeField(null=True, blank=True)
+    exit_reason = models.CharField(max_length=32, choices=Exit.choices, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account"],
+                condition=models.Q(exited_at__isnull=True),
+                name="one_open_bad_debt_episode_per_account",
+            )
+        ]
+        indexes = [models.Index(fields=["entered_at"]), models.Index(fields=["exited_at"])]
+
+    def __str__(self) -> str:
+        return f"bad debt {self.reason} since {self.entered_at:%Y-%m-%d}"
+
+
+class OutcomeEvent(models.Model):
+    """A payment outcome event, in order per account, for the rest of the business."""
+
+    account = models.ForeignKey(
+        "billing_events.Account", on_delete=models.CASCADE, related_name="outcome_events"
+    )
+    sequence = models.PositiveIntegerField(help_text="1, 2, 3 ... per account")
+    type = models.CharField(max_length=64)
+    payload = models.JSONField()
+    decision = models.ForeignKey(
+        Decision, null=True, blank=True, on_delete=models.SET_NULL, related_name="outcome_events"
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "sequence"], name="outcome_event_order")
+        ]
+        ordering = ["account", "sequence"]
+
+    def __str__(self) -> str:
+        return f"{self.type} #{self.sequence}"
+
+
+class SupportAction(models.Model):
+    """An audited action by support (or an operator) and what it did."""
+
+    account = models.ForeignKey(
+        "billing_events.Account",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="support_actions",
+    )
+    actor = models.CharField(max_length=255)
+    action = models.CharField(max_length=40)
+    payload = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.actor}: {self.action}"
+
+
+class BadDebtPayment(models.Model):
+    """One pay-bad-debt request by Idempotency-Key: a replay returns the first answer."""
+
+    account = models.ForeignKey(
+        "billing_events.Account", on_delete=models.CASCADE, related_name="bad_debt_payments"
+    )
+    idempotency_key = models.CharField(max_length=255)
+    request_fingerprint = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, default="processing")
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "idempotency_key"], name="one_payment_per_idempotency_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.idempotency_key} ({self.status})"
 
 
 class TestClock(models.Model):

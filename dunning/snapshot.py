@@ -55,6 +55,10 @@ class CaseView:
     amount_overdue: dict[str, int]
     next_review_at: datetime | None
     next_retry_at: datetime | None
+    paused_until: datetime | None = None
+    pause_reason: str = ""
+    grace_until: datetime | None = None
+    grace_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,10 @@ def read_snapshot(
             amount_overdue=case.amount_overdue,
             next_review_at=case.next_review_at,
             next_retry_at=case.next_retry_at,
+            paused_until=case.paused_until,
+            pause_reason=case.pause_reason,
+            grace_until=case.grace_until,
+            grace_reason=case.grace_reason,
         )
         if case
         else None,
