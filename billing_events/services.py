@@ -6,7 +6,7 @@ from datetime import datetime
 
 from billing_events.gateway import PaymentGateway, PaymentResult, gateway_from_settings
 from billing_events.mirror import merge_attempt
-from billing_events.models import Account, Invoice
+from billing_events.models import Account, Invoice, Subscription
 from billing_events.normalize import AttemptFact
 
 __all__ = ["PaymentGateway", "PaymentResult", "gateway", "record_retry_result"]
@@ -62,6 +62,22 @@ def record_retry_result(
                 amount_remaining=0,
             )
         Invoice.objects.filter(pk=invoice.pk).update(**updates)
+
+
+def subscription_cancelled(*, subscription_id: str) -> bool:
+    return Subscription.objects.filter(
+        stripe_subscription_id=subscription_id, status="canceled"
+    ).exists()
+
+
+def record_subscription_cancelled(*, subscription_id: str, at: datetime) -> None:
+    """The cancellation dunning asked for went through; the webhook Stripe sends for it
+    (customer.subscription.deleted) merges into the same row."""
+    subscription = Subscription.objects.filter(stripe_subscription_id=subscription_id).first()
+    if subscription is not None and subscription.status != "canceled":
+        subscription.status = "canceled"
+        subscription.canceled_at = subscription.canceled_at or at
+        subscription.save(update_fields=["status", "canceled_at"])
 
 
 def result_as_dict(result: PaymentResult) -> dict:

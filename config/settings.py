@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
     "billing_events",
     "dunning",
     "entitlements",
@@ -90,6 +91,16 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+# OpenAPI schema at /api/schema/, docs at /api/docs/ (both readable without a token).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Dunning service API",
+    "DESCRIPTION": "NinjaPanel's support API and the service's other endpoints. "
+    "Authenticate with `Authorization: Token <key>`.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Celery -----------------------------------------------------------------
@@ -145,6 +156,13 @@ WEBHOOK_REENQUEUE_AFTER_SECONDS = int(os.environ.get("WEBHOOK_REENQUEUE_AFTER_SE
 OUTBOX_MAX_ATTEMPTS = int(os.environ.get("OUTBOX_MAX_ATTEMPTS", "12"))
 ACCOUNT_MANAGEMENT_URL = os.environ.get("ACCOUNT_MANAGEMENT_URL", "")
 ACCOUNT_MANAGEMENT_TIMEOUT_SECONDS = float(os.environ.get("ACCOUNT_MANAGEMENT_TIMEOUT", "5"))
+
+# Subscribers to payment outcome events (signed webhooks, in order per account).
+DUNNING_OUTCOME_WEBHOOK_URLS = env_list("DUNNING_OUTCOME_WEBHOOK_URLS")
+DUNNING_OUTCOME_WEBHOOK_SECRET = os.environ.get("DUNNING_OUTCOME_WEBHOOK_SECRET", "")
+DUNNING_OUTCOME_WEBHOOK_TIMEOUT_SECONDS = float(
+    os.environ.get("DUNNING_OUTCOME_WEBHOOK_TIMEOUT", "5")
+)
 
 # --- Clock ----------------------------------------------------------------------
 DUNNING_TEST_CLOCK = env_bool("DUNNING_TEST_CLOCK")

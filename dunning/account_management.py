@@ -19,6 +19,8 @@ class EffectResult:
     retryable: bool = False
     detail: str = ""
     data: dict = field(default_factory=dict)
+    # Not a failure: the item must wait for another one first (ordering).
+    defer: bool = False
 
 
 def send_standing(*, stripe_customer_id: str, standing: str, idempotency_key: str) -> EffectResult:

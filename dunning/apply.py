@@ -9,6 +9,7 @@ from dunning.compute import Desired
 from dunning.engine import Change, Outcome
 from dunning.models import (
     AccountStanding,
+    BadDebtEpisode,
     CaseInvoice,
     CaseState,
     CaseTransition,
@@ -16,6 +17,7 @@ from dunning.models import (
     DunningCase,
     OutboxItem,
 )
+from dunning.outcomes import publish_outcome
 from dunning.policy import Policy
 from dunning.snapshot import Snapshot
 from dunning.triggers import Trigger
@@ -98,6 +100,13 @@ def apply(
         outbox_ids.append(item.pk)
     if "retry" in stores:
         outbox_ids += _reschedule_retry(account, desired, decision, now)
+    if "bad_debt" in stores:
+        _move_bad_debt(account, snapshot, desired, decision, now)
+    if "subscriptions" in stores:
+        outbox_ids += _request_cancellation(account, changes, decision, now)
+    outbox_ids += publish_outcome(
+        account=account, desired=desired, changes=changes, decision=decision, now=now
+    )
     if outbox_ids:
         from dunning.outbox import kick_dispatcher
 
@@ -191,3 +200,49 @@ def _reschedule_retry(
         created_at=now,
     )
     return [item.pk]
+
+
+def _move_bad_debt(
+    account: Account, snapshot: Snapshot, desired: Desired, decision: Decision, now: datetime
+) -> None:
+    """Close the open episode (recording how the account left) and/or open a new one."""
+    case = desired.case
+    reason = case.bad_debt if case is not None else None
+    if snapshot.bad_debt is not None and reason is None:
+        exit_reason = case.resolution if case is not None and case.resolution else "recovered"
+        BadDebtEpisode.objects.filter(account=account, exited_at__isnull=True).update(
+            exited_at=now, exit_reason=exit_reason
+        )
+    if reason is not None and snapshot.bad_debt is None:
+        BadDebtEpisode.objects.create(
+            account=account,
+            case_id=decision.case_id or case.case_pk,
+            reason=reason,
+            products=sorted(case.cancel_subscriptions)
+            or sorted(
+                account.subscriptions.exclude(status="canceled").values_list(
+                    "stripe_subscription_id", flat=True
+                )
+            ),
+            amount=case.amount_overdue,
+            entered_at=now,
+        )
+
+
+def _request_cancellation(
+    account: Account, changes: tuple[Change, ...], decision: Decision, now: datetime
+) -> list[int]:
+    [change] = [c for c in changes if c.store == "subscriptions"]
+    ids = []
+    for subscription_id in change.after:
+        item = OutboxItem.objects.create(
+            account=account,
+            decision=decision,
+            kind=OutboxItem.Kind.CANCEL_SUBSCRIPTION,
+            key=f"cancel:{subscription_id}:{decision.pk}",
+            payload={"subscription_id": subscription_id},
+            next_attempt_at=now,
+            created_at=now,
+        )
+        ids.append(item.pk)
+    return ids

@@ -7,22 +7,18 @@ always give the same answer, and every conclusion carries the rules and facts be
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from dunning.models import CaseState, Resolution
+from dunning.ladder import PaymentHistory, consequence_level
+from dunning.models import BadDebtEpisode, CaseState, Resolution
 from dunning.policy import LADDER_ORDER, DeclineClass, Level, Policy
 from dunning.retries import RetryDecision, RetryPlan, effective_class, plan_retry
+from dunning.rules import Rule
 from dunning.snapshot import CaseView, InvoiceView, Snapshot
 from entitlements.policy import restrictions_for_level
 
+__all__ = ["Desired", "DesiredCase", "Rule", "compute"]
+
 UPGRADE_REASON = "subscription_update"
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One rule that fired: its name, the facts it read, what it concluded."""
-
-    name: str
-    conclusion: str
-    facts: dict = field(default_factory=dict)
+CANCELLED_SUBSCRIPTION = ("canceled", "incomplete_expired")
 
 
 @dataclass(frozen=True)
@@ -37,6 +33,10 @@ class DesiredCase:
     invoice_pks: frozenset[int]  # every invoice the case covers
     case_pk: int | None = None  # the case to update; None opens a new one
     retry: RetryPlan | None = None
+    # Bad debt: the reason it is (or stays) open, None when the account is not in it.
+    bad_debt: str | None = None
+    # Subscriptions to cancel through their lifecycle (the end of the ladder).
+    cancel_subscriptions: frozenset[str] = frozenset()
 
     @property
     def next_retry_at(self) -> datetime | None:
@@ -48,7 +48,7 @@ class Desired:
     case: DesiredCase | None
     restrictions: dict[str, str]  # code -> level
     standing: str
-    rules: tuple[Rule, ...]
+    rules: tuple[Rule, ...] = field(default=())
 
     def summary(self) -> str:
         return "; ".join(rule.conclusion for rule in self.rules)
@@ -67,16 +67,6 @@ def went_through_dunning(invoice: InvoiceView, failed: set[int]) -> bool:
     return False
 
 
-def ladder_level(age, policy: Policy) -> tuple[Level, datetime | None, dict]:
-    level, next_after = Level.NONE, None
-    for step in policy.ladder:
-        if age >= step.after:
-            level = step.level
-        elif next_after is None:
-            next_after = step.after
-    return level, next_after, {"days_overdue": age.days}
-
-
 def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
     rules: list[Rule] = []
     failed_pks = {a.invoice_pk for a in snapshot.attempts if a.outcome == "failed"}
@@ -88,34 +78,25 @@ def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
         case = None  # a resolved case never reopens: new failures open a new case
     covered = entering + [i for i in snapshot.invoices if case and i.case_id == case.pk]
     if not covered:
-        if snapshot.standing_requested == "cancelled":
-            # Dunning cancelled this account; only a new failure opens a new case.
-            rules.append(
-                Rule("stays_cancelled", "no invoice is in dunning; the account stays cancelled")
-            )
-            return Desired(None, _restrictions(Level.CANCELLED), "cancelled", tuple(rules))
-        rules.append(Rule("no_failed_invoices", "no invoice is in dunning"))
-        return Desired(None, {}, "good", tuple(rules))
+        return _no_case(snapshot, rules)
 
     unpaid = [i for i in covered if i.status == "open"]
     written_off = [i for i in covered if i.status == "uncollectible"]
     outstanding = unpaid + written_off
     case_pks = frozenset(i.pk for i in covered)
     failures = [a for a in snapshot.attempts if a.outcome == "failed" and a.invoice_pk in case_pks]
-    latest_failure = failures[-1] if failures else None
-    decline_class = effective_class(latest_failure, policy)
+    decline_class = effective_class(failures[-1] if failures else None, policy)
     earliest = min(i.opened_at for i in (outstanding or covered))
-    overdue: dict[str, int] = {}
-    for invoice in outstanding:
-        overdue[invoice.currency] = overdue.get(invoice.currency, 0) + invoice.amount_remaining
+    settle = _Settle(snapshot, rules, case_pks, decline_class, earliest, case)
 
     subscriptions = {i.subscription_id for i in outstanding if i.subscription_id}
-    cancelled = bool(subscriptions) and all(
-        snapshot.subscription_status.get(s) in ("canceled", "incomplete_expired")
-        for s in subscriptions
-    )
-
-    if outstanding and cancelled:
+    if (
+        outstanding
+        and subscriptions
+        and all(
+            snapshot.subscription_status.get(s) in CANCELLED_SUBSCRIPTION for s in subscriptions
+        )
+    ):
         resolution = Resolution.WRITTEN_OFF if written_off else Resolution.CANCELLED
         rules.append(
             Rule(
@@ -125,9 +106,7 @@ def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
                 {"subscriptions": sorted(subscriptions)},
             )
         )
-        return _settled(
-            snapshot, rules, case_pks, resolution, decline_class, earliest, Level.CANCELLED, case
-        )
+        return settle(resolution, Level.CANCELLED)
 
     if not outstanding:
         paid = [i for i in covered if i.status == "paid"]
@@ -144,18 +123,12 @@ def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
                 {i.stripe_invoice_id: i.status for i in covered},
             )
         )
-        return _settled(
-            snapshot,
-            rules,
-            case_pks,
-            resolution,
-            decline_class,
-            earliest,
-            Level.NONE,
-            case,
-        )
+        return settle(resolution, Level.NONE)
 
-    age = now - earliest
+    overdue: dict[str, int] = {}
+    for invoice in outstanding:
+        overdue[invoice.currency] = overdue.get(invoice.currency, 0) + invoice.amount_remaining
+
     next_review_at = None
     if written_off:
         level = Level.SUSPENDED
@@ -177,20 +150,16 @@ def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
             )
         )
     else:
-        level, next_after, facts = ladder_level(age, policy)
-        next_review_at = earliest + next_after if next_after is not None else None
-        rules.append(
-            Rule(
-                "ladder",
-                f"level {level.value} because the earliest unpaid invoice is "
-                f"{age.days} days old and the decline was {decline_class.value}",
-                {
-                    **facts,
-                    "decline_class": decline_class.value,
-                    "earliest_unpaid_at": earliest.isoformat(),
-                },
-            )
+        ladder = consequence_level(
+            earliest_unpaid_at=earliest,
+            now=now,
+            decline_class=decline_class,
+            overdue=overdue,
+            history=PaymentHistory(snapshot.paid_invoices, snapshot.recent_cases),
+            policy=policy,
         )
+        level, next_review_at = ladder.level, ladder.next_review_at
+        rules.append(ladder.rule)
 
     paused = case is not None and case.paused_until is not None and case.paused_until > now
     in_grace = case is not None and case.grace_until is not None and case.grace_until > now
@@ -222,7 +191,19 @@ def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
         next_review_at = min(at for at in (next_review_at, case.paused_until) if at is not None)
     if retry is not None:
         rules.append(Rule("retry", retry.reason, retry.facts))
-    if level == Level.SUSPENDED:
+
+    cancel: frozenset[str] = frozenset()
+    if level == Level.CANCELLED:
+        cancel = frozenset(subscriptions)
+        rules.append(
+            Rule(
+                "end_of_ladder",
+                "the ladder has run its course: the subscription is cancelled through its "
+                "lifecycle",
+                {"subscriptions": sorted(cancel)},
+            )
+        )
+    if level in (Level.SUSPENDED, Level.CANCELLED):
         state = CaseState.ESCALATED
     elif retry is not None and retry.waits_for_customer:
         state = CaseState.AWAITING_CUSTOMER
@@ -240,8 +221,29 @@ def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
         invoice_pks=case_pks,
         case_pk=case.pk if case else None,
         retry=retry.plan if retry else None,
+        bad_debt=_bad_debt_reason(level, written_off),
+        cancel_subscriptions=cancel,
     )
     return Desired(desired, _restrictions(level), policy.standing[level], tuple(rules))
+
+
+def _bad_debt_reason(level: Level, written_off: list[InvoiceView]) -> str | None:
+    if written_off:
+        return BadDebtEpisode.Reason.MARKED_UNCOLLECTIBLE
+    if level in (Level.SUSPENDED, Level.CANCELLED):
+        return BadDebtEpisode.Reason.LADDER_SUSPENDED
+    return None
+
+
+def _no_case(snapshot: Snapshot, rules: list[Rule]) -> Desired:
+    if snapshot.standing_requested == "cancelled":
+        # Dunning cancelled this account; only a new failure opens a new case.
+        rules.append(
+            Rule("stays_cancelled", "no invoice is in dunning; the account stays cancelled")
+        )
+        return Desired(None, _restrictions(Level.CANCELLED), "cancelled", tuple(rules))
+    rules.append(Rule("no_failed_invoices", "no invoice is in dunning"))
+    return Desired(None, {}, "good", tuple(rules))
 
 
 def _plan_retry(
@@ -274,44 +276,46 @@ def _restrictions(level: Level) -> dict[str, str]:
     return {code: level.value for code in restrictions_for_level(level.value)}
 
 
-def _settled(
-    snapshot: Snapshot,
-    rules: list[Rule],
-    case_pks: frozenset[int],
-    resolution: Resolution,
-    decline_class: DeclineClass,
-    earliest: datetime,
-    level: Level,
-    case: CaseView | None,
-) -> Desired:
+@dataclass(frozen=True)
+class _Settle:
     """Money in, written off or cancelled: lift what was imposed, and stay `lifting` while
     Account Management has not acknowledged the new standing or side effects are in flight."""
-    standing = "cancelled" if level == Level.CANCELLED else "good"
-    already_resolved = case is not None and case.state == CaseState.RESOLVED
-    in_flight = not already_resolved and (
-        snapshot.side_effects_in_flight > 0 or snapshot.standing_acknowledged != standing
-    )
-    if in_flight:
-        rules.append(
-            Rule(
-                "lifting",
-                "lifting: consequences lifted, waiting for side effects to complete",
-                {
-                    "side_effects_in_flight": snapshot.side_effects_in_flight,
-                    "standing_acknowledged": snapshot.standing_acknowledged,
-                },
-            )
+
+    snapshot: Snapshot
+    rules: list[Rule]
+    case_pks: frozenset[int]
+    decline_class: DeclineClass
+    earliest: datetime
+    case: CaseView | None
+
+    def __call__(self, resolution: Resolution, level: Level) -> Desired:
+        snapshot = self.snapshot
+        standing = "cancelled" if level == Level.CANCELLED else "good"
+        already_resolved = self.case is not None and self.case.state == CaseState.RESOLVED
+        in_flight = not already_resolved and (
+            snapshot.side_effects_in_flight > 0 or snapshot.standing_acknowledged != standing
         )
-    desired = DesiredCase(
-        state=CaseState.LIFTING if in_flight else CaseState.RESOLVED,
-        resolution=resolution,
-        level=level,
-        decline_class=decline_class.value,
-        earliest_unpaid_at=earliest,
-        amount_overdue={},
-        next_review_at=None,
-        invoice_pks=case_pks,
-        case_pk=case.pk if case else None,
-    )
-    restrictions = _restrictions(level) if level == Level.CANCELLED else {}
-    return Desired(desired, restrictions, standing, tuple(rules))
+        if in_flight:
+            self.rules.append(
+                Rule(
+                    "lifting",
+                    "lifting: consequences lifted, waiting for side effects to complete",
+                    {
+                        "side_effects_in_flight": snapshot.side_effects_in_flight,
+                        "standing_acknowledged": snapshot.standing_acknowledged,
+                    },
+                )
+            )
+        desired = DesiredCase(
+            state=CaseState.LIFTING if in_flight else CaseState.RESOLVED,
+            resolution=resolution,
+            level=level,
+            decline_class=self.decline_class.value,
+            earliest_unpaid_at=self.earliest,
+            amount_overdue={},
+            next_review_at=None,
+            invoice_pks=self.case_pks,
+            case_pk=self.case.pk if self.case else None,
+        )
+        restrictions = _restrictions(level) if level == Level.CANCELLED else {}
+        return Desired(desired, restrictions, standing, tuple(self.rules))

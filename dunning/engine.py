@@ -99,6 +99,17 @@ def diff(snapshot: Snapshot, desired: Desired) -> tuple[Change, ...]:
     after = (plan.stripe_invoice_id, plan.attempt_number, plan.at) if plan else None
     if before != after and not (scheduled and scheduled.running):
         changes.append(Change("retry", "scheduled", before, after))
+    bad_debt = desired.case.bad_debt if desired.case is not None else None
+    # Entering and leaving bad debt are the changes; the entry reason stays as it was.
+    if (bad_debt is None) != (snapshot.bad_debt is None):
+        changes.append(Change("bad_debt", "episode", snapshot.bad_debt, bad_debt))
+    cancel = desired.case.cancel_subscriptions if desired.case is not None else frozenset()
+    cancelled = {s for s, status in snapshot.subscription_status.items() if status == "canceled"}
+    to_cancel = cancel - snapshot.cancel_requested - cancelled
+    if to_cancel:
+        changes.append(
+            Change("subscriptions", "cancel", sorted(snapshot.cancel_requested), sorted(to_cancel))
+        )
     if desired.restrictions != snapshot.restrictions:
         changes.append(
             Change("restrictions", "in_force", snapshot.restrictions, desired.restrictions)
@@ -122,6 +133,7 @@ def handle(trigger: Trigger, *, policy: Policy | None = None) -> Outcome:
             account=account,
             now=now,
             card_window=policy.retries.card_attempt_window,
+            memory=policy.severity.memory,
             invoice_hint=trigger.detail.get("invoice", ""),
         )
         desired = compute(snapshot, now, policy)

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 
 from billing_events import services as billing
-from dunning import clock
+from dunning import clock, outcomes
 from dunning.account_management import EffectResult, send_standing
 from dunning.models import AccountStanding, OutboxItem
 from dunning.triggers import Trigger, TriggerKind
@@ -26,6 +26,7 @@ from dunning.triggers import Trigger, TriggerKind
 logger = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=5)
+ORDER_WAIT = timedelta(seconds=2)
 RETRY_BASE_SECONDS = 30
 RETRY_CAP_SECONDS = 3600
 
@@ -70,6 +71,8 @@ def kick_dispatcher() -> None:
 
 
 def _still_wanted(item: OutboxItem) -> bool:
+    if item.kind == OutboxItem.Kind.CANCEL_SUBSCRIPTION:
+        return not billing.subscription_cancelled(subscription_id=item.payload["subscription_id"])
     if item.kind == OutboxItem.Kind.PAYMENT_RETRY:
         return billing.open_invoice(stripe_invoice_id=item.payload["stripe_invoice_id"]) is not None
     if item.kind == OutboxItem.Kind.ACCOUNT_STANDING:
@@ -95,9 +98,24 @@ def _pay(item: OutboxItem) -> EffectResult:
     return EffectResult(ok=True, detail=detail, data=billing.result_as_dict(result))
 
 
+def _cancel(item: OutboxItem) -> EffectResult:
+    result = billing.gateway().cancel_subscription(
+        subscription_id=item.payload["subscription_id"], idempotency_key=item.key
+    )
+    if result.ok:
+        return EffectResult(ok=True, detail=f"subscription {result.status or 'canceled'}")
+    return EffectResult(ok=False, retryable=result.retryable_error, detail=result.message)
+
+
 def _perform(item: OutboxItem) -> EffectResult:
     if item.kind == OutboxItem.Kind.PAYMENT_RETRY:
         return _pay(item)
+    if item.kind == OutboxItem.Kind.CANCEL_SUBSCRIPTION:
+        return _cancel(item)
+    if item.kind == OutboxItem.Kind.OUTCOME_EVENT:
+        if outcomes.earlier_undelivered(item):
+            return EffectResult(ok=False, defer=True, detail="waiting for an earlier event")
+        return outcomes.deliver(item, clock.now())
     if item.kind == OutboxItem.Kind.ACCOUNT_STANDING:
         return send_standing(
             stripe_customer_id=item.payload["stripe_customer_id"],
@@ -118,8 +136,12 @@ def run_item(*, item_id: int) -> str:
         item = OutboxItem.objects.select_for_update().get(pk=item_id)
         if item.status != OutboxItem.Status.PENDING:
             return item.status
-        item.attempts += 1
         item.claimed_until = None
+        if result is not None and result.defer:
+            item.next_attempt_at = now + ORDER_WAIT
+            item.save()
+            return item.status
+        item.attempts += 1
         if result is None:
             item.status = OutboxItem.Status.SUPERSEDED
             item.completed_at = now
@@ -158,6 +180,10 @@ def _record_success(item: OutboxItem, now) -> None:
             attempt_key=f"attempt:{item.key}",
             result=item.result,
             at=now,
+        )
+    if item.kind == OutboxItem.Kind.CANCEL_SUBSCRIPTION:
+        billing.record_subscription_cancelled(
+            subscription_id=item.payload["subscription_id"], at=now
         )
     if item.kind == OutboxItem.Kind.ACCOUNT_STANDING:
         AccountStanding.objects.filter(account_id=item.account_id).update(

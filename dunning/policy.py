@@ -65,12 +65,27 @@ class RetryRules:
 
 
 @dataclass(frozen=True)
+class SeverityRules:
+    """How severity stretches the ladder (a factor on every step's delay)."""
+
+    good_payer_min_paid: int = 6
+    good_payer_factor: float = 2.0
+    fraud_factor: float = 0.5
+    # How far back an earlier dunning case counts against "good payer".
+    memory: timedelta = timedelta(days=365)
+    # At or under this amount (minor units, in every currency owed), go no further than:
+    small_amount_minor: int = 500
+    small_amount_cap: Level = Level.PREMIUM_RESTRICTED
+
+
+@dataclass(frozen=True)
 class Policy:
     version: str
     decline_classes: dict[str, DeclineClass]
     unknown_decline_class: DeclineClass
     ladder: tuple[LadderStep, ...]
     retries: RetryRules
+    severity: SeverityRules = field(default_factory=SeverityRules)
     # Standing sent to Account Management for each level.
     standing: dict[Level, str] = field(default_factory=dict)
 
@@ -95,6 +110,8 @@ DEFAULT_LADDER = (
     LadderStep(Level.PREMIUM_RESTRICTED, timedelta(days=7)),
     LadderStep(Level.READ_ONLY, timedelta(days=14)),
     LadderStep(Level.SUSPENDED, timedelta(days=30)),
+    # The end of the ladder: the subscription is cancelled through its lifecycle.
+    LadderStep(Level.CANCELLED, timedelta(days=45)),
 )
 
 
@@ -130,7 +147,7 @@ def current_policy() -> Policy:
     overrides = json.loads(os.environ.get("DUNNING_DECLINE_CLASS_OVERRIDES", "{}") or "{}")
     classes.update({code: DeclineClass(value) for code, value in overrides.items()})
     return Policy(
-        version="2026-11-v1",
+        version="2026-11-v2",
         decline_classes=classes,
         unknown_decline_class=DeclineClass(
             os.environ.get("DUNNING_UNKNOWN_DECLINE_CLASS", DeclineClass.SOFT)

@@ -10,7 +10,13 @@ from datetime import datetime, timedelta
 from django.db.models import Count, Exists, F, OuterRef, Q
 
 from billing_events.models import Account, Invoice, PaymentAttempt, Subscription
-from dunning.models import OPEN_STATES, AccountStanding, DunningCase, OutboxItem
+from dunning.models import (
+    OPEN_STATES,
+    AccountStanding,
+    BadDebtEpisode,
+    DunningCase,
+    OutboxItem,
+)
 from entitlements.services import restrictions_in_force
 
 DEFAULT_STANDING = "good"
@@ -87,10 +93,19 @@ class Snapshot:
     scheduled_retry: ScheduledRetry | None = None
     # Attempts per card (payment method) within the network's window.
     card_attempts: dict[str, int] = field(default_factory=dict)
+    paid_invoices: int = 0
+    recent_cases: int = 0  # earlier cases opened within the severity memory
+    bad_debt: str | None = None  # reason of the open bad-debt episode
+    cancel_requested: frozenset[str] = frozenset()  # subscriptions with a pending cancel
 
 
 def read_snapshot(
-    *, account: Account, now: datetime, card_window: timedelta, invoice_hint: str = ""
+    *,
+    account: Account,
+    now: datetime,
+    card_window: timedelta,
+    memory: timedelta,
+    invoice_hint: str = "",
 ) -> Snapshot:
     case = DunningCase.objects.filter(account_id=account.pk, state__in=OPEN_STATES).first()
     if case is None and invoice_hint:
@@ -151,7 +166,10 @@ def read_snapshot(
     )
     scheduled_retry = None
     in_flight = 0
+    cancel_requested = set()
     for item in pending:
+        if item["kind"] == OutboxItem.Kind.CANCEL_SUBSCRIPTION:
+            cancel_requested.add(item["payload"]["subscription_id"])
         running = item["claimed_until"] is not None and item["claimed_until"] > now
         if item["kind"] == OutboxItem.Kind.PAYMENT_RETRY:
             scheduled_retry = ScheduledRetry(
@@ -171,6 +189,18 @@ def read_snapshot(
         .values_list("payment_method")
         .annotate(n=Count("pk"))
         .values_list("payment_method", "n")
+    )
+    history = Invoice.objects.filter(account_id=account.pk).aggregate(
+        paid=Count("pk", filter=Q(status=Invoice.Status.PAID))
+    )
+    earlier_cases = DunningCase.objects.filter(account_id=account.pk, opened_at__gt=now - memory)
+    if case is not None:
+        earlier_cases = earlier_cases.exclude(pk=case.pk)
+    recent_cases = earlier_cases.count()
+    episode = (
+        BadDebtEpisode.objects.filter(account_id=account.pk, exited_at__isnull=True)
+        .values_list("reason", flat=True)
+        .first()
     )
     return Snapshot(
         account_id=account.pk,
@@ -207,4 +237,8 @@ def read_snapshot(
         payment_method_updated_at=account.payment_method_updated_at,
         scheduled_retry=scheduled_retry,
         card_attempts=card_attempts,
+        paid_invoices=history["paid"],
+        recent_cases=recent_cases,
+        bad_debt=episode,
+        cancel_requested=frozenset(cancel_requested),
     )

@@ -98,7 +98,7 @@ def test_hard_fraud_and_auth_declines_are_not_retried_off_session(
     cus = StripeCustomer()
     first_failure(stripe_sender, cus, code)
 
-    advance(days=29)
+    advance(days=14)
 
     assert simulated_gateway.calls == []
     assert case_of(cus).state == CaseState.AWAITING_CUSTOMER

@@ -1,0 +1,190 @@
+"""NinjaPanel's support API. Each view parses its input, calls one selector or one
+`dunning.support` service with ids and the acting user's name, and renders the result."""
+
+from collections.abc import Callable
+
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import status
+from rest_framework.exceptions import APIException, NotFound
+from rest_framework.generics import ListAPIView
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing_events.models import Account
+from dunning import support
+from dunning.engine import Outcome
+from dunning.support_api import selectors
+from dunning.support_api.permissions import SupportRole
+from dunning.support_api.serializers import (
+    AccountDunningSerializer,
+    AccountSerializer,
+    ActionResultSerializer,
+    ErrorSerializer,
+    HoldResultSerializer,
+    HoldSerializer,
+    TimelineQuerySerializer,
+    TimelineSerializer,
+    action_result,
+)
+
+TAG = "support"
+ERRORS = {
+    401: OpenApiResponse(ErrorSerializer, description="no or invalid token"),
+    403: OpenApiResponse(ErrorSerializer, description="the user lacks the support role"),
+}
+NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="unknown account")}
+
+
+class NoOpenCaseConflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The account has no open dunning case."
+    default_code = "no_open_case"
+
+
+class SupportView(APIView):
+    """Support roles on every endpoint; domain errors become 404 and 409."""
+
+    permission_classes = [IsAuthenticated, SupportRole]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, Account.DoesNotExist):
+            exc = NotFound("No account with this id.")
+        elif isinstance(exc, support.NoOpenCase):
+            exc = NoOpenCaseConflict(
+                "The account has no open dunning case: there is nothing to pause or hold."
+            )
+        return super().handle_exception(exc)
+
+
+class AccountPagination(PageNumberPagination):
+    page_size = 50
+
+
+@extend_schema(
+    tags=[TAG],
+    summary="Find accounts",
+    description="Accounts with their open case, if any; `?stripe_customer=cus_...` finds one.",
+    parameters=[
+        OpenApiParameter(
+            "stripe_customer",
+            str,
+            description="a Stripe customer id (cus_...); an unknown one gives an empty list",
+        )
+    ],
+    responses={200: AccountSerializer(many=True), **ERRORS},
+)
+class AccountListView(SupportView, ListAPIView):
+    serializer_class = AccountSerializer
+    pagination_class = AccountPagination
+
+    def get_queryset(self):
+        return selectors.accounts(stripe_customer=self.request.query_params.get("stripe_customer"))
+
+
+class AccountDunningView(SupportView):
+    @extend_schema(
+        tags=[TAG],
+        summary="An account's dunning",
+        description="The open case (else the latest one; state null when the account never "
+        "had one), its unpaid invoices, the next retry, the restrictions in force, the "
+        "explanation of the newest decision and the open bad-debt episode.",
+        responses={200: AccountDunningSerializer, **ERRORS, **NOT_FOUND},
+    )
+    def get(self, request: Request, account_id: int) -> Response:
+        dunning = selectors.account_dunning(account_id=account_id)
+        return Response(AccountDunningSerializer(dunning).data)
+
+
+class TimelineView(SupportView):
+    @extend_schema(
+        tags=[TAG],
+        summary="An account's timeline",
+        description="Webhook events, payment attempts, support actions, decisions, case "
+        "transitions, outcome events and side effects, oldest first: the newest `limit` "
+        "entries (500 unless given).",
+        parameters=[TimelineQuerySerializer],
+        responses={200: TimelineSerializer, **ERRORS, **NOT_FOUND},
+    )
+    def get(self, request: Request, account_id: int) -> Response:
+        query = TimelineQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        timeline = selectors.account_timeline(account_id=account_id, **query.validated_data)
+        return Response(TimelineSerializer(timeline).data)
+
+
+class RecomputeView(SupportView):
+    @extend_schema(
+        tags=[TAG],
+        summary="Recompute now (NINJAPANEL_BUTTON)",
+        description="A full recompute of the account. Answers the diff it applied: empty "
+        "`changes` (and no decision) when the account was already up to date. Audited.",
+        request=None,
+        responses={200: ActionResultSerializer, **ERRORS, **NOT_FOUND},
+    )
+    def post(self, request: Request, account_id: int) -> Response:
+        actor = request.user.get_username()
+        outcome = support.recompute(account_id=account_id, actor=actor)
+        result = action_result(action="recompute", actor=actor, outcome=outcome)
+        return Response(ActionResultSerializer(result).data)
+
+
+class HoldView(SupportView):
+    """Pause and extend-grace: the same body, a different service."""
+
+    action: str
+    service: Callable[..., Outcome]
+
+    def post(self, request: Request, account_id: int) -> Response:
+        body = HoldSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        actor = request.user.get_username()
+        outcome = self.service(account_id=account_id, actor=actor, **body.validated_data)
+        result = action_result(
+            action=self.action, actor=actor, outcome=outcome, **body.validated_data
+        )
+        return Response(HoldResultSerializer(result).data)
+
+
+HOLD_RESPONSES = {
+    200: HoldResultSerializer,
+    400: OpenApiResponse(description="field errors, e.g. `until` in the past or no reason"),
+    **ERRORS,
+    **NOT_FOUND,
+    409: OpenApiResponse(ErrorSerializer, description="the account has no open dunning case"),
+}
+
+
+@extend_schema_view(
+    post=extend_schema(
+        tags=[TAG],
+        summary="Pause dunning",
+        description="No retries and no escalation until `until`. Audited with the actor.",
+        request=HoldSerializer,
+        responses=HOLD_RESPONSES,
+    )
+)
+class PauseView(HoldView):
+    action = "pause_dunning"
+    service = staticmethod(support.pause_dunning)
+
+
+@extend_schema_view(
+    post=extend_schema(
+        tags=[TAG],
+        summary="Extend grace",
+        description="No escalation until `until`; retries go on. Audited with the actor.",
+        request=HoldSerializer,
+        responses=HOLD_RESPONSES,
+    )
+)
+class ExtendGraceView(HoldView):
+    action = "extend_grace"
+    service = staticmethod(support.extend_grace)
