@@ -70,11 +70,20 @@ def subscription_cancelled(*, subscription_id: str) -> bool:
     ).exists()
 
 
-def record_subscription_cancelled(*, subscription_id: str, at: datetime) -> None:
+def record_subscription_cancelled(*, account_id: int, subscription_id: str, at: datetime) -> None:
     """The cancellation dunning asked for went through; the webhook Stripe sends for it
     (customer.subscription.deleted) merges into the same row."""
-    subscription = Subscription.objects.filter(stripe_subscription_id=subscription_id).first()
-    if subscription is not None and subscription.status != "canceled":
+    subscription, created = Subscription.objects.get_or_create(
+        stripe_subscription_id=subscription_id,
+        defaults={
+            "account_id": account_id,
+            "status": "canceled",
+            "canceled_at": at,
+            "version": at,
+            "version_event_id": "dunning:cancel",
+        },
+    )
+    if not created and subscription.status != "canceled":
         subscription.status = "canceled"
         subscription.canceled_at = subscription.canceled_at or at
         subscription.save(update_fields=["status", "canceled_at"])

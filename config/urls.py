@@ -8,5 +8,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("dunning.urls")),
     path("api/v1/", include("dunning.support_api.urls")),
+    path("api/v1/", include("entitlements.urls")),
     path("", include("billing_events.urls")),
 ]

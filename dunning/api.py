@@ -7,7 +7,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from dunning import test_clock
+from dunning import clock, test_clock
+from dunning.bad_debt import bad_debt_metrics
+from dunning.support_api.permissions import SupportRole
 
 
 class AdvanceClockSerializer(serializers.Serializer):
@@ -39,3 +41,18 @@ class AdvanceTestClockView(APIView):
             {"previous": report.previous, "now": report.now, "ran": report.ran},
             status=status.HTTP_200_OK,
         )
+
+
+class BadDebtMetricsQuery(serializers.Serializer):
+    days = serializers.IntegerField(required=False, default=30, min_value=1, max_value=366)
+
+
+class BadDebtMetricsView(APIView):
+    """Entries and exits per day by reason, currently in bad debt, median time in bad debt."""
+
+    permission_classes = [SupportRole]
+
+    def get(self, request: Request) -> Response:
+        query = BadDebtMetricsQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(bad_debt_metrics(now=clock.now(), days=query.validated_data["days"]))

@@ -218,12 +218,7 @@ def _move_bad_debt(
             account=account,
             case_id=decision.case_id or case.case_pk,
             reason=reason,
-            products=sorted(case.cancel_subscriptions)
-            or sorted(
-                account.subscriptions.exclude(status="canceled").values_list(
-                    "stripe_subscription_id", flat=True
-                )
-            ),
+            products=sorted(case.products),
             amount=case.amount_overdue,
             entered_at=now,
         )

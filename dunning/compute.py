@@ -37,6 +37,8 @@ class DesiredCase:
     bad_debt: str | None = None
     # Subscriptions to cancel through their lifecycle (the end of the ladder).
     cancel_subscriptions: frozenset[str] = frozenset()
+    # The subscriptions (products) the unpaid invoices are for.
+    products: frozenset[str] = frozenset()
 
     @property
     def next_retry_at(self) -> datetime | None:
@@ -223,6 +225,7 @@ def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
         retry=retry.plan if retry else None,
         bad_debt=_bad_debt_reason(level, written_off),
         cancel_subscriptions=cancel,
+        products=frozenset(subscriptions),
     )
     return Desired(desired, _restrictions(level), policy.standing[level], tuple(rules))
 

@@ -54,20 +54,27 @@ def consequence_level(
 ) -> LadderDecision:
     age = now - earliest_unpaid_at
     factor, why = severity_factor(decline_class, history, policy)
-    level, next_step = Level.NONE, None
+    cap = policy.severity.small_amount_cap
+    small = all(amount <= policy.severity.small_amount_minor for amount in overdue.values())
+    level, next_step, capped = Level.NONE, None, False
     for step in policy.ladder:
+        # A small amount never costs more than the cap, but the ladder still ends (no limbo).
+        if (
+            small
+            and step.level != Level.CANCELLED
+            and LADDER_ORDER.index(step.level) > LADDER_ORDER.index(cap)
+        ):
+            capped = True
+            continue
         at = earliest_unpaid_at + timedelta(seconds=step.after.total_seconds() * factor)
         if now >= at:
             level = step.level
         elif next_step is None:
             next_step = at
-    cap = policy.severity.small_amount_cap
-    small = all(amount <= policy.severity.small_amount_minor for amount in overdue.values())
-    if small and LADDER_ORDER.index(level) > LADDER_ORDER.index(cap):
-        level, next_step = cap, None
+    if capped:
         why.append(
             f"small amount ({', '.join(f'{v} {c}' for c, v in sorted(overdue.items()))} "
-            f"minor units): at most {cap.value}"
+            f"minor units): no further than {cap.value} before the end of the ladder"
         )
     conclusion = (
         f"level {level.value} because the earliest unpaid invoice is {age.days} days old "

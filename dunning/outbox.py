@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=5)
 ORDER_WAIT = timedelta(seconds=2)
+# Notifications that must converge however long the other side is down: they retry at the
+# capped interval until it answers (the backlog is visible in the admin and in metrics).
+KEEP_TRYING = {OutboxItem.Kind.ACCOUNT_STANDING, OutboxItem.Kind.OUTCOME_EVENT}
 RETRY_BASE_SECONDS = 30
 RETRY_CAP_SECONDS = 3600
 
@@ -152,7 +155,10 @@ def run_item(*, item_id: int) -> str:
             _record_success(item, now)
         else:
             item.last_error = result.detail
-            if not result.retryable or item.attempts >= settings.OUTBOX_MAX_ATTEMPTS:
+            gives_up = (
+                item.kind not in KEEP_TRYING and item.attempts >= settings.OUTBOX_MAX_ATTEMPTS
+            )
+            if not result.retryable or gives_up:
                 item.status = OutboxItem.Status.DEAD
             else:
                 item.next_attempt_at = now + retry_delay(item.attempts)
@@ -183,7 +189,7 @@ def _record_success(item: OutboxItem, now) -> None:
         )
     if item.kind == OutboxItem.Kind.CANCEL_SUBSCRIPTION:
         billing.record_subscription_cancelled(
-            subscription_id=item.payload["subscription_id"], at=now
+            account_id=item.account_id, subscription_id=item.payload["subscription_id"], at=now
         )
     if item.kind == OutboxItem.Kind.ACCOUNT_STANDING:
         AccountStanding.objects.filter(account_id=item.account_id).update(

@@ -5,6 +5,9 @@ UPGRADED_FEATURES = "upgraded_features"
 WRITE_ACCESS = "write_access"
 CORE_ACCESS = "core_access"
 
+# Every feature an account can have, mildest restriction first.
+FEATURES = (UPGRADED_FEATURES, PREMIUM_FEATURES, WRITE_ACCESS, CORE_ACCESS)
+
 RESTRICTIONS_BY_LEVEL: dict[str, frozenset[str]] = {
     "none": frozenset(),
     "notice": frozenset(),

@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from entitlements.models import Restriction
+from entitlements.policy import FEATURES
 
 
 def restrictions_in_force(*, account_id: int) -> dict[str, str]:
@@ -28,3 +29,17 @@ def set_restrictions(
             Restriction.objects.filter(account_id=account_id, code=code).update(
                 level=level, reason=reason
             )
+
+
+def effective_entitlements(*, account_id: int) -> dict:
+    """What the account may use now, and each restriction in force with its reason."""
+    restrictions = list(
+        Restriction.objects.filter(account_id=account_id)
+        .order_by("since", "code")
+        .values("code", "level", "reason", "since")
+    )
+    restricted = {r["code"] for r in restrictions}
+    return {
+        "features": [feature for feature in FEATURES if feature not in restricted],
+        "restrictions": restrictions,
+    }

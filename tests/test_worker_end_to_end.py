@@ -15,7 +15,7 @@ from tests.events import Customer
 pytestmark = [pytest.mark.worker]
 
 
-def wait_for(predicate, timeout: float = 15.0) -> bool:
+def wait_for(predicate, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -70,15 +70,15 @@ def test_nothing_is_lost_when_the_broker_is_down_at_ingest(
 def test_engine_side_effects_run_on_workers_after_the_commit(stripe_sender, celery_worker_thread):
     from dunning.models import AccountStanding, DunningCase, OutboxItem
 
-    cus = Customer()
+    cus = on_stripe_clock(Customer())
     stripe_sender.send(cus.invoice_event("invoice.payment_failed", attempt_count=1))
     stripe_sender.send(
         cus.invoice_event("invoice.marked_uncollectible", status="uncollectible", attempt_count=1)
     )
 
     assert wait_for(lambda: WebhookEvent.objects.filter(status="processed").count() == 2)
-    assert wait_for(
-        lambda: AccountStanding.objects.filter(acknowledged="suspended").exists()
-    ), list(OutboxItem.objects.values("kind", "status", "last_error"))
+    assert wait_for(lambda: AccountStanding.objects.filter(acknowledged="suspended").exists()), (
+        list(OutboxItem.objects.values("kind", "status", "last_error"))
+    )
     assert DunningCase.objects.get().state == "escalated"
     assert AccountStanding.objects.get().requested == "suspended"
