@@ -17,11 +17,11 @@ from datetime import datetime
 
 from django.db import transaction
 
-from billing_events.models import Account
 from dunning import clock
 from dunning.compute import Desired, compute
 from dunning.policy import Policy, current_policy
-from dunning.snapshot import Snapshot, read_snapshot
+from dunning.snapshot import Snapshot
+from dunning.snapshot_sql import lock_and_read
 from dunning.triggers import Trigger
 
 
@@ -127,10 +127,9 @@ def handle(trigger: Trigger, *, policy: Policy | None = None) -> Outcome:
 
     policy = policy or current_policy()
     with transaction.atomic():
-        account = Account.objects.select_for_update().get(pk=trigger.account_id)
         now = clock.now()
-        snapshot = read_snapshot(
-            account=account,
+        account, snapshot = lock_and_read(
+            account_id=trigger.account_id,
             now=now,
             card_window=policy.retries.card_attempt_window,
             memory=policy.severity.memory,
