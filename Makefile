@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PG_URL ?= postgres://postgres@127.0.0.1:5432/dunning
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: demo test lint format services web worker beat bench-ingest clean
+.PHONY: demo test lint format services web worker beat bench-ingest bench-recompute bench-dispatch clean
 
 $(BIN)/python: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ beat: $(BIN)/python services
 
 bench-ingest: $(BIN)/python services
 	$(BIN)/python bench/ingest.py
+
+bench-recompute: $(BIN)/python services
+	$(BIN)/python bench/recompute.py
+
+bench-dispatch: $(BIN)/python services
+	$(BIN)/python bench/retry_dispatch.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3
