@@ -12,6 +12,7 @@ sees the same idempotency key (the item's `key`).
 """
 
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -52,16 +53,23 @@ def claim_due(*, limit: int = 500) -> list[int]:
     return ids
 
 
-def dispatch_due(*, limit: int = 500) -> int:
+def dispatch_due(*, limit: int = 500, budget_seconds: float = 2.0) -> int:
+    """Hand due items to workers in batches until none is due or the time budget of one
+    beat tick is spent (so a backlog drains in one tick, not 500 items per tick)."""
     from dunning.tasks import run_outbox_item
 
-    ids = claim_due(limit=limit)
-    for pk in ids:
-        try:
-            run_outbox_item.apply_async(args=[pk])
-        except Exception:  # noqa: BLE001 - the lease runs out and the next dispatch retries
-            logger.warning("event=outbox_enqueue_failed outbox_item=%s", pk)
-    return len(ids)
+    started = time.monotonic()
+    handed = 0
+    while True:
+        ids = claim_due(limit=limit)
+        for pk in ids:
+            try:
+                run_outbox_item.apply_async(args=[pk])
+            except Exception:  # noqa: BLE001 - the lease runs out and the next dispatch retries
+                logger.warning("event=outbox_enqueue_failed outbox_item=%s", pk)
+        handed += len(ids)
+        if len(ids) < limit or time.monotonic() - started > budget_seconds:
+            return handed
 
 
 def kick_dispatcher() -> None:
