@@ -54,7 +54,10 @@ def record_retry_result(
     )
     if invoice is not None:
         updates = {"attempt_count": invoice.attempt_count + 1}
-        if outcome == "succeeded" and invoice.status == Invoice.Status.OPEN:
+        if outcome == "succeeded" and invoice.status in (
+            Invoice.Status.OPEN,
+            Invoice.Status.UNCOLLECTIBLE,
+        ):
             updates.update(
                 status=Invoice.Status.PAID,
                 paid_at=invoice.paid_at or at,

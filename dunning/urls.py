@@ -3,6 +3,11 @@ from django.urls import path
 from dunning import api
 
 urlpatterns = [
+    path(
+        "accounts/<int:account_id>/pay-bad-debt/",
+        api.PayBadDebtView.as_view(),
+        name="pay-bad-debt",
+    ),
     path("bad-debt/metrics/", api.BadDebtMetricsView.as_view(), name="bad-debt-metrics"),
     path("test-clock/advance/", api.AdvanceTestClockView.as_view(), name="test-clock-advance"),
 ]

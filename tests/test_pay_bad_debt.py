@@ -1,0 +1,229 @@
+"""POST /api/v1/accounts/{id}/pay-bad-debt/: the guarded way out of bad debt."""
+
+import threading
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from billing_events.gateway import declined, succeeded
+from billing_events.scenarios import StripeCustomer
+from dunning import test_clock as clock_service
+from dunning.models import BadDebtEpisode, BadDebtPayment, OutboxItem, SupportAction
+from entitlements.models import Restriction
+from tests.dunning_helpers import account_of, case_of, deliver_now
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def payments_app(db) -> APIClient:
+    user = User.objects.create_user("customer-app")
+    user.groups.add(Group.objects.get_or_create(name="payments_app")[0])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+def in_bad_debt(sender, cus: StripeCustomer, amount: int = 4900) -> None:
+    deliver_now(
+        sender,
+        cus,
+        lambda c: c.charge_event(
+            "charge.failed", "ch_1", decline_code="do_not_honor", amount=amount
+        ),
+        lambda c: c.invoice_event("invoice.payment_failed", attempt_count=1, amount_due=amount),
+    )
+    clock_service.advance(seconds=2 * 86400)
+    deliver_now(
+        sender,
+        cus,
+        lambda c: c.invoice_event(
+            "invoice.marked_uncollectible",
+            status="uncollectible",
+            attempt_count=2,
+            amount_due=amount,
+        ),
+    )
+
+
+def pay(client, cus, key="key-1", **body):
+    body = {"invoices": [cus.invoice_id], "amount": 4900, "currency": "usd", **body}
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    return client.post(
+        f"/api/v1/accounts/{account_of(cus).pk}/pay-bad-debt/", body, format="json", **headers
+    )
+
+
+def test_paying_bad_debt_lifts_everything_and_closes_the_episode_as_paid(
+    payments_app, stripe_sender, test_clock, simulated_gateway
+):
+    cus = StripeCustomer()
+    in_bad_debt(stripe_sender, cus)
+    simulated_gateway.script(cus.invoice_id, [succeeded()])
+    assert Restriction.objects.exists()
+
+    response = pay(payments_app, cus)
+
+    assert response.status_code == 200, response.json()
+    assert response.json() == {
+        "status": "paid",
+        "invoices": [cus.invoice_id],
+        "amount": 4900,
+        "currency": "usd",
+    }
+    episode = BadDebtEpisode.objects.get()
+    assert (episode.exit_reason, episode.exited_at is not None) == ("paid", True)
+    assert case_of(cus).resolution == "paid"
+    assert not Restriction.objects.exists()
+    assert case_of(cus).transitions.filter(trigger="BAD_DEBT_PAID").exists()
+    assert SupportAction.objects.get(action="pay_bad_debt").actor == "customer-app"
+
+
+def test_a_replay_returns_the_first_answer_and_charges_once(
+    payments_app, stripe_sender, test_clock, simulated_gateway
+):
+    cus = StripeCustomer()
+    in_bad_debt(stripe_sender, cus)
+    simulated_gateway.script(cus.invoice_id, [succeeded()])
+
+    first = pay(payments_app, cus)
+    second = pay(payments_app, cus)
+
+    assert (second.status_code, second.json()) == (first.status_code, first.json())
+    assert (
+        len(
+            [
+                c
+                for c in simulated_gateway.calls
+                if c[0] == "pay_invoice" and c[2].startswith("bad-debt:")
+            ]
+        )
+        == 1
+    )
+
+
+def test_the_same_key_for_another_request_is_refused(
+    payments_app, stripe_sender, test_clock, simulated_gateway
+):
+    cus = StripeCustomer()
+    in_bad_debt(stripe_sender, cus)
+    simulated_gateway.script(cus.invoice_id, [declined("insufficient_funds")])
+    assert pay(payments_app, cus).status_code == 402
+
+    response = pay(payments_app, cus, amount=4800)
+
+    assert response.status_code == 422
+    assert response.json()["error"] == "idempotency_key_reused"
+
+
+@pytest.mark.parametrize(
+    "body, status, error",
+    [
+        ({"amount": 100}, 422, "amount_mismatch"),
+        ({"currency": "eur"}, 422, "amount_mismatch"),
+        ({"invoices": ["in_someone_else"]}, 422, "invoices_not_in_bad_debt"),
+    ],
+)
+def test_guards_refuse_and_charge_nothing(
+    payments_app, stripe_sender, test_clock, simulated_gateway, body, status, error
+):
+    cus = StripeCustomer()
+    in_bad_debt(stripe_sender, cus)
+
+    response = pay(payments_app, cus, **body)
+
+    assert (response.status_code, response.json()["error"]) == (status, error)
+    assert [
+        c for c in simulated_gateway.calls if c[0] == "pay_invoice" and c[2].startswith("bad-debt:")
+    ] == []
+    assert BadDebtPayment.objects.count() == 0
+
+
+def test_an_account_not_in_bad_debt_is_refused(payments_app, stripe_sender, test_clock):
+    cus = StripeCustomer()
+    deliver_now(
+        stripe_sender,
+        cus,
+        lambda c: c.charge_event("charge.failed", "ch_1", decline_code="insufficient_funds"),
+        lambda c: c.invoice_event("invoice.payment_failed", attempt_count=1, amount_due=4900),
+    )
+
+    response = pay(payments_app, cus)
+
+    assert (response.status_code, response.json()["error"]) == (409, "not_in_bad_debt")
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"amount": "lots"}, "amount"),
+        ({"invoices": []}, "invoices"),
+        ({"currency": "dollars"}, "currency"),
+    ],
+)
+def test_bad_body_gets_field_errors(payments_app, stripe_sender, test_clock, body, field):
+    cus = StripeCustomer()
+    in_bad_debt(stripe_sender, cus)
+
+    response = pay(payments_app, cus, **body)
+
+    assert response.status_code == 400 and field in response.json()
+
+
+def test_idempotency_key_is_required(payments_app, stripe_sender, test_clock):
+    cus = StripeCustomer()
+    in_bad_debt(stripe_sender, cus)
+
+    response = pay(payments_app, cus, key=None)
+
+    assert response.status_code == 400 and "Idempotency-Key" in response.json()
+
+
+def test_roles(api_client, client, stripe_sender, test_clock):
+    cus = StripeCustomer()
+    in_bad_debt(stripe_sender, cus)
+    url = f"/api/v1/accounts/{account_of(cus).pk}/pay-bad-debt/"
+
+    assert client.post(url, {}, content_type="application/json").status_code == 401
+    assert (
+        api_client.post(url, {}, format="json").status_code == 403
+    )  # support is not the payments app
+    assert (
+        api_client.post("/api/v1/accounts/999999/pay-bad-debt/", {}, format="json").status_code
+        == 403
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_calls_charge_once(stripe_sender, test_clock, simulated_gateway):
+    cus = StripeCustomer()
+    in_bad_debt(stripe_sender, cus)
+    simulated_gateway.script(cus.invoice_id, [succeeded()])
+    user = User.objects.create_user("customer-app")
+    user.groups.add(Group.objects.get_or_create(name="payments_app")[0])
+    token = Token.objects.create(user=user).key
+    barrier = threading.Barrier(3)
+    answers = []
+
+    def call(key: str) -> None:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        barrier.wait(timeout=10)
+        answers.append(pay(client, cus, key=key).status_code)
+        connection.close()
+
+    threads = [threading.Thread(target=call, args=(key,)) for key in ("a", "b", "a")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    charges = [
+        c for c in simulated_gateway.calls if c[0] == "pay_invoice" and c[2].startswith("bad-debt:")
+    ]
+    assert len(charges) == 1
+    assert sorted(answers).count(200) >= 1 and all(code in (200, 409) for code in answers)
+    assert OutboxItem.objects.filter(status="dead").count() == 0
