@@ -3,6 +3,8 @@ from django.test import Client
 
 from billing_events import samples
 from config.celery import app as celery_app
+from tests.fake_stripe import fake_stripe_fixture  # noqa: F401 - the `fake_stripe` fixture
+from tests.http_peer import http_peer  # noqa: F401 - a loopback HTTP neighbour
 
 SECRET = "whsec_test_current"
 PREVIOUS_SECRET = "whsec_test_previous"
@@ -82,3 +84,14 @@ def simulated_gateway():
     yield SIMULATED
     SIMULATED.default = saved
     SIMULATED.reset()
+
+
+@pytest.fixture
+def support_reader(api_client):
+    """The api_client's user with the support_read role."""
+    from django.contrib.auth.models import Group, User
+
+    User.objects.get(username="support").groups.add(
+        Group.objects.get_or_create(name="support_read")[0]
+    )
+    return api_client

@@ -1,7 +1,5 @@
 """Graduated consequences: the ladder, upgrades, exhaustion, bad debt, Account Management."""
 
-from datetime import timedelta
-
 import pytest
 
 from billing_events.models import Subscription
@@ -13,7 +11,6 @@ from dunning.models import AccountStanding, BadDebtEpisode, DunningCase, OutboxI
 from entitlements.models import Restriction
 from tests.dunning_helpers import account_of, case_of, deliver_now
 from tests.http_peer import Peer, free_port
-from tests.http_peer import http_peer  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 DAY = 86400
@@ -113,11 +110,8 @@ def test_a_small_amount_never_costs_more_than_premium_features_before_the_end(
 
 
 def test_marked_uncollectible_opens_a_bad_debt_episode_that_exits_as_paid(
-    api_client, stripe_sender, test_clock
+    support_reader, stripe_sender, test_clock
 ):
-    from django.contrib.auth.models import Group
-
-    api_client.handler._force_user = None
     cus = StripeCustomer()
     renewal_fails(stripe_sender, cus, "do_not_honor", amount=4900)
     advance(3)
@@ -145,27 +139,15 @@ def test_marked_uncollectible_opens_a_bad_debt_episode_that_exits_as_paid(
 
     episode.refresh_from_db()
     assert (episode.exit_reason, (episode.exited_at - episode.entered_at).days) == ("paid", 5)
-    user = api_client.handler._force_user
-    from django.contrib.auth.models import User
-
-    User.objects.get(username="support").groups.add(
-        Group.objects.get_or_create(name="support_read")[0]
-    )
-    metrics = api_client.get("/api/v1/bad-debt/metrics/?days=30").json()
+    metrics = support_reader.get("/api/v1/bad-debt/metrics/?days=30").json()
     assert metrics["in_bad_debt_now"] == 0
     assert metrics["median_days_in_bad_debt"] == 5.0
     assert metrics["entries_per_day"][0]["by_reason"] == {"marked_uncollectible": 1}
     assert metrics["exits_per_day"][0]["by_reason"] == {"paid": 1}
-    assert user is None
 
 
-def test_bad_debt_metrics_reject_a_bad_window(api_client, test_clock):
-    from django.contrib.auth.models import Group, User
-
-    User.objects.get(username="support").groups.add(
-        Group.objects.get_or_create(name="support_read")[0]
-    )
-    assert api_client.get("/api/v1/bad-debt/metrics/?days=0").status_code == 400
+def test_bad_debt_metrics_reject_a_bad_window(support_reader, test_clock):
+    assert support_reader.get("/api/v1/bad-debt/metrics/?days=0").status_code == 400
 
 
 def test_entitlements_endpoint_lists_features_and_restrictions_with_reasons(

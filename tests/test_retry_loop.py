@@ -12,12 +12,7 @@ from dunning import test_clock as clock_service
 from dunning.models import CaseState, OutboxItem
 from dunning.policy import current_policy
 from tests.dunning_helpers import case_of, deliver_now
-from tests.fake_stripe import (
-    API_KEY,
-    Decline,
-    Ok,
-    fake_stripe_fixture,  # noqa: F401
-)
+from tests.fake_stripe import API_KEY, Decline, Ok
 
 pytestmark = pytest.mark.django_db
 DAY = timedelta(days=1)

@@ -6,6 +6,7 @@ timeline is one query per source, merged in Python), and none of them writes.
 
 from dataclasses import dataclass, field
 from datetime import datetime
+
 from django.db.models import Case, Prefetch, QuerySet, When
 
 from billing_events.models import Account, Invoice, PaymentAttempt, WebhookEvent
@@ -131,7 +132,9 @@ def account_dunning(*, account_id: int) -> AccountDunning:
 
 # --- the timeline -------------------------------------------------------------------------
 
-# For entries at the same instant: causes before effects.
+# Entries at the same instant (frequent on the test clock, where time stands still) keep
+# cause before effect: what came from outside first, then per decision (in the order they
+# were made) the support action that asked for it, the decision, and what it caused.
 KIND_ORDER = (
     "webhook_event",
     "payment_attempt",
@@ -142,6 +145,8 @@ KIND_ORDER = (
     "side_effect",
 )
 _RANK = {kind: rank for rank, kind in enumerate(KIND_ORDER)}
+_FROM_OUTSIDE = {"webhook_event", "payment_attempt"}
+_NO_DECISION = float("inf")  # e.g. a recompute that changed nothing: after the decisions
 
 
 @dataclass(frozen=True)
@@ -150,11 +155,15 @@ class TimelineEntry:
     kind: str
     summary: str
     detail: dict = field(default_factory=dict)
-    pk: int = 0  # tie-breaker within a kind
+    pk: int = 0
+    decision_id: int | None = None  # the decision it belongs to, for ordering
 
     @property
     def sort_key(self) -> tuple:
-        return (self.at, _RANK[self.kind], self.pk)
+        if self.kind in _FROM_OUTSIDE:
+            return (self.at, 0, 0, _RANK[self.kind], self.pk)
+        decision = self.decision_id if self.decision_id is not None else _NO_DECISION
+        return (self.at, 1, decision, _RANK[self.kind], self.pk)
 
 
 @dataclass(frozen=True)
@@ -167,8 +176,8 @@ class Timeline:
 def account_timeline(*, account_id: int, limit: int = 500) -> Timeline:
     """The newest `limit` entries of the account's history, oldest first.
 
-    One query per source (eight in all, whatever the history): each source gives at
-    most `limit` newest rows, then the sources are merged by time.
+    One query for the account and one per source (eight in all, whatever the history):
+    each source gives at most `limit + 1` newest rows, then the sources are merged.
     Raises Account.DoesNotExist for an unknown account.
     """
     if not Account.objects.filter(pk=account_id).exists():
@@ -262,6 +271,7 @@ def _case_transitions(account_id: int, limit: int) -> list[TimelineEntry]:
                 "decision_id": row.decision_id,
             },
             pk=row.pk,
+            decision_id=row.decision_id,
         )
         for row in rows
     ]
@@ -285,6 +295,7 @@ def _decisions(account_id: int, limit: int) -> list[TimelineEntry]:
                 "changes": row.changes,
             },
             pk=row.pk,
+            decision_id=row.pk,
         )
         for row in rows
     ]
@@ -304,6 +315,7 @@ def _outcome_events(account_id: int, limit: int) -> list[TimelineEntry]:
                 "payload": row.payload,
             },
             pk=row.pk,
+            decision_id=row.decision_id,
         )
         for row in rows
     ]
@@ -328,6 +340,7 @@ def _side_effects(account_id: int, limit: int) -> list[TimelineEntry]:
                 "decision_id": row.decision_id,
             },
             pk=row.pk,
+            decision_id=row.decision_id,
         )
         for row in rows
     ]
@@ -356,6 +369,7 @@ def _support_actions(account_id: int, limit: int) -> list[TimelineEntry]:
                 "result": row.result,
             },
             pk=row.pk,
+            decision_id=(row.result or {}).get("decision_id"),
         )
         for row in rows
     ]

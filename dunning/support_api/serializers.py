@@ -12,7 +12,7 @@ from dunning import clock
 from dunning.engine import Outcome
 
 
-# --- accounts --------------------------------------------------------------------------
+# --- accounts -----------------------------------------------------------------------------
 class OpenCaseSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     state = serializers.CharField()
@@ -34,7 +34,7 @@ class AccountSerializer(serializers.Serializer):
         return OpenCaseSerializer(cases[0]).data if cases else None
 
 
-# --- an account's dunning -------------------------------------------------------------------
+# --- an account's dunning -----------------------------------------------------------------
 class InvoiceSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     stripe_invoice_id = serializers.CharField()
@@ -52,7 +52,7 @@ class NextRetrySerializer(serializers.Serializer):
     decline_class = serializers.CharField(help_text="soft, hard, fraud or auth_required")
 
 
-class RestrictionSerializer(serializers.Serializer):
+class RestrictionInForceSerializer(serializers.Serializer):
     code = serializers.CharField()
     level = serializers.CharField(help_text="the ladder level that imposed it")
     reason = serializers.CharField()
@@ -101,7 +101,7 @@ class AccountDunningSerializer(serializers.Serializer):
     )
     next_retry = NextRetrySerializer(allow_null=True)
     open_invoices = InvoiceSerializer(many=True, help_text="the account's unpaid invoices")
-    restrictions = RestrictionSerializer(many=True, help_text="restrictions in force")
+    restrictions = RestrictionInForceSerializer(many=True, help_text="restrictions in force")
     last_decision = DecisionSerializer(
         allow_null=True, help_text="the account's newest decision, with its explanation"
     )
@@ -120,7 +120,7 @@ class AccountDunningSerializer(serializers.Serializer):
     )
 
 
-# --- timeline ---------------------------------------------------------------------------------
+# --- timeline -----------------------------------------------------------------------------
 class TimelineQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(required=False, min_value=1, max_value=2000, default=500)
 
@@ -148,7 +148,7 @@ class TimelineSerializer(serializers.Serializer):
     entries = TimelineEntrySerializer(many=True, help_text="oldest first")
 
 
-# --- actions ---------------------------------------------------------------------------------
+# --- actions ------------------------------------------------------------------------------
 class AwareDateTimeField(serializers.DateTimeField):
     """An ISO 8601 date-time that must carry its timezone (Z or an offset)."""
 

@@ -1,0 +1,453 @@
+"""The support admin for dunning: read everything, change nothing behind the engine's back.
+
+Every dunning row is written by the engine (`dunning.apply`), so every admin here is
+read-only. The only levers are the actions on cases, and they call the same
+`dunning.support` services as NinjaPanel's API, audited with the admin user's name.
+Views need the `support_read` or `support_actions` group (or a superuser, or the model's
+view permission); actions need `support_actions` (see `dunning.support_api.permissions`).
+"""
+
+import json
+from datetime import timedelta
+from functools import cache
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.http import HttpRequest
+from django.template import engines
+from django.template.response import TemplateResponse
+from django.utils.html import format_html, format_html_join
+
+from dunning import clock, support
+from dunning.models import (
+    AccountStanding,
+    BadDebtEpisode,
+    BadDebtPayment,
+    CaseState,
+    CaseTransition,
+    Decision,
+    DunningCase,
+    OutboxItem,
+    OutcomeEvent,
+    SupportAction,
+)
+from dunning.support_api import selectors
+from dunning.support_api.permissions import can_act, can_read
+
+STUCK_AFTER = timedelta(hours=1)
+
+
+class SupportReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the engine writes: no add, change or delete; support roles may view them."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
+        return can_read(request.user) or super().has_view_permission(request, obj)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return can_read(request.user) or super().has_module_permission(request)
+
+
+def _pretty_json(value: object) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+# --- cases --------------------------------------------------------------------------------
+class InBadDebtFilter(admin.SimpleListFilter):
+    title = "in bad debt"
+    parameter_name = "bad_debt"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "In bad debt"), ("no", "Not in bad debt")]
+
+    def queryset(self, request, queryset: QuerySet[DunningCase]):
+        open_episode = BadDebtEpisode.objects.filter(case_id=OuterRef("pk"), exited_at__isnull=True)
+        in_bad_debt = Q(state=CaseState.ESCALATED) | Exists(open_episode)
+        if self.value() == "yes":
+            return queryset.filter(in_bad_debt)
+        if self.value() == "no":
+            return queryset.exclude(in_bad_debt)
+        return queryset
+
+
+class StuckFilter(admin.SimpleListFilter):
+    """Lifting (money in, waiting for side effects) with no decision for over an hour."""
+
+    title = "stuck"
+    parameter_name = "stuck"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Stuck in lifting over 1 hour")]
+
+    def queryset(self, request, queryset: QuerySet[DunningCase]):
+        if self.value() != "yes":
+            return queryset
+        older = Q(last_decision__decided_at__lt=clock.now() - STUCK_AFTER)
+        return queryset.filter(older | Q(last_decision__isnull=True), state=CaseState.LIFTING)
+
+
+class CaseTransitionInline(admin.TabularInline):
+    model = CaseTransition
+    fields = ("at", "from_state", "to_state", "trigger", "actor", "decision")
+    readonly_fields = fields
+    ordering = ("at", "pk")
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
+        return can_read(request.user) or super().has_view_permission(request, obj)
+
+
+class HoldForm(forms.Form):
+    """The intermediate page of "Pause dunning" and "Extend grace"."""
+
+    reason = forms.CharField(max_length=255, help_text="Kept on the case and in the audit.")
+    days = forms.IntegerField(min_value=1, max_value=365, initial=7, help_text="From now.")
+
+
+HOLD_FORM_TEMPLATE = """{% extends "admin/base_site.html" %}
+{% load admin_urls %}
+{% block bodyclass %}{{ block.super }} app-{{ opts.app_label }}
+model-{{ opts.model_name }}{% endblock %}
+{% block breadcrumbs %}<div class="breadcrumbs">
+<a href="{% url 'admin:index' %}">Home</a>
+&rsaquo; <a href="{% url 'admin:app_list' app_label=opts.app_label %}">
+{{ opts.app_config.verbose_name }}</a>
+&rsaquo; <a href="{% url opts|admin_urlname:'changelist' %}">
+{{ opts.verbose_name_plural|capfirst }}</a>
+&rsaquo; {{ title }}</div>{% endblock %}
+{% block content %}
+<p>{{ explanation }}</p>
+<ul>{% for case in cases %}<li>{{ case.account.stripe_customer_id }}: case {{ case.pk }},
+{{ case.state }}, level {{ case.level }}</li>{% endfor %}</ul>
+<form method="post">{% csrf_token %}
+{{ form.as_p }}
+{% for case in cases %}<input type="hidden" name="{{ action_checkbox_name }}" value="{{ case.pk }}">
+{% endfor %}<input type="hidden" name="action" value="{{ action }}">
+<input type="hidden" name="apply" value="1">
+<input type="submit" value="{{ title }}">
+<a href="{% url opts|admin_urlname:'changelist' %}" class="button cancel-link">Cancel</a>
+</form>
+{% endblock %}
+"""
+
+
+@cache
+def _hold_form_template():
+    return engines["django"].from_string(HOLD_FORM_TEMPLATE)
+
+
+@admin.register(DunningCase)
+class DunningCaseAdmin(SupportReadOnlyAdmin):
+    list_display = (
+        "id",
+        "account",
+        "state",
+        "level",
+        "resolution",
+        "decline_class",
+        "next_retry_at",
+        "paused_until",
+        "grace_until",
+        "last_decision_at",
+        "opened_at",
+    )
+    list_select_related = ("account", "last_decision")
+    list_filter = (
+        "state",
+        "level",
+        "decline_class",
+        InBadDebtFilter,
+        StuckFilter,
+        "resolution",
+    )
+    search_fields = ("account__stripe_customer_id", "account__email")
+    ordering = ("-opened_at", "-pk")
+    actions = ("recompute", "pause_dunning", "extend_grace")
+    inlines = (CaseTransitionInline,)
+    fieldsets = (
+        (None, {"fields": ("account", "state", "resolution", "level", "decline_class")}),
+        ("Why", {"fields": ("explanation", "policy_version")}),
+        (
+            "Money and schedule",
+            {
+                "fields": (
+                    "amount_overdue",
+                    "earliest_unpaid_at",
+                    "next_retry_at",
+                    "next_review_at",
+                    "opened_at",
+                    "resolved_at",
+                )
+            },
+        ),
+        (
+            "Support holds",
+            {"fields": ("paused_until", "pause_reason", "grace_until", "grace_reason")},
+        ),
+        ("Timeline", {"fields": ("timeline",)}),
+    )
+    readonly_fields = ("explanation", "timeline")
+
+    def has_support_action_permission(self, request: HttpRequest) -> bool:
+        return can_act(request.user)
+
+    @admin.display(description="last decision", ordering="last_decision__decided_at")
+    def last_decision_at(self, case: DunningCase):
+        return case.last_decision.decided_at if case.last_decision else None
+
+    @admin.display(description="explanation of the last decision")
+    def explanation(self, case: DunningCase) -> str:
+        decision = case.last_decision
+        if decision is None:
+            return "-"
+        rules = format_html_join(
+            "",
+            "<li><strong>{}</strong>: {}<br><small>{}</small></li>",
+            (
+                (
+                    rule.get("rule", ""),
+                    rule.get("conclusion", ""),
+                    json.dumps(rule.get("facts", {}), sort_keys=True, default=str),
+                )
+                for rule in decision.explanation or []
+            ),
+        )
+        return format_html(
+            '<p class="decision-summary">{}</p><p>{} by {} at {}</p><ul>{}</ul>',
+            decision.summary,
+            decision.trigger,
+            decision.actor,
+            decision.decided_at,
+            rules,
+        )
+
+    @admin.display(description="timeline of the account (newest 100)")
+    def timeline(self, case: DunningCase) -> str:
+        entries = selectors.account_timeline(account_id=case.account_id, limit=100).entries
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((entry.at, entry.kind, entry.summary) for entry in entries),
+        )
+        return format_html(
+            "<table><thead><tr><th>at</th><th>kind</th><th>what</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            rows,
+        )
+
+    @admin.action(description="Recompute", permissions=["support_action"])
+    def recompute(self, request: HttpRequest, queryset: QuerySet[DunningCase]) -> None:
+        actor = request.user.get_username()
+        account_ids = sorted(set(queryset.values_list("account_id", flat=True)))
+        changed = sum(
+            bool(support.recompute(account_id=account_id, actor=actor).changes)
+            for account_id in account_ids
+        )
+        self.message_user(
+            request,
+            f"Recomputed {len(account_ids)} account(s): {changed} changed, "
+            f"{len(account_ids) - changed} already up to date.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Pause dunning 7 days", permissions=["support_action"])
+    def pause_dunning(self, request: HttpRequest, queryset: QuerySet[DunningCase]):
+        return self._hold(
+            request,
+            queryset,
+            action="pause_dunning",
+            service=support.pause_dunning,
+            title="Pause dunning",
+            explanation="No retries and no escalation for these accounts until the pause ends.",
+        )
+
+    @admin.action(description="Extend grace 7 days", permissions=["support_action"])
+    def extend_grace(self, request: HttpRequest, queryset: QuerySet[DunningCase]):
+        return self._hold(
+            request,
+            queryset,
+            action="extend_grace",
+            service=support.extend_grace,
+            title="Extend grace",
+            explanation="No escalation for these accounts until the grace period ends; "
+            "retries go on.",
+        )
+
+    def _hold(self, request, queryset, *, action, service, title, explanation):
+        """The action-with-intermediate-page pattern: a form first, the service on submit."""
+        cases = list(queryset.select_related("account").order_by("pk"))
+        form = HoldForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            until = clock.now() + timedelta(days=form.cleaned_data["days"])
+            self._apply_hold(
+                request, cases, service=service, until=until, title=title, **form.cleaned_data
+            )
+            return None  # back to the changelist, with the messages
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": title,
+            "explanation": explanation,
+            "cases": cases,
+            "form": form,
+            "action": action,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, _hold_form_template(), context)
+
+    def _apply_hold(self, request, cases, *, service, until, title, reason, days) -> None:
+        actor = request.user.get_username()
+        done = []
+        for case in cases:
+            name = case.account.stripe_customer_id
+            if not case.is_open:
+                self.message_user(request, f"{name}: case {case.pk} is closed.", messages.WARNING)
+                continue
+            try:
+                service(account_id=case.account_id, until=until, reason=reason, actor=actor)
+            except support.NoOpenCase:
+                self.message_user(request, f"{name}: no open case any more.", messages.WARNING)
+                continue
+            done.append(name)
+        if done:
+            self.message_user(
+                request,
+                f"{title} until {until:%Y-%m-%d %H:%M} UTC for {len(done)} account(s): "
+                f"{', '.join(done)}.",
+                messages.SUCCESS,
+            )
+
+
+# --- the engine's records -----------------------------------------------------------------
+@admin.register(Decision)
+class DecisionAdmin(SupportReadOnlyAdmin):
+    list_display = ("decided_at", "account", "case", "trigger", "actor", "policy_version", "short")
+    list_select_related = ("account",)
+    list_filter = ("trigger", "policy_version")
+    search_fields = ("account__stripe_customer_id", "actor", "summary")
+    date_hierarchy = "decided_at"
+    ordering = ("-decided_at", "-pk")
+    exclude = ("changes", "explanation")
+    readonly_fields = ("changes_json", "explanation_json")
+
+    @admin.display(description="summary")
+    def short(self, decision: Decision) -> str:
+        return decision.summary[:100]
+
+    @admin.display(description="changes")
+    def changes_json(self, decision: Decision) -> str:
+        return _pretty_json(decision.changes)
+
+    @admin.display(description="explanation")
+    def explanation_json(self, decision: Decision) -> str:
+        return _pretty_json(decision.explanation)
+
+
+@admin.register(CaseTransition)
+class CaseTransitionAdmin(SupportReadOnlyAdmin):
+    list_display = ("at", "case", "customer", "from_state", "to_state", "trigger", "actor")
+    list_select_related = ("case__account",)
+    list_filter = ("to_state", "from_state", "trigger")
+    search_fields = ("case__account__stripe_customer_id", "actor")
+    date_hierarchy = "at"
+    ordering = ("-at", "-pk")
+
+    @admin.display(description="customer", ordering="case__account__stripe_customer_id")
+    def customer(self, transition: CaseTransition) -> str:
+        return transition.case.account.stripe_customer_id
+
+
+@admin.register(OutboxItem)
+class OutboxItemAdmin(SupportReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "account",
+        "kind",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "completed_at",
+        "short_error",
+    )
+    list_select_related = ("account",)
+    list_filter = ("kind", "status")
+    search_fields = ("account__stripe_customer_id", "key")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at", "-pk")
+
+    @admin.display(description="last error")
+    def short_error(self, item: OutboxItem) -> str:
+        return item.last_error[:80]
+
+
+@admin.register(BadDebtEpisode)
+class BadDebtEpisodeAdmin(SupportReadOnlyAdmin):
+    list_display = ("account", "case", "reason", "amount", "entered_at", "exited_at", "exit_reason")
+    list_select_related = ("account",)
+    list_filter = ("reason", "exit_reason", ("exited_at", admin.EmptyFieldListFilter))
+    search_fields = ("account__stripe_customer_id",)
+    date_hierarchy = "entered_at"
+    ordering = ("-entered_at", "-pk")
+
+
+@admin.register(OutcomeEvent)
+class OutcomeEventAdmin(SupportReadOnlyAdmin):
+    list_display = ("created_at", "account", "sequence", "type", "decision")
+    list_select_related = ("account",)
+    list_filter = ("type",)
+    search_fields = ("account__stripe_customer_id",)
+    date_hierarchy = "created_at"
+    ordering = ("-created_at", "-pk")
+
+
+@admin.register(SupportAction)
+class SupportActionAdmin(SupportReadOnlyAdmin):
+    list_display = ("at", "actor", "action", "account", "decision")
+    list_select_related = ("account",)
+    list_filter = ("action",)
+    search_fields = ("actor", "account__stripe_customer_id")
+    date_hierarchy = "at"
+    ordering = ("-at", "-pk")
+
+    @admin.display(description="decision")
+    def decision(self, action: SupportAction):
+        return (action.result or {}).get("decision_id") or "no change"
+
+
+@admin.register(AccountStanding)
+class AccountStandingAdmin(SupportReadOnlyAdmin):
+    list_display = ("account", "requested", "requested_at", "acknowledged", "acknowledged_at")
+    list_select_related = ("account",)
+    list_filter = ("requested", "acknowledged")
+    search_fields = ("account__stripe_customer_id",)
+
+
+@admin.register(BadDebtPayment)
+class BadDebtPaymentAdmin(SupportReadOnlyAdmin):
+    list_display = ("created_at", "account", "idempotency_key", "status", "http_status")
+    list_select_related = ("account",)
+    list_filter = ("status", "http_status")
+    search_fields = ("account__stripe_customer_id", "idempotency_key")
+    ordering = ("-created_at", "-pk")
