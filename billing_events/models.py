@@ -33,6 +33,8 @@ class WebhookEvent(models.Model):
 
     class Meta:
         indexes = [
+            # The drift detector's "changed since the last scan".
+            models.Index(fields=["processed_at"], name="webhook_event_processed_idx"),
             # The sweeper's scan: only unfinished events, oldest first.
             models.Index(
                 fields=["status", "next_attempt_at"],

@@ -132,6 +132,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dunning.tasks.dispatch_outbox",
         "schedule": float(os.environ.get("OUTBOX_DISPATCH_SECONDS", "5")),
     },
+    "detect-drift": {
+        "task": "dunning.tasks.detect_drift",
+        "schedule": float(os.environ.get("DRIFT_SCAN_SECONDS", "600")),
+    },
+    "redrive-stuck-lifting": {
+        "task": "dunning.tasks.redrive_stuck_lifting",
+        "schedule": float(os.environ.get("STUCK_SCAN_SECONDS", "300")),
+    },
     "recompute-due-cases": {
         "task": "dunning.tasks.recompute_due_cases",
         "schedule": float(os.environ.get("CASE_REVIEW_SECONDS", "60")),
@@ -163,6 +171,13 @@ DUNNING_OUTCOME_WEBHOOK_SECRET = os.environ.get("DUNNING_OUTCOME_WEBHOOK_SECRET"
 DUNNING_OUTCOME_WEBHOOK_TIMEOUT_SECONDS = float(
     os.environ.get("DUNNING_OUTCOME_WEBHOOK_TIMEOUT", "5")
 )
+
+# Rollout of enforcement when no stage was ever set: "off" (shadow), "accounts", 5 ... "100".
+DUNNING_ROLLOUT_DEFAULT_STAGE = os.environ.get("DUNNING_ROLLOUT_DEFAULT_STAGE", "100")
+
+# Drift detection and the stuck-in-lifting gauge.
+DRIFT_GUARD_SECONDS = int(os.environ.get("DRIFT_GUARD_SECONDS", "900"))
+LIFTING_STUCK_AFTER_SECONDS = int(os.environ.get("LIFTING_STUCK_AFTER_SECONDS", "3600"))
 
 # --- Clock ----------------------------------------------------------------------
 DUNNING_TEST_CLOCK = env_bool("DUNNING_TEST_CLOCK")

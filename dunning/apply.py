@@ -16,6 +16,7 @@ from dunning.models import (
     Decision,
     DunningCase,
     OutboxItem,
+    ShadowDecision,
 )
 from dunning.outcomes import publish_outcome
 from dunning.policy import Policy
@@ -38,6 +39,7 @@ CASE_VALUE_FIELDS = (
     "amount_overdue",
     "next_review_at",
     "next_retry_at",
+    "shadow",
 )
 
 
@@ -73,6 +75,18 @@ def apply(
         decision.case_id = desired.case.case_pk
         decision.save(update_fields=["case"])
 
+    shadow_change = next((c for c in changes if c.store == "case" and c.field == "shadow"), None)
+    if shadow_change is not None and desired.case.shadow:
+        ShadowDecision.objects.create(
+            account=account,
+            case_id=decision.case_id,
+            decision=decision,
+            at=now,
+            stage=snapshot.rollout_stage,
+            level=desired.case.level.value,
+            would_apply=desired.case.shadow,
+            summary=decision.summary,
+        )
     if "restrictions" in stores:
         set_restrictions(
             account_id=account.pk,

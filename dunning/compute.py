@@ -4,7 +4,7 @@ No I/O and no clock: `now` and the policy come in as arguments, so the same inpu
 always give the same answer, and every conclusion carries the rules and facts behind it.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from dunning.ladder import PaymentHistory, consequence_level
@@ -39,6 +39,8 @@ class DesiredCase:
     cancel_subscriptions: frozenset[str] = frozenset()
     # The subscriptions (products) the unpaid invoices are for.
     products: frozenset[str] = frozenset()
+    # Outside the rollout gate: what would have been applied (see `gate`).
+    shadow: dict = field(default_factory=dict)
 
     @property
     def next_retry_at(self) -> datetime | None:
@@ -51,6 +53,7 @@ class Desired:
     restrictions: dict[str, str]  # code -> level
     standing: str
     rules: tuple[Rule, ...] = field(default=())
+    enforced: bool = True  # False outside the rollout gate (shadow mode)
 
     def summary(self) -> str:
         return "; ".join(rule.conclusion for rule in self.rules)
@@ -70,6 +73,39 @@ def went_through_dunning(invoice: InvoiceView, failed: set[int]) -> bool:
 
 
 def compute(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
+    return gate(decide(snapshot, now, policy), snapshot)
+
+
+def gate(desired: Desired, snapshot: Snapshot) -> Desired:
+    """Outside the rollout gate, keep the decision but apply none of its consequences:
+    no restrictions, no standing change, no cancellation (shadow mode)."""
+    case = desired.case
+    if snapshot.enforced:
+        return desired
+    if case is None:
+        return replace(desired, enforced=False)
+    would = {
+        "restrictions": sorted(desired.restrictions),
+        "standing": desired.standing,
+        "cancel": sorted(case.cancel_subscriptions),
+    }
+    shadowed = replace(
+        case,
+        shadow=would
+        if would["restrictions"] or would["cancel"] or would["standing"] != "good"
+        else {},
+        cancel_subscriptions=frozenset(),
+    )
+    rule = Rule(
+        "shadow",
+        f"shadow mode (rollout stage {snapshot.rollout_stage}): level {case.level.value} "
+        "recorded, consequences not applied",
+        would,
+    )
+    return Desired(shadowed, {}, "good", (*desired.rules, rule), enforced=False)
+
+
+def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
     rules: list[Rule] = []
     failed_pks = {a.invoice_pk for a in snapshot.attempts if a.outcome == "failed"}
     entering = [

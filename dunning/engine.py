@@ -71,6 +71,7 @@ CASE_FIELDS = (
     "amount_overdue",
     "next_review_at",
     "next_retry_at",
+    "shadow",
 )
 
 

@@ -60,6 +60,9 @@ class DunningCase(FSMModelMixin, models.Model):
     opened_at = models.DateTimeField()
     resolved_at = models.DateTimeField(null=True, blank=True)
     policy_version = models.CharField(max_length=32)
+    # Outside the rollout gate the decision is kept here and not applied (shadow mode):
+    # {"restrictions": [...], "standing": ..., "cancel": [...]}; empty when enforced.
+    shadow = models.JSONField(default=dict, blank=True)
     last_decision = models.ForeignKey(
         "dunning.Decision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -337,6 +340,68 @@ class BadDebtPayment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.idempotency_key} ({self.status})"
+
+
+class RolloutStage(models.TextChoices):
+    OFF = "off", "shadow for everyone"
+    ACCOUNTS = "accounts", "chosen accounts only"
+    P5 = "5", "5 percent"
+    P10 = "10", "10 percent"
+    P25 = "25", "25 percent"
+    P50 = "50", "50 percent"
+    P100 = "100", "everyone"
+
+
+class RolloutGate(models.Model):
+    """Who dunning's consequences are applied to. Changed only through dunning.rollout,
+    which audits every change."""
+
+    SINGLETON = 1
+
+    stage = models.CharField(max_length=8, choices=RolloutStage.choices)
+    kill_switch = models.BooleanField(default=False, help_text="on: enforce nothing at all")
+    # Stripe customer ids enforced at every stage (the "chosen accounts").
+    allowlist = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField()
+    updated_by = models.CharField(max_length=255)
+
+    def __str__(self) -> str:
+        return f"stage {self.stage}{' (KILL SWITCH)' if self.kill_switch else ''}"
+
+
+class ShadowDecision(models.Model):
+    """What dunning would have applied to an account outside the rollout gate."""
+
+    account = models.ForeignKey(
+        "billing_events.Account", on_delete=models.CASCADE, related_name="shadow_decisions"
+    )
+    case = models.ForeignKey(DunningCase, on_delete=models.CASCADE, related_name="+")
+    decision = models.ForeignKey(Decision, on_delete=models.CASCADE, related_name="+")
+    at = models.DateTimeField()
+    stage = models.CharField(max_length=8)
+    level = models.CharField(max_length=32)
+    would_apply = models.JSONField()
+    summary = models.TextField()
+
+    class Meta:
+        indexes = [models.Index(fields=["at"])]
+
+    def __str__(self) -> str:
+        return f"shadow {self.level} for {self.account_id} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class DriftScan(models.Model):
+    """One run of the drift detector (its start is the next run's watermark)."""
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    candidates = models.PositiveIntegerField(default=0)
+    drifted = models.PositiveIntegerField(default=0)
+    remediated = models.PositiveIntegerField(default=0)
+    deferred = models.PositiveIntegerField(default=0, help_text="left alone by the time guard")
+
+    def __str__(self) -> str:
+        return f"drift scan {self.started_at:%Y-%m-%d %H:%M}: {self.drifted} drifted"
 
 
 class TestClock(models.Model):

@@ -66,6 +66,8 @@ def publish_outcome(
             "bad_debt": case.bad_debt if case else None,
             "reason": desired.summary(),
             "policy_version": decision.policy_version,
+            # False in shadow mode: the level was decided, its consequences not applied.
+            "enforced": desired.enforced,
         },
     )
     ids = []

@@ -55,6 +55,7 @@ class CaseView:
     grace_until: datetime | None = None
     grace_reason: str = ""
     opened_at: datetime | None = None
+    shadow: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,6 @@ class Snapshot:
     recent_cases: int = 0  # earlier cases opened within the severity memory
     bad_debt: str | None = None  # reason of the open bad-debt episode
     cancel_requested: frozenset[str] = frozenset()  # subscriptions with a pending cancel
+    # Inside the rollout gate: consequences are applied; outside: shadow mode.
+    enforced: bool = True
+    rollout_stage: str = "100"

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import connection
 
 from billing_events.models import Account, Invoice, PaymentAttempt, Subscription
+from dunning import rollout
 from dunning.models import (
     OPEN_STATES,
     AccountStanding,
@@ -19,6 +20,7 @@ from dunning.models import (
     CaseInvoice,
     DunningCase,
     OutboxItem,
+    RolloutGate,
 )
 from dunning.snapshot import (
     DEFAULT_STANDING,
@@ -44,12 +46,15 @@ SELECT a.id, a.stripe_customer_id, a.payment_method_updated_at,
   (SELECT e.reason FROM {_t(BadDebtEpisode)} e
      WHERE e.account_id = a.id AND e.exited_at IS NULL),
   (SELECT COUNT(*) FROM {_t(Invoice)} i WHERE i.account_id = a.id AND i.status = 'paid'),
-  (SELECT COUNT(*) FROM {_t(DunningCase)} c WHERE c.account_id = a.id AND c.opened_at > %s)
+  (SELECT COUNT(*) FROM {_t(DunningCase)} c WHERE c.account_id = a.id AND c.opened_at > %s),
+  (SELECT g.stage FROM {_t(RolloutGate)} g WHERE g.id = 1),
+  (SELECT g.kill_switch FROM {_t(RolloutGate)} g WHERE g.id = 1),
+  (SELECT g.allowlist FROM {_t(RolloutGate)} g WHERE g.id = 1)
 FROM {_t(Account)} a WHERE a.id = %s"""
 
 CASE_COLUMNS = """c.id, c.state, c.resolution, c.level, c.decline_class, c.earliest_unpaid_at,
   c.amount_overdue, c.next_review_at, c.next_retry_at, c.paused_until, c.pause_reason,
-  c.grace_until, c.grace_reason, c.opened_at"""
+  c.grace_until, c.grace_reason, c.opened_at, c.shadow"""
 
 OPEN_CASE = f"""
 SELECT {CASE_COLUMNS} FROM {_t(DunningCase)} c
@@ -129,6 +134,7 @@ def _case(row) -> CaseView:
         grace_until=_aware(row[11]),
         grace_reason=row[12],
         opened_at=_aware(row[13]),
+        shadow=_json(row[14]),
     )
 
 
@@ -148,7 +154,9 @@ def lock_and_read(
         row = cursor.fetchone()
         if row is None:
             raise Account.DoesNotExist(f"no account {account_id}")
-        _, customer_id, pm_updated_at, requested, acknowledged, episode, paid, cases = row
+        (_, customer_id, pm_updated_at, requested, acknowledged, episode, paid, cases) = row[:8]
+        stage, kill_switch, allowlist = row[8:]
+        stage = stage or rollout.default_stage()
         account = Account(
             pk=account_id,
             stripe_customer_id=customer_id,
@@ -245,4 +253,11 @@ def lock_and_read(
         recent_cases=earlier_cases,
         bad_debt=episode,
         cancel_requested=frozenset(cancel_requested),
+        enforced=rollout.in_gate(
+            stripe_customer_id=customer_id,
+            stage=stage,
+            kill_switch=bool(kill_switch),
+            allowlist=_json(allowlist) if allowlist else [],
+        ),
+        rollout_stage=stage,
     )
