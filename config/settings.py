@@ -183,13 +183,25 @@ LIFTING_STUCK_AFTER_SECONDS = int(os.environ.get("LIFTING_STUCK_AFTER_SECONDS", 
 DUNNING_TEST_CLOCK = env_bool("DUNNING_TEST_CLOCK")
 
 # --- Logging ----------------------------------------------------------------------
+# LOG_FORMAT=kv (default): `ts=... level=... logger=... message` lines; LOG_FORMAT=json: one
+# JSON object per line (time, level, logger, message, extra fields). Either way the console
+# handler masks card numbers and secrets (config.logging.RedactingFilter).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "kv").strip().lower()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "kv": {"format": "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"},
+        "json": {"()": "config.logging.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv"}},
+    "filters": {"redact": {"()": "config.logging.RedactingFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "kv",
+            "filters": ["redact"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

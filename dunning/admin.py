@@ -33,10 +33,9 @@ from dunning.models import (
     OutcomeEvent,
     SupportAction,
 )
+from dunning.stuck import stuck_cases
 from dunning.support_api import selectors
 from dunning.support_api.permissions import can_act, can_read
-
-STUCK_AFTER = timedelta(hours=1)
 
 
 class SupportReadOnlyAdmin(admin.ModelAdmin):
@@ -81,19 +80,19 @@ class InBadDebtFilter(admin.SimpleListFilter):
 
 
 class StuckFilter(admin.SimpleListFilter):
-    """Lifting (money in, waiting for side effects) with no decision for over an hour."""
+    """Lifting (money in, waiting for side effects) with no decision for too long
+    (LIFTING_STUCK_AFTER_SECONDS): the same cases the metrics gauge counts."""
 
     title = "stuck"
     parameter_name = "stuck"
 
     def lookups(self, request, model_admin):
-        return [("yes", "Stuck in lifting over 1 hour")]
+        return [("yes", "Stuck in lifting")]
 
     def queryset(self, request, queryset: QuerySet[DunningCase]):
         if self.value() != "yes":
             return queryset
-        older = Q(last_decision__decided_at__lt=clock.now() - STUCK_AFTER)
-        return queryset.filter(older | Q(last_decision__isnull=True), state=CaseState.LIFTING)
+        return queryset.filter(pk__in=stuck_cases(now=clock.now()).values("pk"))
 
 
 class CaseTransitionInline(admin.TabularInline):
@@ -451,3 +450,6 @@ class BadDebtPaymentAdmin(SupportReadOnlyAdmin):
     list_filter = ("status", "http_status")
     search_fields = ("account__stripe_customer_id", "idempotency_key")
     ordering = ("-created_at", "-pk")
+
+
+from dunning import rollout_admin  # noqa: E402, F401 - registers the rollout and drift admins

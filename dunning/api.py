@@ -1,5 +1,7 @@
 """Dunning's HTTP API. Views parse input and call one service function."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.http import Http404
 from django.shortcuts import get_object_or_404
@@ -10,9 +12,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing_events.models import Account
-from dunning import clock, test_clock
+from dunning import clock, rollout, test_clock
 from dunning.bad_debt import bad_debt_metrics
 from dunning.bad_debt_payment import pay_bad_debt
+from dunning.models import RolloutStage
 from dunning.support_api.permissions import SupportRole
 
 
@@ -108,3 +111,54 @@ class PayBadDebtView(APIView):
             **body.validated_data,
         )
         return Response(answer.body, status=answer.http_status)
+
+
+class RolloutSerializer(serializers.Serializer):
+    stage = serializers.ChoiceField(choices=RolloutStage.choices)
+    kill_switch = serializers.BooleanField(default=False)
+    allowlist = serializers.ListField(
+        child=serializers.RegexField(r"^cus_[A-Za-z0-9]+$"), default=list, max_length=10_000
+    )
+    reason = serializers.CharField(max_length=500, write_only=True)
+
+
+class RolloutView(APIView):
+    """The rollout gate of enforcement: GET it; PUT a new stage, kill switch or allowlist
+    (audited, with a reason). Accounts outside the gate run in shadow mode."""
+
+    permission_classes = [SupportRole]
+
+    def get(self, request: Request) -> Response:
+        gate = rollout.current_gate()
+        return Response(
+            {
+                "stage": gate.stage,
+                "kill_switch": gate.kill_switch,
+                "allowlist": gate.allowlist,
+                "updated_at": gate.updated_at,
+                "updated_by": gate.updated_by,
+            }
+        )
+
+    def put(self, request: Request) -> Response:
+        body = RolloutSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        rollout.set_gate(actor=request.user.get_username(), **body.validated_data)
+        return self.get(request)
+
+
+class ShadowReportQuery(serializers.Serializer):
+    days = serializers.IntegerField(required=False, default=7, min_value=1, max_value=90)
+
+
+class ShadowReportView(APIView):
+    """Shadow decisions (what would have been applied outside the gate), newest first,
+    to review false positives before a stage goes up."""
+
+    permission_classes = [SupportRole]
+
+    def get(self, request: Request) -> Response:
+        query = ShadowReportQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        since = clock.now() - timedelta(days=query.validated_data["days"])
+        return Response({"since": since, "decisions": rollout.shadow_report(since=since)})

@@ -72,8 +72,10 @@ def apply(
         decision.case = case
         decision.save(update_fields=["case"])
     elif desired.case is not None and desired.case.case_pk is not None:
+        # Only restrictions, standing or side effects changed: still the case's decision.
         decision.case_id = desired.case.case_pk
         decision.save(update_fields=["case"])
+        DunningCase.objects.filter(pk=decision.case_id).update(last_decision=decision)
 
     shadow_change = next((c for c in changes if c.store == "case" and c.field == "shadow"), None)
     if shadow_change is not None and desired.case.shadow:

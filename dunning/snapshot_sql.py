@@ -145,12 +145,15 @@ def lock_and_read(
     card_window: timedelta,
     memory: timedelta,
     invoice_hint: str = "",
+    lock: bool = True,
 ) -> tuple[Account, Snapshot]:
     """Lock the account row (FOR UPDATE on PostgreSQL) and read its snapshot. Call inside
-    a transaction. Raises Account.DoesNotExist for an unknown account."""
-    lock = " FOR UPDATE OF a" if connection.features.has_select_for_update_of else ""
+    a transaction. `lock=False` reads without the lock (the drift detector's preview).
+    Raises Account.DoesNotExist for an unknown account."""
+    row_lock = connection.features.has_select_for_update_of and lock
+    lock_sql = " FOR UPDATE OF a" if row_lock else ""
     with connection.cursor() as cursor:
-        cursor.execute(ACCOUNT + lock, [_param(now - memory), account_id])
+        cursor.execute(ACCOUNT + lock_sql, [_param(now - memory), account_id])
         row = cursor.fetchone()
         if row is None:
             raise Account.DoesNotExist(f"no account {account_id}")

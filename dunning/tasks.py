@@ -1,7 +1,7 @@
 from celery import shared_task
 from django.db import DatabaseError
 
-from dunning import outbox, schedule
+from dunning import drift, outbox, schedule, stuck
 
 
 @shared_task(acks_late=True)
@@ -23,3 +23,13 @@ def run_outbox_item(item_id: int) -> str:
 @shared_task(acks_late=True)
 def recompute_due_cases() -> int:
     return schedule.recompute_due_cases()
+
+
+@shared_task(acks_late=True)
+def detect_drift() -> int:
+    return drift.scan().drifted
+
+
+@shared_task(acks_late=True)
+def redrive_stuck_lifting() -> int:
+    return stuck.redrive_stuck_lifting()

@@ -3,6 +3,8 @@ from django.urls import path
 from dunning import api
 
 urlpatterns = [
+    path("rollout/", api.RolloutView.as_view(), name="rollout"),
+    path("rollout/shadow-decisions/", api.ShadowReportView.as_view(), name="rollout-shadow-report"),
     path(
         "accounts/<int:account_id>/pay-bad-debt/",
         api.PayBadDebtView.as_view(),
