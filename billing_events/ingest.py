@@ -1,16 +1,19 @@
-"""Webhook ingest: verify, validate, store the raw event once, hand it to a worker.
+"""Webhook ingest: verify, validate, store the raw event once, answer.
 
-The stored row is the truth. Enqueueing is best effort: if the broker is down the row
-stays `received` and the beat sweeper re-enqueues it (see `processing.sweep`).
+The stored row is the truth. A received event is due at once: the event pump (beat,
+every WEBHOOK_SWEEP_SECONDS) claims due rows and hands them to workers in batches, so the
+request does no broker I/O and a broker outage loses nothing (see `processing.sweep`).
+With WEBHOOK_ENQUEUE_ON_INGEST (the default with in-process tasks) the request hands the
+event over itself.
 """
 
 import json
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection
 
 from billing_events import signature
 from billing_events.models import WebhookEvent
@@ -78,29 +81,52 @@ def ingest_stripe_webhook(*, payload: bytes, signature_header: str | None) -> In
         except MalformedEvent as error:
             return _reject(400, f"malformed {event['type']}: {error}")
 
-    try:
-        with transaction.atomic():
-            stored = WebhookEvent.objects.create(
-                stripe_event_id=event["id"],
-                type=event["type"],
-                stripe_created=clock.from_unix(event["created"]),
-                livemode=bool(event.get("livemode")),
-                payload=event,
-                status=status,
-                last_error=note,
-                received_at=now,
-                next_attempt_at=(
-                    now + timedelta(seconds=settings.WEBHOOK_REENQUEUE_AFTER_SECONDS)
-                    if status == WebhookEvent.Status.RECEIVED
-                    else None
-                ),
-            )
-    except IntegrityError:
+    stored_id = store_event(
+        event=event,
+        raw_body=payload.decode(),
+        status=status,
+        note=note,
+        now=now,
+    )
+    if stored_id is None:
         return IngestOutcome(200, {"received": True, "duplicate": True})
-
-    if status == WebhookEvent.Status.RECEIVED:
-        enqueue_processing(stored.pk)
+    if status == WebhookEvent.Status.RECEIVED and settings.WEBHOOK_ENQUEUE_ON_INGEST:
+        enqueue_processing(stored_id)
     return IngestOutcome(200, {"received": True, "status": status})
+
+
+def _insert_sql() -> str:
+    table = connection.ops.quote_name(WebhookEvent._meta.db_table)
+    return (
+        f"INSERT INTO {table} (stripe_event_id, type, stripe_created, livemode, raw_body, "
+        "status, attempts, last_error, next_attempt_at, received_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, 0, %s, %s, %s) "
+        "ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id"
+    )
+
+
+def store_event(*, event: dict, raw_body: str, status: str, note: str, now: datetime) -> int | None:
+    """One statement, in autocommit: insert the event unless its id is known already.
+    Returns the new row's id, or None for a duplicate delivery. A received event is due
+    for processing at once; the pump (or the request itself) hands it to a worker."""
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _insert_sql(),
+            [
+                event["id"],
+                event["type"],
+                adapt(clock.from_unix(event["created"])),
+                bool(event.get("livemode")),
+                raw_body,
+                status,
+                note,
+                adapt(now) if status == WebhookEvent.Status.RECEIVED else None,
+                adapt(now),
+            ],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def enqueue_processing(event_pk: int) -> bool:
@@ -115,3 +141,19 @@ def enqueue_processing(event_pk: int) -> bool:
         )
         return False
     return True
+
+
+def enqueue_batch(event_pks: list[int]) -> int:
+    """Publish one task for a batch of events; returns how many were handed over."""
+    from billing_events.tasks import process_webhook_events
+
+    try:
+        process_webhook_events.apply_async(args=[event_pks])
+    except Exception as error:  # noqa: BLE001 - the next pump run hands them out again
+        logger.warning(
+            "event=webhook_enqueue_failed webhook_events=%s error=%s",
+            len(event_pks),
+            type(error).__name__,
+        )
+        return 0
+    return len(event_pks)

@@ -5,6 +5,8 @@ operation that ignores arrival order (see `billing_events.merge`), so duplicated
 and reordered deliveries converge on the same row.
 """
 
+import json
+
 from django.db import models
 
 
@@ -20,7 +22,9 @@ class WebhookEvent(models.Model):
     type = models.CharField(max_length=100, db_index=True)
     stripe_created = models.DateTimeField(help_text="Stripe's `created` for the event")
     livemode = models.BooleanField(default=False)
-    payload = models.JSONField()
+    # The exact bytes Stripe signed (as text): kept verbatim for audit and re-processing,
+    # and cheaper to store than a parsed JSON column on the hot ingest path.
+    raw_body = models.TextField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
@@ -45,6 +49,18 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.stripe_event_id} ({self.status})"
+
+    @property
+    def payload(self) -> dict:
+        """The event as Stripe sent it, parsed."""
+        if getattr(self, "_payload", None) is None:
+            self._payload = json.loads(self.raw_body)
+        return self._payload
+
+    @payload.setter
+    def payload(self, event: dict) -> None:
+        self._payload = event
+        self.raw_body = json.dumps(event, separators=(",", ":"))
 
 
 class Account(models.Model):

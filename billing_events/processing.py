@@ -117,22 +117,41 @@ def due_event_ids(*, now: datetime, limit: int) -> list[int]:
     )
 
 
-def sweep(*, limit: int = 500) -> int:
-    """Re-enqueue events that were stored but never processed, and failed ones now due.
-
-    The next look is pushed forward before enqueueing, so a slow queue is not flooded
-    with copies; processing twice is harmless anyway (status check under a row lock).
-    """
-    from billing_events.ingest import enqueue_processing
-
+def claim_due(*, limit: int) -> list[int]:
+    """Take due events (new ones and failed ones whose backoff is over) and push their
+    next look forward, so the pump never hands one out twice while it waits in a queue.
+    SKIP LOCKED keeps two pumps, or a pump and a worker, out of each other's way."""
     now = clock.now()
-    ids = due_event_ids(now=now, limit=limit)
-    if not ids:
-        return 0
-    WebhookEvent.objects.filter(pk__in=ids, status__in=PENDING).update(
-        next_attempt_at=now + timedelta(seconds=settings.WEBHOOK_REENQUEUE_AFTER_SECONDS)
-    )
-    return sum(enqueue_processing(pk) for pk in ids)
+    with transaction.atomic():
+        ids = list(
+            WebhookEvent.objects.select_for_update(skip_locked=True)
+            .filter(status__in=PENDING, next_attempt_at__lte=now)
+            .order_by("next_attempt_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            WebhookEvent.objects.filter(pk__in=ids).update(
+                next_attempt_at=now + timedelta(seconds=settings.WEBHOOK_REENQUEUE_AFTER_SECONDS)
+            )
+    return ids
+
+
+def sweep(*, limit: int = 5000, batch: int = 50) -> int:
+    """The event pump: hand due events to workers, `batch` ids per task. Processing twice
+    is harmless anyway (status check under a row lock)."""
+    from billing_events.ingest import enqueue_batch
+
+    ids = claim_due(limit=limit)
+    handed = 0
+    for start in range(0, len(ids), batch):
+        chunk = ids[start : start + batch]
+        if enqueue_batch(chunk):
+            handed += len(chunk)
+        else:  # the broker is down: due again at the next pump run
+            WebhookEvent.objects.filter(pk__in=chunk, status__in=PENDING).update(
+                next_attempt_at=clock.now()
+            )
+    return handed
 
 
 def reprocess(*, event_ids: Iterable[int]) -> int:

@@ -15,6 +15,17 @@ def process_webhook_event(event_id: int) -> str:
     return processing.process_event(event_id=event_id)
 
 
+@shared_task(
+    acks_late=True,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=5,
+)
+def process_webhook_events(event_ids: list[int]) -> list[str]:
+    return [processing.process_event(event_id=event_id) for event_id in event_ids]
+
+
 @shared_task(acks_late=True)
 def sweep_webhook_events() -> int:
     return processing.sweep()

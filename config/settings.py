@@ -126,7 +126,7 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "inte
 CELERY_BEAT_SCHEDULE = {
     "sweep-webhook-events": {
         "task": "billing_events.tasks.sweep_webhook_events",
-        "schedule": float(os.environ.get("WEBHOOK_SWEEP_SECONDS", "30")),
+        "schedule": float(os.environ.get("WEBHOOK_SWEEP_SECONDS", "1")),
     },
     "dispatch-outbox": {
         "task": "dunning.tasks.dispatch_outbox",
@@ -157,8 +157,13 @@ STRIPE_API_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_API_TIMEOUT_SECONDS", 
 # --- Webhook event processing -----------------------------------------------------
 WEBHOOK_MAX_BODY_BYTES = int(os.environ.get("WEBHOOK_MAX_BODY_BYTES", str(512 * 1024)))
 WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("WEBHOOK_MAX_ATTEMPTS", "8"))
-# A stored event still "received" after this long was never picked up (broker down).
+# Once handed to a worker, an event is handed out again after this long if it is still
+# not processed (the worker died, or the broker lost it).
 WEBHOOK_REENQUEUE_AFTER_SECONDS = int(os.environ.get("WEBHOOK_REENQUEUE_AFTER_SECONDS", "60"))
+# Hand each event to a worker from the request itself (a broker round trip per request)
+# instead of leaving it to the event pump (beat, every WEBHOOK_SWEEP_SECONDS). On by
+# default only with in-process tasks, where "handing over" is processing it right away.
+WEBHOOK_ENQUEUE_ON_INGEST = env_bool("WEBHOOK_ENQUEUE_ON_INGEST", CELERY_TASK_ALWAYS_EAGER)
 
 # --- Outbox and Account Management ----------------------------------------------------
 OUTBOX_MAX_ATTEMPTS = int(os.environ.get("OUTBOX_MAX_ATTEMPTS", "12"))

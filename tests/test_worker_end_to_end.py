@@ -42,6 +42,7 @@ def broker_at(url: str):
 def test_webhook_to_worker_to_mirror(stripe_sender, celery_worker_thread):
     cus = on_stripe_clock(Customer())  # a fresh failure: its first retry is a day away
     stripe_sender.send(cus.invoice_event("invoice.payment_failed", attempt_count=1))
+    assert processing.sweep() == 1  # the event pump: beat runs it every second
 
     assert wait_for(lambda: WebhookEvent.objects.filter(status="processed").exists())
     assert Invoice.objects.get().attempt_count == 1
@@ -50,10 +51,11 @@ def test_webhook_to_worker_to_mirror(stripe_sender, celery_worker_thread):
 def test_nothing_is_lost_when_the_broker_is_down_at_ingest(
     stripe_sender, transactional_db, settings
 ):
-    settings.WEBHOOK_REENQUEUE_AFTER_SECONDS = 0
+    settings.WEBHOOK_ENQUEUE_ON_INGEST = True  # the request publishes, and the broker is down
     cus = Customer()
     with broker_at("redis://127.0.0.1:1/0"):
         response = stripe_sender.send(cus.invoice_event("invoice.payment_failed"))
+        assert processing.sweep() == 0  # the pump cannot hand it out either
 
     assert response.status_code == 200
     assert WebhookEvent.objects.get().status == "received"
@@ -75,6 +77,7 @@ def test_engine_side_effects_run_on_workers_after_the_commit(stripe_sender, cele
     stripe_sender.send(
         cus.invoice_event("invoice.marked_uncollectible", status="uncollectible", attempt_count=1)
     )
+    assert processing.sweep() == 2
 
     assert wait_for(lambda: WebhookEvent.objects.filter(status="processed").count() == 2)
     assert wait_for(lambda: AccountStanding.objects.filter(acknowledged="suspended").exists()), (

@@ -196,7 +196,7 @@ def _newest(queryset: QuerySet, time_field: str, limit: int) -> QuerySet:
 
 def _webhook_events(account_id: int, limit: int) -> list[TimelineEntry]:
     rows = _newest(
-        WebhookEvent.objects.filter(account_id=account_id).defer("payload"), "received_at", limit
+        WebhookEvent.objects.filter(account_id=account_id).defer("raw_body"), "received_at", limit
     )
     return [
         TimelineEntry(
