@@ -651,7 +651,8 @@ def main() -> None:
     print(
         f"verified: {stored['webhook_event_rows']} webhook_event rows (all received), "
         f"{stored['baseline_rows']} baseline rows, "
-        f"{stored['celery_messages_queued']} Celery messages published by the requests (the pump hands events out)"
+        f"{stored['celery_messages_queued']} Celery messages published by the requests "
+        "(the event pump hands events out)"
     )
     print(
         f"server, PostgreSQL, Redis and this client share {os.cpu_count()} CPUs; "
