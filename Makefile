@@ -18,7 +18,7 @@ $(BIN)/python: requirements.txt
 
 demo: $(BIN)/python
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(BIN)/python manage.py migrate --verbosity 0
-	env -u DATABASE_URL -u CELERY_BROKER_URL $(BIN)/python manage.py demo
+	env -u DATABASE_URL -u CELERY_BROKER_URL LOG_LEVEL=WARNING $(BIN)/python manage.py demo
 
 test: $(BIN)/python services
 	$(BIN)/ruff format --check .
