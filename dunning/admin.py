@@ -38,7 +38,7 @@ from dunning.support_api import selectors
 from dunning.support_api.permissions import can_act, can_read
 
 
-class SupportReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyForSupport:
     """Rows the engine writes: no add, change or delete; support roles may view them."""
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
@@ -55,6 +55,10 @@ class SupportReadOnlyAdmin(admin.ModelAdmin):
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return can_read(request.user) or super().has_module_permission(request)
+
+
+class SupportReadOnlyAdmin(ReadOnlyForSupport, admin.ModelAdmin):
+    pass
 
 
 def _pretty_json(value: object) -> str:
@@ -95,7 +99,7 @@ class StuckFilter(admin.SimpleListFilter):
         return queryset.filter(pk__in=stuck_cases(now=clock.now()).values("pk"))
 
 
-class CaseTransitionInline(admin.TabularInline):
+class CaseTransitionInline(ReadOnlyForSupport, admin.TabularInline):
     model = CaseTransition
     fields = ("at", "from_state", "to_state", "trigger", "actor", "decision")
     readonly_fields = fields
@@ -103,18 +107,6 @@ class CaseTransitionInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = False
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
-        return can_read(request.user) or super().has_view_permission(request, obj)
 
 
 class HoldForm(forms.Form):

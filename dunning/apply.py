@@ -6,7 +6,7 @@ from django.db import transaction
 
 from billing_events.models import Account
 from dunning.compute import Desired
-from dunning.engine import Change, Outcome
+from dunning.engine import CASE_FIELDS, Change, Outcome
 from dunning.models import (
     AccountStanding,
     BadDebtEpisode,
@@ -31,16 +31,8 @@ TRANSITION_METHOD = {
     CaseState.LIFTING: "lift",
     CaseState.RESOLVED: "resolve",
 }
-CASE_VALUE_FIELDS = (
-    "resolution",
-    "level",
-    "decline_class",
-    "earliest_unpaid_at",
-    "amount_overdue",
-    "next_review_at",
-    "next_retry_at",
-    "shadow",
-)
+# Every diffed case field but the state, which changes only through its transitions.
+CASE_VALUE_FIELDS = tuple(name for name in CASE_FIELDS if name != "state")
 
 
 def apply(
