@@ -216,6 +216,8 @@ LOGGING = {
         # The SDK logs whole response bodies at DEBUG, and a decline's body carries card
         # details (last4, expiry, fingerprint): never let LOG_LEVEL=DEBUG leak them.
         "stripe": {"level": "WARNING"},
+        # With in-process tasks kombu's memory transport has no host, and says so.
+        "kombu.connection": {"level": "ERROR" if CELERY_TASK_ALWAYS_EAGER else "WARNING"},
     },
 }
 
