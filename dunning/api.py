@@ -5,6 +5,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -37,6 +39,7 @@ class AdvanceTestClockView(APIView):
             raise Http404  # with the flag off the endpoint does not exist, even to auth
         super().initial(request, *args, **kwargs)
 
+    @extend_schema(request=AdvanceClockSerializer, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request) -> Response:
         body = AdvanceClockSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -59,6 +62,7 @@ class BadDebtMetricsView(APIView):
 
     permission_classes = [SupportRole]
 
+    @extend_schema(parameters=[BadDebtMetricsQuery], responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         query = BadDebtMetricsQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -94,6 +98,18 @@ class PayBadDebtView(APIView):
 
     permission_classes = [PaymentsApp]
 
+    @extend_schema(
+        request=PayBadDebtSerializer,
+        parameters=[
+            OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=True)
+        ],
+        responses={
+            200: OpenApiTypes.OBJECT,
+            402: OpenApiTypes.OBJECT,
+            409: OpenApiTypes.OBJECT,
+            422: OpenApiTypes.OBJECT,
+        },
+    )
     def post(self, request: Request, account_id: int) -> Response:
         get_object_or_404(Account, pk=account_id)
         key = request.headers.get("Idempotency-Key", "").strip()
@@ -128,6 +144,7 @@ class RolloutView(APIView):
 
     permission_classes = [SupportRole]
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         gate = rollout.current_gate()
         return Response(
@@ -140,6 +157,7 @@ class RolloutView(APIView):
             }
         )
 
+    @extend_schema(request=RolloutSerializer, responses=OpenApiTypes.OBJECT)
     def put(self, request: Request) -> Response:
         body = RolloutSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -157,6 +175,7 @@ class ShadowReportView(APIView):
 
     permission_classes = [SupportRole]
 
+    @extend_schema(parameters=[ShadowReportQuery], responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         query = ShadowReportQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
