@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PG_URL ?= postgres://postgres@127.0.0.1:5432/dunning
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: demo test lint format services web worker beat bench-ingest bench-recompute bench-dispatch clean
+.PHONY: demo test lint format services web worker beat bench-ingest bench-recompute bench-dispatch bench-drift clean
 
 $(BIN)/python: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,9 @@ bench-recompute: $(BIN)/python services
 
 bench-dispatch: $(BIN)/python services
 	$(BIN)/python bench/retry_dispatch.py
+
+bench-drift: $(BIN)/python services
+	$(BIN)/python bench/drift.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3

@@ -97,9 +97,15 @@ def drifted(*, account_id: int, now: datetime, policy: Policy) -> bool:
 def scan() -> DriftScan:
     now = clock.now()
     policy = current_policy()
-    previous = DriftScan.objects.order_by("-started_at").values_list("started_at", flat=True)
+    # The last scan that finished: a crashed one must not move the watermark.
+    since = (
+        DriftScan.objects.filter(finished_at__isnull=False)
+        .order_by("-started_at")
+        .values_list("started_at", flat=True)
+        .first()
+    )
     run = DriftScan.objects.create(started_at=now)
-    for account_id in sorted(candidates(since=previous.first())):
+    for account_id in sorted(candidates(since=since)):
         run.candidates += 1
         try:
             if not drifted(account_id=account_id, now=now, policy=policy):

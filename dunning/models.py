@@ -177,6 +177,17 @@ class AccountStanding(models.Model):
     acknowledged = models.CharField(max_length=32, blank=True, default="")
     acknowledged_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        indexes = [
+            # The drift detector's "standing not settled": a small part of a large table.
+            models.Index(
+                fields=["account"],
+                name="standing_unsettled_idx",
+                condition=~models.Q(requested="good")
+                | ~models.Q(acknowledged=models.F("requested")),
+            )
+        ]
+
     def __str__(self) -> str:
         return f"{self.requested} (acknowledged: {self.acknowledged or '-'})"
 
@@ -399,6 +410,9 @@ class DriftScan(models.Model):
     drifted = models.PositiveIntegerField(default=0)
     remediated = models.PositiveIntegerField(default=0)
     deferred = models.PositiveIntegerField(default=0, help_text="left alone by the time guard")
+
+    class Meta:
+        indexes = [models.Index(fields=["-started_at"], name="drift_scan_started_idx")]
 
     def __str__(self) -> str:
         return f"drift scan {self.started_at:%Y-%m-%d %H:%M}: {self.drifted} drifted"

@@ -134,3 +134,16 @@ def test_stuck_in_lifting_is_counted_and_redriven(stripe_sender, test_clock, set
     assert AccountStanding.objects.get().acknowledged == "good"
     assert not stuck_cases(now=clock.now()).exists()
     assert not OutboxItem.objects.filter(status="pending").exists()
+
+
+def test_accounts_changed_since_the_last_scan_are_examined(stripe_sender, test_clock):
+    first = scan()
+    assert first.candidates == 0
+    clock_service.advance(seconds=60)
+    cus = StripeCustomer()
+    deliver_now(stripe_sender, cus, lambda c: c.customer_updated("pm_1"))  # not in dunning
+    clock_service.advance(seconds=60)
+
+    assert scan().candidates == 1
+    clock_service.advance(seconds=60)
+    assert scan().candidates == 0  # nothing changed since

@@ -1,0 +1,121 @@
+"""`manage.py simulate`: a book of accounts through the service, against the legacy policy.
+
+By default the run gets a scratch database of its own, made like a test database next to
+the configured one (SQLite: `simulation.sqlite3` beside the configured file; PostgreSQL:
+`<name>_simulation` on the same server), migrated, and dropped afterwards (`--keep-db` keeps
+it for a look in the admin). The configured database is never written to. `--in-place`
+runs in the configured database instead, which must hold no accounts yet.
+"""
+
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+
+from dunning.simulation import simulate
+from dunning.simulation.driver import SimulationError
+from dunning.simulation.mix import Mix, MixError, mix_table, parse_mix
+from dunning.simulation.report import format_table, write_json
+
+
+def scratch_name() -> str:
+    configured = settings.DATABASES["default"]
+    if connection.vendor == "sqlite":
+        base = Path(str(configured["NAME"]))
+        return str(base.with_name("simulation.sqlite3"))
+    return f"{configured['NAME']}_simulation"
+
+
+class Command(BaseCommand):
+    help = (
+        "Simulate a book of subscription accounts through the real service and the legacy "
+        "policy, and print the outcome report side by side."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--accounts", type=int, default=1000)
+        parser.add_argument("--days", type=int, default=90)
+        parser.add_argument("--seed", type=int, default=7)
+        parser.add_argument("--json", dest="json_path", help="write the report as JSON here")
+        parser.add_argument("--html", dest="html_path", help="write the HTML report here")
+        parser.add_argument(
+            "--mix",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a behaviour rate (see --show-mix)",
+        )
+        parser.add_argument(
+            "--show-mix", action="store_true", help="print the mix and its sources, and exit"
+        )
+        parser.add_argument(
+            "--in-place",
+            action="store_true",
+            help="run in the configured database (it must hold no accounts) instead of a "
+            "scratch one",
+        )
+        parser.add_argument(
+            "--keep-db", action="store_true", help="keep the scratch database afterwards"
+        )
+
+    def handle(self, *args, **options) -> None:
+        try:
+            mix = parse_mix(options["mix"])
+        except MixError as error:
+            raise CommandError(str(error)) from error
+        if options["show_mix"]:
+            self.stdout.write(mix_table(mix))
+            return
+        if options["accounts"] < 1 or options["days"] < 1:
+            raise CommandError("--accounts and --days must be at least 1")
+        if options["in_place"]:
+            report = self._run(options, mix)
+        else:
+            report = self._run_in_scratch_database(options, mix)
+        seconds = report.pop("_seconds")
+        self.stdout.write(format_table(report))
+        account_days = options["accounts"] * options["days"]
+        self.stdout.write(
+            f"\nran {account_days:,} account-days in {seconds['simulate']:.1f} s "
+            f"({account_days / seconds['simulate']:,.0f} account-days/s), converged and "
+            f"checked in {seconds['converge']:.1f} s on {connection.vendor}"
+        )
+        if options["json_path"]:
+            write_json(report, options["json_path"])
+            self.stdout.write(f"JSON: {options['json_path']}")
+        if options["html_path"]:
+            from dunning.simulation.html import write_html
+
+            write_html(report, options["html_path"])
+            self.stdout.write(f"HTML: {options['html_path']}")
+
+    def _run(self, options: dict, mix: Mix) -> dict:
+        try:
+            return simulate(
+                accounts=options["accounts"],
+                days=options["days"],
+                seed=options["seed"],
+                mix=mix,
+                progress=lambda text: self.stderr.write(f"  {text}"),
+            )
+        except SimulationError as error:
+            raise CommandError(str(error)) from error
+
+    def _run_in_scratch_database(self, options: dict, mix: Mix) -> dict:
+        creation = connection.creation
+        original = connection.settings_dict["NAME"]
+        saved_test = dict(connection.settings_dict.get("TEST") or {})
+        connection.settings_dict.setdefault("TEST", {})["NAME"] = scratch_name()
+        started = time.perf_counter()
+        name = creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+        self.stderr.write(f"scratch database {name} ready in {time.perf_counter() - started:.1f} s")
+        try:
+            return self._run(options, mix)
+        finally:
+            creation.destroy_test_db(original, verbosity=0, keepdb=options["keep_db"])
+            connection.settings_dict["TEST"] = saved_test
+            if options["keep_db"]:
+                self.stderr.write(f"kept the scratch database {name}")

@@ -1,0 +1,291 @@
+"""A book of subscription accounts and the hidden truth of what each customer will do.
+
+Everything is drawn up front from one `random.Random(seed)`, account by account, so both
+worlds (the legacy model and this service) face the same customers. Times are seconds
+since the start of the run.
+
+A customer's card goes through *spells*: from a failed charge until the cause goes away,
+every off-session charge on it is declined with the same code. What ends a spell is the
+customer's business, decided here and hidden from both policies:
+
+| class | a spell ends when | then |
+|---|---|---|
+| soft | the funds arrive (`soft_clears` of them, after a few days) | any later charge succeeds |
+| hard | the customer adds a new card (`hard_updates_card`) | charges on the new card succeed |
+| fraud | the customer comes back with another card and pays on-session | open invoices are paid |
+| auth | the customer authenticates on-session | open invoices are paid |
+
+A charge made during a spell fails with the spell's code; otherwise it fails with the
+probability of its kind (renewal or upgrade) and starts a new spell. Each failed invoice
+also carries what finance or the customer may do to it if it is still open by then: pay it
+out of band, void it, mark it uncollectible (renewals only).
+"""
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from dunning.simulation.mix import Mix
+
+DAY = 86400.0
+CYCLE_DAYS = 30
+PAYING_HISTORY_MONTHS = 6  # the ladder's good-payer threshold (6 paid invoices)
+HISTORY_REPLAYED = 6  # paid invoices replayed before the run (what the engine reads)
+
+SOFT_CODES = {
+    "insufficient_funds": 0.62,
+    "do_not_honor": 0.15,
+    "generic_decline": 0.13,
+    "processing_error": 0.06,
+    "try_again_later": 0.04,
+}
+HARD_CODES = {
+    "expired_card": 0.60,
+    "transaction_not_allowed": 0.10,
+    "invalid_account": 0.10,
+    "do_not_try_again": 0.10,
+    "revocation_of_authorization": 0.10,
+}
+FRAUD_CODES = {
+    "fraudulent": 0.40,
+    "stolen_card": 0.20,
+    "lost_card": 0.20,
+    "pickup_card": 0.10,
+    "restricted_card": 0.10,
+}
+AUTH_CODES = {"authentication_required": 1.0}
+CODES = {"soft": SOFT_CODES, "hard": HARD_CODES, "fraud": FRAUD_CODES, "auth": AUTH_CODES}
+
+PLANS = {900: 0.20, 2900: 0.35, 4900: 0.25, 9900: 0.15, 29900: 0.05}
+SMALL_PLAN = 500
+PLAN_LADDER = sorted(PLANS)
+
+
+@dataclass(frozen=True)
+class Trouble:
+    """What goes wrong if this charge fails: the class, the code, and when it ends."""
+
+    kind: str  # soft | hard | fraud | auth
+    code: str
+    ends_after: float | None  # seconds after the failed charge; None: never
+
+
+@dataclass(frozen=True)
+class Fate:
+    """What happens to the invoice, if it failed and is still open by then."""
+
+    out_of_band_after: float | None = None
+    void_after: float | None = None
+    uncollectible_after: float | None = None
+
+    def actions(self) -> list[tuple[float, str]]:
+        found = [
+            (self.out_of_band_after, "out_of_band"),
+            (self.void_after, "void"),
+            (self.uncollectible_after, "uncollectible"),
+        ]
+        return sorted((after, action) for after, action in found if after is not None)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """An invoice and its first, automatic charge attempt."""
+
+    invoice_id: str
+    kind: str  # renewal | upgrade
+    at: float
+    amount: int
+    trouble: Trouble | None  # drawn: the charge fails this way if the card is fine then
+    fate: Fate = field(default_factory=Fate)
+
+    @property
+    def billing_reason(self) -> str:
+        return "subscription_cycle" if self.kind == "renewal" else "subscription_update"
+
+
+@dataclass(frozen=True)
+class AccountTruth:
+    index: int
+    customer: str
+    subscription: str
+    plan: int  # minor units (USD) a month
+    tenure_months: int  # paid months before the run
+    charges: tuple[Charge, ...]  # in time order
+
+    @property
+    def paying_history(self) -> bool:
+        return self.tenure_months >= PAYING_HISTORY_MONTHS
+
+    @property
+    def may_fail(self) -> bool:
+        return any(charge.trouble is not None for charge in self.charges)
+
+    @property
+    def history(self) -> int:
+        """Paid invoices replayed before the run for an account that may fail."""
+        return min(self.tenure_months, HISTORY_REPLAYED) if self.may_fail else 0
+
+
+@dataclass(frozen=True)
+class Book:
+    seed: int
+    days: int
+    mix: Mix
+    accounts: tuple[AccountTruth, ...]
+    outage: tuple[float, float]  # Account Management down from, until
+    delivery_seed: int  # drawn last from the same Random(seed): duplicates, delays, order
+
+    @property
+    def end(self) -> float:
+        return self.days * DAY
+
+
+@dataclass
+class Spell:
+    trouble: Trouble
+    start: float
+    end: float | None
+    card: int  # the card generation it was on
+
+    def active(self, t: float) -> bool:
+        return self.start <= t and (self.end is None or t < self.end)
+
+
+@dataclass
+class Card:
+    """The card state of one account in one world: the spells started by its charges."""
+
+    spells: list[Spell] = field(default_factory=list)
+    generation: int = 0
+
+    def active(self, t: float) -> Spell | None:
+        for spell in self.spells:
+            if spell.active(t):
+                return spell
+        return None
+
+    def charge(self, charge: Charge, t: float) -> tuple[Spell | None, bool]:
+        """The spell that declines this charge (None: it succeeds), and whether it is new."""
+        spell = self.active(t)
+        if spell is not None:
+            return spell, False
+        if charge.trouble is None:
+            return None, False
+        end = None if charge.trouble.ends_after is None else t + charge.trouble.ends_after
+        spell = Spell(charge.trouble, t, end, self.generation)
+        self.spells.append(spell)
+        return spell, True
+
+    def spell_ended(self, spell: Spell) -> None:
+        """A new card (hard, fraud) is a new generation: network limits start again."""
+        if spell.trouble.kind in ("hard", "fraud"):
+            self.generation += 1
+
+
+def _weighted(rng: random.Random, weights: dict) -> object:
+    total = sum(weights.values())
+    pick = rng.random() * total
+    for key, weight in weights.items():
+        pick -= weight
+        if pick < 0:
+            return key
+    return key
+
+
+def _days(rng: random.Random, low: float, high: float, mode: float) -> float:
+    return rng.triangular(low, max(high, low), min(max(mode, low), high)) * DAY
+
+
+def draw_trouble(rng: random.Random, mix: Mix, failure_rate: float) -> Trouble | None:
+    if rng.random() >= failure_rate:
+        return None
+    kind = _weighted(rng, mix.class_weights)
+    code = _weighted(rng, CODES[kind])
+    ends: float | None = None
+    if kind == "soft" and rng.random() < mix.soft_clears:
+        ends = _days(rng, 0.5, mix.soft_clear_days_max, mix.soft_clear_days_mode)
+    elif kind == "hard" and rng.random() < mix.hard_updates_card:
+        ends = _days(rng, 0.5, mix.hard_update_days_max, mix.hard_update_days_mode)
+    elif kind == "fraud" and rng.random() < mix.fraud_pays_on_session:
+        ends = _days(rng, 1, 30, 5)
+    elif kind == "auth" and rng.random() < mix.auth_completes:
+        ends = _days(rng, 0.1, mix.auth_days_max, mix.auth_days_mode)
+    return Trouble(kind, code, ends)
+
+
+def draw_fate(rng: random.Random, mix: Mix, *, renewal: bool) -> Fate:
+    oob = _days(rng, 1, 25, 5) if rng.random() < mix.out_of_band_rate else None
+    void = _days(rng, 1, 20, 3) if rng.random() < mix.void_rate else None
+    uncollectible = None
+    if renewal and rng.random() < mix.uncollectible_rate:
+        uncollectible = _days(rng, 25, 45, 30)
+    return Fate(oob, void, uncollectible)
+
+
+def upgrade_amount(plan: int, days_into_cycle: float) -> int:
+    """Proration to the next plan up (or half the plan again at the top) for the rest of
+    the cycle, in minor units."""
+    higher = [price for price in PLAN_LADDER if price > plan]
+    difference = (higher[0] - plan) if higher else plan // 2
+    remaining = max(CYCLE_DAYS - days_into_cycle, 1) / CYCLE_DAYS
+    return max(100, int(round(difference * remaining, -1)))
+
+
+def draw_account(rng: random.Random, mix: Mix, index: int, days: int) -> AccountTruth:
+    plan = SMALL_PLAN if rng.random() < mix.small_plan_share else _weighted(rng, PLANS)
+    tenure = min(int(rng.expovariate(1 / mix.tenure_mean_months)), 120)
+    first = rng.uniform(0, CYCLE_DAYS) * DAY
+    name = f"sim{index:06d}"
+    charges: list[Charge] = []
+    for cycle in range(math.ceil(days / CYCLE_DAYS) + 1):
+        at = first + cycle * CYCLE_DAYS * DAY
+        trouble = draw_trouble(rng, mix, mix.renewal_failure_rate)
+        fate = draw_fate(rng, mix, renewal=True)
+        if at < days * DAY:
+            charges.append(Charge(f"in_{name}r{cycle:02d}", "renewal", at, plan, trouble, fate))
+        if rng.random() < mix.upgrade_rate:
+            into = rng.uniform(3, 25)
+            up_at = at + into * DAY
+            trouble = draw_trouble(rng, mix, mix.upgrade_failure_rate)
+            fate = draw_fate(rng, mix, renewal=False)
+            if up_at < days * DAY:
+                charges.append(
+                    Charge(
+                        f"in_{name}u{cycle:02d}",
+                        "upgrade",
+                        up_at,
+                        upgrade_amount(plan, into),
+                        trouble,
+                        fate,
+                    )
+                )
+    return AccountTruth(
+        index=index,
+        customer=f"cus_{name}",
+        subscription=f"sub_{name}",
+        plan=plan,
+        tenure_months=tenure,
+        charges=tuple(sorted(charges, key=lambda c: (c.at, c.invoice_id))),
+    )
+
+
+def generate(*, accounts: int, days: int, seed: int, mix: Mix | None = None) -> Book:
+    """The whole book, drawn from `random.Random(seed)`: same arguments, same book."""
+    mix = mix or Mix()
+    rng = random.Random(seed)
+    if mix.am_outage_day >= 0:
+        outage_start = mix.am_outage_day * DAY
+    else:
+        outage_start = rng.uniform(days / 3, 2 * days / 3) * DAY
+    # The outage ends before the run does, so that convergence can be checked at the end.
+    outage_end = min(outage_start + mix.am_outage_hours * 3600, max(days - 1, 0) * DAY)
+    book = tuple(draw_account(rng, mix, index, days) for index in range(accounts))
+    outage = (outage_start, max(outage_start, outage_end))
+    return Book(seed, days, mix, book, outage, delivery_seed=rng.getrandbits(64))
+
+
+def delivery_rng(book: Book) -> random.Random:
+    """The stream for delivery noise (duplicates, delays, order): seeded by the last draw
+    of the book's Random(seed), and kept apart from the customers' draws so that delivery
+    noise never changes who does what."""
+    return random.Random(book.delivery_seed)

@@ -1,0 +1,188 @@
+"""The service's side of the report, read from its own stores after convergence, checked
+against Stripe's side (the run's ledger)."""
+
+from collections import Counter
+
+from billing_events.models import Invoice, WebhookEvent
+from dunning.models import (
+    IN_DUNNING,
+    AccountStanding,
+    BadDebtEpisode,
+    Decision,
+    DunningCase,
+    OutboxItem,
+)
+from dunning.simulation.driver import START, ServiceRun, at, index_of
+from dunning.simulation.generator import Book
+from dunning.simulation.ledger import InvoiceState, Ledger, money_and_retries
+
+UNFINISHED_EVENTS = ("received", "failed", "dead")
+
+
+def _owed_at(ledger: Ledger, account: int, t: float) -> list[InvoiceState]:
+    """The account's invoices that had failed and were still owed at t (seconds)."""
+    owed = []
+    for invoice_id in ledger.by_account.get(account, ()):
+        state = ledger.invoices[invoice_id]
+        if state.failed_at is None or state.failed_at > t:
+            continue
+        if state.paid_at is not None and state.paid_at <= t:
+            continue
+        if state.status == "void" and state.closed_at is not None and state.closed_at <= t:
+            continue
+        owed.append(state)
+    return owed
+
+
+def bad_debt(book: Book, ledger: Ledger) -> dict:
+    """Every bad-debt episode, and those an upgrade invoice alone caused: at entry, every
+    failed invoice still owed was an upgrade/proration invoice (the base plan was paid)."""
+    reasons: Counter = Counter()
+    upgrade_only, upgrade_accounts, dated_by_upgrade = 0, set(), 0
+    for customer, entered_at, reason in BadDebtEpisode.objects.values_list(
+        "account__stripe_customer_id", "entered_at", "reason"
+    ):
+        reasons[reason] += 1
+        account = index_of(customer)
+        owed = _owed_at(ledger, account, (entered_at - START).total_seconds())
+        if owed and all(state.upgrade for state in owed):
+            upgrade_only += 1
+            upgrade_accounts.add(account)
+        elif owed and min(owed, key=lambda s: s.charge.at).upgrade:
+            dated_by_upgrade += 1
+    per_day = upgrade_only / book.days if book.days else 0.0
+    return {
+        "bad_debt_entries": sum(reasons.values()),
+        "bad_debt_entries_by_reason": dict(sorted(reasons.items())),
+        "upgrade_only_bad_debt": upgrade_only,
+        "upgrade_only_bad_debt_accounts": len(upgrade_accounts),
+        "upgrade_only_bad_debt_per_day": round(per_day, 4),
+        "upgrade_only_bad_debt_per_year": round(per_day * 365, 1),
+        "bad_debt_dated_by_an_older_upgrade_invoice": dated_by_upgrade,
+    }
+
+
+def limbo(book: Book) -> dict:
+    """Open cases with no next step: no review planned, no retry or cancellation pending.
+    An upgrade held back (the base plan paid) is reported apart: the design keeps it
+    restricted until paid, and it never escalates."""
+    pending = set(
+        OutboxItem.objects.filter(
+            status=OutboxItem.Status.PENDING,
+            kind__in=[OutboxItem.Kind.PAYMENT_RETRY, OutboxItem.Kind.CANCEL_SUBSCRIPTION],
+        ).values_list("account_id", flat=True)
+    )
+    stalled: Counter = Counter()
+    for account_id, level in DunningCase.objects.filter(
+        state__in=IN_DUNNING, next_review_at__isnull=True
+    ).values_list("account_id", "level"):
+        if account_id not in pending:
+            stalled[level] += 1
+    held = stalled.pop("upgrade_restricted", 0)
+    open_cases = Counter(
+        DunningCase.objects.filter(state__in=IN_DUNNING).values_list("level", flat=True)
+    )
+    return {
+        "limbo": sum(stalled.values()),
+        "limbo_by_level": dict(sorted(stalled.items())),
+        "upgrade_held_back_open": held,
+        "open_cases_at_end": dict(sorted(open_cases.items())),
+    }
+
+
+def lost_or_stuck(book: Book, run: ServiceRun) -> dict:
+    end = at(book.end)
+    events = Counter(WebhookEvent.objects.values_list("status", flat=True))
+    items = Counter(OutboxItem.objects.values_list("kind", "status"))
+    dead = sum(n for (kind, status), n in items.items() if status == "dead")
+    overdue = OutboxItem.objects.filter(
+        status=OutboxItem.Status.PENDING, next_attempt_at__lt=end
+    ).count()
+    # The run's database holds nothing else (run_service checks it starts empty).
+    mirror = dict(Invoice.objects.values_list("stripe_invoice_id", "status").iterator())
+    missing = sum(1 for invoice_id in run.ledger.invoices if invoice_id not in mirror)
+    mismatched = sum(
+        1
+        for invoice_id, state in run.ledger.invoices.items()
+        if invoice_id in mirror and mirror[invoice_id] != state.status
+    )
+    refused = sum(n for status, n in run.deliveries.items() if status != 200)
+    parts = {
+        "webhook_events_unprocessed": sum(events.get(s, 0) for s in UNFINISHED_EVENTS),
+        "webhook_deliveries_refused": refused,
+        "outbox_items_dead": dead,
+        "outbox_items_overdue": overdue,
+        "invoices_missing_from_mirror": missing,
+        "invoices_mirror_disagrees_with_stripe": mismatched,
+    }
+    return {
+        "lost_or_stuck": parts,
+        "lost_or_stuck_total": sum(parts.values()),
+        "webhook_events_by_status": dict(sorted(events.items())),
+        "outbox_items_by_kind_status": {
+            f"{kind}:{status}": n for (kind, status), n in sorted(items.items())
+        },
+    }
+
+
+def disagreement(run: ServiceRun) -> dict:
+    standing = list(
+        AccountStanding.objects.values_list(
+            "account__stripe_customer_id", "requested", "acknowledged"
+        )
+    )
+    unacknowledged = sum(1 for _, requested, acknowledged in standing if requested != acknowledged)
+    # What Account Management itself holds; "good" is what it assumes when never told.
+    am_differs = sum(
+        1
+        for customer, requested, _ in standing
+        if run.am_standing.get(customer, "good") != requested
+    )
+    return {
+        "disagree_after_convergence": run.drift_changed + unacknowledged + am_differs,
+        "drift_recompute_changed": run.drift_changed,
+        "drift_recomputed_accounts": run.drift_accounts,
+        "standing_unacknowledged": unacknowledged,
+        "account_management_differs": am_differs,
+    }
+
+
+def outage_escalations(book: Book) -> dict:
+    """Level changes the engine applied while Account Management was down."""
+    start, end = (at(t) for t in book.outage)
+    applied = 0
+    for changes in Decision.objects.filter(decided_at__gte=start, decided_at__lt=end).values_list(
+        "changes", flat=True
+    ):
+        applied += any(c.get("store") == "case" and c.get("field") == "level" for c in changes)
+    # Not measured as a count: escalation never calls Account Management (the standing
+    # leaves through the outbox), so nothing can block it; see "applied".
+    return {"applied": applied, "blocked": None}
+
+
+def service_report(book: Book, run: ServiceRun) -> dict:
+    money = money_and_retries(run.ledger)
+    return {
+        **money,
+        **bad_debt(book, run.ledger),
+        **limbo(book),
+        **disagreement(run),
+        **lost_or_stuck(book, run),
+        "escalations_during_outage": outage_escalations(book),
+        "account_management": run.account_management,
+        "cancelled_by_the_ladder": DunningCase.objects.filter(resolution="cancelled").count(),
+        "paying_history_restricted_days": run.restricted_days,
+        "paying_history_beyond_upgrade_days": run.beyond_upgrade_days,
+        "paying_history_no_core_days": run.no_core_days,
+        "deliveries": {
+            "events_created": run.events_created,
+            "delivered": sum(run.deliveries.values()),
+            "duplicates_delivered": run.duplicates_delivered,
+            "delayed_1min_to_3h": run.delayed,
+        },
+        "series": {
+            "levels": run.levels,
+            "bad_debt_open": run.bad_debt_by_day,
+            "cancelled_total": run.cancelled_by_day,
+        },
+    }

@@ -1,0 +1,173 @@
+"""The outcome report: legacy vs this service on the same book, as data, a table and JSON.
+
+The JSON holds no wall-clock figure, so the same seed gives the same file byte for byte.
+"""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from dunning.simulation.driver import START
+from dunning.simulation.generator import DAY, Book
+from dunning.simulation.legacy import LEGACY_RETRY_DAYS
+
+
+def book_summary(book: Book) -> dict:
+    kinds: Counter = Counter()
+    troubles: Counter = Counter()
+    for truth in book.accounts:
+        for charge in truth.charges:
+            kinds[charge.kind] += 1
+            if charge.trouble is not None:
+                troubles[f"{charge.kind}:{charge.trouble.kind}"] += 1
+    return {
+        "accounts": len(book.accounts),
+        "accounts_with_paying_history": sum(t.paying_history for t in book.accounts),
+        "renewals": kinds["renewal"],
+        "upgrades": kinds["upgrade"],
+        "failures_drawn": dict(sorted(troubles.items())),
+        "monthly_revenue": sum(t.plan for t in book.accounts),
+    }
+
+
+def build_report(book: Book, legacy: dict, service: dict) -> dict:
+    start, end = book.outage
+    return {
+        "parameters": {
+            "accounts": len(book.accounts),
+            "days": book.days,
+            "seed": book.seed,
+            "start": START.isoformat(),
+            "currency": "usd",
+            "legacy_retry_days": list(LEGACY_RETRY_DAYS),
+        },
+        "mix": book.mix.as_dict(),
+        "book": book_summary(book),
+        "account_management_outage": {
+            "start_day": round(start / DAY, 3),
+            "hours": round((end - start) / 3600, 2),
+        },
+        "legacy": legacy,
+        "service": service,
+    }
+
+
+def write_json(report: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
+def as_json(report: dict) -> str:
+    return json.dumps(report, indent=2, sort_keys=True)
+
+
+def _money(minor: int | None) -> str:
+    return "-" if minor is None else f"{minor / 100:,.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _days(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _int(value: object) -> str:
+    return "-" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def rows(report: dict) -> list[tuple[str, str, str]]:
+    """(metric, legacy, this service), in the order a payments lead reads them."""
+    legacy, service = report["legacy"], report["service"]
+
+    def both(key: str, fmt=_int) -> tuple[str, str]:
+        return fmt(legacy.get(key)), fmt(service.get(key))
+
+    def upgrade_rate(side: dict) -> str:
+        return (
+            f"{side['upgrade_only_bad_debt_per_day']:.2f} / "
+            f"{side['upgrade_only_bad_debt_per_year']:,.0f}"
+        )
+
+    def median(side: dict) -> str:
+        return (
+            f"{_days(side['median_days_to_recovery'])} (p90 {_days(side['p90_days_to_recovery'])})"
+        )
+
+    def outage(side: dict) -> str:
+        esc = side["escalations_during_outage"]
+        return f"{esc['applied']} / {_int(esc['blocked'])}"
+
+    def cap(side: dict) -> str:
+        return _int(side["network_cap"]["attempts_over_cap"])
+
+    return [
+        ("money failed (first attempt), USD", *both("failed_amount", _money)),
+        ("money recovered, USD", *both("recovered_amount", _money)),
+        ("recovery rate", *both("recovery_rate", _pct)),
+        ("  failed money back within 7 days", *both("recovered_within_7_days", _pct)),
+        ("  failed money back within 14 days", *both("recovered_within_14_days", _pct)),
+        ("upgrade-only bad debt (accounts put in bad debt)", *both("upgrade_only_bad_debt")),
+        ("  per day / per year, this book", upgrade_rate(legacy), upgrade_rate(service)),
+        ("bad-debt entries, all reasons", *both("bad_debt_entries")),
+        (
+            "  brought forward by an older unpaid upgrade invoice",
+            "n/a",
+            _int(service["bad_debt_dated_by_an_older_upgrade_invoice"]),
+        ),
+        ("accounts in limbo after exhaustion (end of run)", *both("limbo")),
+        (
+            "  unpaid upgrades held back, nothing scheduled",
+            "n/a",
+            _int(service["upgrade_held_back_open"]),
+        ),
+        ("retries", *both("retries")),
+        ("retries on hard declines", *both("retries_on_hard")),
+        ("retries on fraud declines", *both("retries_on_fraud")),
+        ("retries on authentication-required", *both("retries_on_auth_required")),
+        ("network-cap violations (>15 attempts/card/30 d)", cap(legacy), cap(service)),
+        ("median days to recovery", median(legacy), median(service)),
+        ("accounts whose stores disagree after convergence", *both("disagree_after_convergence")),
+        ("events lost or stuck", *both("lost_or_stuck_total")),
+        (
+            "paying-history customers restricted, account-days",
+            *both("paying_history_restricted_days", lambda v: f"{v:,.0f}"),
+        ),
+        (
+            "  of which beyond the upgrade",
+            *both("paying_history_beyond_upgrade_days", lambda v: f"{v:,.0f}"),
+        ),
+        (
+            "  of which without core access",
+            *both("paying_history_no_core_days", lambda v: f"{v:,.0f}"),
+        ),
+        ("escalations during the AM outage (applied / blocked)", outage(legacy), outage(service)),
+    ]
+
+
+def format_table(report: dict) -> str:
+    table = rows(report)
+    width = max(len(label) for label, _, _ in table)
+    left = max(len("legacy"), *(len(v) for _, v, _ in table))
+    right = max(len("this service"), *(len(v) for _, _, v in table))
+    params = report["parameters"]
+    outage = report["account_management_outage"]
+    lines = [
+        f"{params['accounts']:,} accounts, {params['days']} days, seed {params['seed']}; "
+        f"Account Management down {outage['hours']:g} h from day {outage['start_day']:.1f}",
+        f"{'':{width}}  {'legacy':>{left}}  {'this service':>{right}}",
+        f"{'-' * width}  {'-' * left}  {'-' * right}",
+    ]
+    lines += [f"{label:{width}}  {a:>{left}}  {b:>{right}}" for label, a, b in table]
+    service = report["service"]
+    notes = [
+        f"service: {service['cancelled_by_the_ladder']} subscription(s) cancelled at the end "
+        f"of the ladder; limbo by level: {service['limbo_by_level'] or 'none'}",
+        f"service: {service['deliveries']['delivered']:,} webhook deliveries "
+        f"({service['deliveries']['duplicates_delivered']:,} duplicates, "
+        f"{service['deliveries']['delayed_1min_to_3h']:,} held back 1 min-3 h, all in a "
+        "shuffled order), "
+        f"Account Management refused {service['account_management']['refused_during_outage']:,} "
+        "standing update(s) during the outage, all retried",
+    ]
+    return "\n".join([*lines, "", *notes])
