@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PG_URL ?= postgres://postgres@127.0.0.1:5432/dunning
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: demo test lint format services web worker beat bench-ingest bench-recompute bench-dispatch bench-drift clean
+.PHONY: demo simulate test lint format services web worker beat bench-ingest bench-recompute bench-dispatch bench-drift bench-simulate clean
 
 $(BIN)/python: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(BIN)/python: requirements.txt
 demo: $(BIN)/python
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(BIN)/python manage.py migrate --verbosity 0
 	env -u DATABASE_URL -u CELERY_BROKER_URL LOG_LEVEL=WARNING $(BIN)/python manage.py demo
+
+# The outcome report: legacy policy against this service on one simulated book.
+simulate: $(BIN)/python
+	env -u DATABASE_URL -u CELERY_BROKER_URL LOG_LEVEL=WARNING $(BIN)/python manage.py simulate --json simulation.json --html simulation.html
 
 test: $(BIN)/python services
 	$(BIN)/ruff format --check .
@@ -57,6 +61,9 @@ bench-dispatch: $(BIN)/python services
 
 bench-drift: $(BIN)/python services
 	$(BIN)/python bench/drift.py
+
+bench-simulate: $(BIN)/python services
+	$(BIN)/python bench/simulate.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3

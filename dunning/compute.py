@@ -167,13 +167,27 @@ def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
     for invoice in outstanding:
         overdue[invoice.currency] = overdue.get(invoice.currency, 0) + invoice.amount_remaining
 
+    # The ladder runs from the earliest unpaid invoice for the base plan: an older unpaid
+    # upgrade only ever holds back the upgrade, it never brings the base plan's steps forward.
+    base = [i for i in outstanding if i.billing_reason != UPGRADE_REASON]
+    ladder_start = min(i.opened_at for i in base) if base else earliest
     next_review_at = None
     if written_off:
-        level = Level.SUSPENDED
+        # Bad debt at once; the ladder still runs on to cancellation (no limbo).
+        ladder = consequence_level(
+            earliest_unpaid_at=ladder_start,
+            now=now,
+            decline_class=decline_class,
+            overdue=overdue,
+            history=PaymentHistory(snapshot.paid_invoices, snapshot.recent_cases),
+            policy=policy,
+        )
+        level = Level.CANCELLED if ladder.level == Level.CANCELLED else Level.SUSPENDED
+        next_review_at = ladder.next_review_at
         rules.append(
             Rule(
                 "written_off",
-                "level suspended (bad debt): invoice(s) marked uncollectible",
+                f"level {level.value} (bad debt): invoice(s) marked uncollectible",
                 {"invoices": sorted(i.stripe_invoice_id for i in written_off)},
             )
         )
@@ -189,7 +203,7 @@ def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
         )
     else:
         ladder = consequence_level(
-            earliest_unpaid_at=earliest,
+            earliest_unpaid_at=ladder_start,
             now=now,
             decline_class=decline_class,
             overdue=overdue,

@@ -101,7 +101,3 @@ class SimulatedGateway:
 
 SIMULATED = SimulatedGateway()
 """The process-wide simulated gateway: the demo and simulator script it, workers use it."""
-
-
-SIMULATED = SimulatedGateway()
-"""The process-wide simulated gateway: the demo and simulator script it, workers use it."""

@@ -155,6 +155,8 @@ LOWER_IS_BETTER = {
     "disagree",
     "lost or stuck",
     "without core",
+    "restricted",
+    "beyond the upgrade",
 }
 
 

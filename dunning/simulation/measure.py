@@ -34,6 +34,9 @@ def _owed_at(ledger: Ledger, account: int, t: float) -> list[InvoiceState]:
     return owed
 
 
+FASTEST_SUSPENSION_SECONDS = 15 * 86400
+
+
 def bad_debt(book: Book, ledger: Ledger) -> dict:
     """Every bad-debt episode, and those an upgrade invoice alone caused: at entry, every
     failed invoice still owed was an upgrade/proration invoice (the base plan was paid)."""
@@ -48,8 +51,13 @@ def bad_debt(book: Book, ledger: Ledger) -> dict:
         if owed and all(state.upgrade for state in owed):
             upgrade_only += 1
             upgrade_accounts.add(account)
-        elif owed and min(owed, key=lambda s: s.charge.at).upgrade:
-            dated_by_upgrade += 1
+        elif owed and reason == "ladder_suspended" and min(owed, key=lambda s: s.charge.at).upgrade:
+            # Suspended by the ladder sooner than the base plan's own failure allows even on
+            # the fastest ladder (a fraud decline halves the 30 days): dated by the upgrade.
+            entered = (entered_at - START).total_seconds()
+            base_failed = min(s.failed_at for s in owed if not s.upgrade)
+            if entered - base_failed < FASTEST_SUSPENSION_SECONDS:
+                dated_by_upgrade += 1
     per_day = upgrade_only / book.days if book.days else 0.0
     return {
         "bad_debt_entries": sum(reasons.values()),
