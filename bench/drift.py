@@ -117,6 +117,7 @@ from django.db import connection, models, transaction  # noqa: E402
 from django.db.models import F, Q  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
+from bench.database import BenchError, schema_mismatch  # noqa: E402
 from billing_events.models import (  # noqa: E402
     Account,
     Invoice,
@@ -150,13 +151,6 @@ NAIVE_SAMPLE = 1000  # accounts not in dunning, checked one by one (drifted())
 CHUNK = 10_000  # the full pass reads ids this many at a time
 ENGINE_CHUNK = 250  # accounts per task of the engine's worker processes
 AMOUNT = 4900  # minor units, usd: over the small-amount cap
-
-
-class BenchError(SystemExit):
-    """Abort loudly (non-zero exit) with a message."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(f"\nBENCH FAILED: {message}")
 
 
 def log(message: str, started: float | None = None) -> None:
@@ -194,23 +188,6 @@ def fresh_database(name: str) -> None:
     mismatch = schema_mismatch()
     if mismatch:
         raise BenchError(f"after migrate, {name} does not match the models: {mismatch}")
-
-
-def schema_mismatch() -> list[str]:
-    """Columns the models have and the tables lack, or the other way round."""
-    mismatch = []
-    with connection.cursor() as cursor:
-        tables = set(connection.introspection.table_names(cursor))
-        for model in apps.get_models():
-            table = model._meta.db_table
-            if table not in tables:
-                mismatch.append(f"no table {table}")
-                continue
-            have = {c.name for c in connection.introspection.get_table_description(cursor, table)}
-            want = {f.column for f in model._meta.concrete_fields}
-            mismatch += [f"no column {table}.{c}" for c in sorted(want - have)]
-            mismatch += [f"extra column {table}.{c}" for c in sorted(have - want)]
-    return mismatch
 
 
 def reusable(name: str, book: dict) -> bool:

@@ -89,19 +89,18 @@ os.environ.update(
 )
 
 import django  # noqa: E402
-import psycopg  # noqa: E402
 
 django.setup()
 # Eager Celery has kombu say once that no broker host was given: known, and harmless here.
 logging.getLogger("kombu.connection").setLevel(logging.ERROR)
 
 from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.db.models import F  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from bench.database import BenchError, prepare_database  # noqa: E402
 from billing_events import samples  # noqa: E402
 from billing_events.models import (  # noqa: E402
     Account,
@@ -127,55 +126,11 @@ REVIEW_MARGIN = timedelta(minutes=5)  # +diff: the clock this far past next_revi
 WRITES = ("INSERT", "UPDATE", "DELETE")
 
 
-class BenchError(SystemExit):
-    """Abort loudly (non-zero exit) with a message."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(f"\nBENCH FAILED: {message}")
-
-
 # --------------------------------------------------------------------------- setup
 
 
 def setup_database() -> None:
-    """Create the database if missing, migrate it and empty it. If its schema does not
-    match the models (a migration edited in place), drop it and start again."""
-    for attempt in range(2):
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME])
-            if attempt:
-                conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-            if attempt or not exists.fetchone():
-                conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-                print(f"created database {DB_NAME}")
-        call_command("migrate", verbosity=0, interactive=False)
-        mismatch = schema_mismatch()
-        if not mismatch:
-            break
-        connection.close()
-        print(f"database {DB_NAME} does not match the models ({mismatch[0]}): recreating it")
-    else:
-        raise BenchError(f"after migrate, the database does not match the models: {mismatch}")
-    call_command("flush", verbosity=0, interactive=False)
-
-
-def schema_mismatch() -> list[str]:
-    """Columns the models have and the tables lack, or the other way round."""
-    from django.apps import apps
-
-    mismatch = []
-    with connection.cursor() as cursor:
-        tables = set(connection.introspection.table_names(cursor))
-        for model in apps.get_models():
-            table = model._meta.db_table
-            if table not in tables:
-                mismatch.append(f"no table {table}")
-                continue
-            have = {c.name for c in connection.introspection.get_table_description(cursor, table)}
-            want = {f.column for f in model._meta.concrete_fields}
-            mismatch += [f"no column {table}.{c}" for c in sorted(want - have)]
-            mismatch += [f"extra column {table}.{c}" for c in sorted(have - want)]
-    return mismatch
+    prepare_database(DB_NAME, ADMIN_DSN)
 
 
 def deliver(event: dict) -> None:

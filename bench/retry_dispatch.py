@@ -103,17 +103,16 @@ os.environ.update(
 )
 
 import django  # noqa: E402
-import psycopg  # noqa: E402
 import redis  # noqa: E402
 
 django.setup()
 
 from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.db.models import Count  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from bench.database import BenchError, prepare_database  # noqa: E402
 from billing_events.models import Account, Invoice  # noqa: E402
 from config.celery import app  # noqa: E402
 from dunning import outbox  # noqa: E402
@@ -124,13 +123,6 @@ from dunning.tasks import run_outbox_item  # noqa: E402
 @app.task(name=NOOP_TASK)
 def noop() -> None:
     """The baseline: a Celery task that does nothing."""
-
-
-class BenchError(SystemExit):
-    """Abort loudly (non-zero exit) with a message."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(f"\nBENCH FAILED: {message}")
 
 
 def broker() -> redis.Redis:
@@ -149,45 +141,7 @@ def queue_length() -> int:
 
 
 def setup_database() -> None:
-    """Create the database if missing, migrate it and empty it. If its schema does not
-    match the models (a migration edited in place), drop it and start again."""
-    mismatch: list[str] = []
-    for attempt in range(2):
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME])
-            if attempt:
-                conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-            if attempt or not exists.fetchone():
-                conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-                print(f"created database {DB_NAME}")
-        call_command("migrate", verbosity=0, interactive=False)
-        mismatch = schema_mismatch()
-        if not mismatch:
-            break
-        connection.close()
-        print(f"database {DB_NAME} does not match the models ({mismatch[0]}): recreating it")
-    else:
-        raise BenchError(f"after migrate, the database does not match the models: {mismatch}")
-    call_command("flush", verbosity=0, interactive=False)
-
-
-def schema_mismatch() -> list[str]:
-    """Columns the models have and the tables lack, or the other way round."""
-    from django.apps import apps
-
-    mismatch = []
-    with connection.cursor() as cursor:
-        tables = set(connection.introspection.table_names(cursor))
-        for model in apps.get_models():
-            table = model._meta.db_table
-            if table not in tables:
-                mismatch.append(f"no table {table}")
-                continue
-            have = {c.name for c in connection.introspection.get_table_description(cursor, table)}
-            want = {f.column for f in model._meta.concrete_fields}
-            mismatch += [f"no column {table}.{c}" for c in sorted(want - have)]
-            mismatch += [f"extra column {table}.{c}" for c in sorted(have - want)]
-    return mismatch
+    prepare_database(DB_NAME, ADMIN_DSN)
 
 
 def create_accounts(n: int) -> list[tuple[int, str]]:
