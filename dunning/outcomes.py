@@ -21,7 +21,7 @@ SIGNATURE_HEADER = "Dunning-Signature"
 CASE_FIELDS_THAT_MATTER = {"state", "level", "resolution"}
 
 
-def _event_type(desired, changes) -> str | None:
+def _event_type(changes) -> str | None:
     by_field = {(c.store, c.field): c for c in changes}
     bad_debt = by_field.get(("bad_debt", "episode"))
     if bad_debt is not None:
@@ -39,7 +39,7 @@ def _event_type(desired, changes) -> str | None:
 def publish_outcome(
     *, account: Account, desired, changes, decision: Decision, now: datetime
 ) -> list[int]:
-    event_type = _event_type(desired, changes)
+    event_type = _event_type(changes)
     if event_type is None:
         return []
     case = desired.case
