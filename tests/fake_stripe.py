@@ -10,14 +10,22 @@ What it does as Stripe does:
   and body (errors and 5xx included), a key still in flight answers 409, the same key with
   other parameters answers 400 `idempotency_error`; 429 and 409 are not stored.
 - Paying an invoice that is already paid answers 400 "Invoice is already paid".
+- Every executed pay leaves a charge on the invoice's payment intent; GET /v1/invoices/{id}
+  honours `expand` as Stripe does for the API version in `Stripe-Version`: from 2025-03-31
+  the includable `payments` list (`payments.data.payment.payment_intent`, its
+  `latest_charge`), before it `charge` and `payment_intent`. Any other expansion answers 400.
+- Voiding works on open and uncollectible invoices only; subscription updates take `items`
+  to delete, change the quantity of, or add.
 
 Use it with the `fake_stripe` fixture (import `fake_stripe_fixture` from this module into a
 test module) and script each invoice:
 
     fake_stripe.script("in_x", [Decline("expired_card"), Ok()])
 
-An invoice with nothing (left) scripted is paid (`default = Ok()`). Every request is recorded
-in `requests` with its method, path, query, form body and headers.
+An invoice with nothing (left) scripted is paid (`default = Ok()`). A failure can also be put
+on an invoice without a pay request (`register_failure`), and subscription updates refused
+(`refuse_updates`). Every request is recorded in `requests` with its method, path, query,
+form body and headers.
 """
 
 from __future__ import annotations
@@ -37,6 +45,15 @@ from billing_events import samples
 
 API_KEY = "sk_test_fake_4eC39HqLyjWDarjtT1zdp7dc"
 NOW = 1_764_000_000
+# From this API version on an invoice lists its payments instead of `charge`/`payment_intent`.
+INVOICE_PAYMENTS_SINCE = "2025-03-31"
+EXPANDABLE_INVOICE = {
+    "payments",
+    "payments.data.payment.payment_intent",
+    "payments.data.payment.payment_intent.latest_charge",
+    "payments.data.payment.charge",
+}
+EXPANDABLE_INVOICE_BEFORE_PAYMENTS = {"charge", "payment_intent", "payment_intent.latest_charge"}
 
 
 # --- Scenarios for POST /v1/invoices/{id}/pay ---------------------------------------------
@@ -57,6 +74,7 @@ class Decline:
     network_advice_code: str | None = None
     network_decline_code: str | None = None
     message: str = "Your card was declined."
+    brand: str = "visa"
 
 
 @dataclass(frozen=True)
@@ -118,6 +136,9 @@ class FakeStripe:
         self.attempt_count: dict[str, int] = {}
         self.charges: dict[str, list[str]] = {}  # invoice -> charge ids, one per executed pay
         self.subscriptions: dict[str, dict] = {}
+        # invoice -> its payment intent and latest charge, as Stripe would return them
+        self.latest_attempt: dict[str, tuple[dict, dict]] = {}
+        self._update_refusals: dict[str, list] = {}  # subscription -> [status, message, times]
         self._scripts: dict[str, list[Scenario]] = {}
         self._stored: dict[str, tuple[tuple, Answer]] = {}
         self._in_flight: set[str] = set()
@@ -140,18 +161,69 @@ class FakeStripe:
             self._scripts.setdefault(invoice_id, []).extend(scenarios)
             self.invoice_status.setdefault(invoice_id, "open")
 
-    def add_subscription(self, subscription_id: str, price_ids: list[str]) -> list[str]:
-        """A subscription with one item per price; returns the item ids."""
-        template = samples.sample("subscription")["items"]["data"][0]
-        items = []
-        for price_id in price_ids:
-            item = copy.deepcopy(template)
-            item.update(id=self._new_id("si"), subscription=subscription_id)
-            item["price"]["id"] = price_id
-            items.append(item)
+    def add_subscription(
+        self,
+        subscription_id: str,
+        price_ids: list[str],
+        *,
+        quantities: dict[str, int] | None = None,
+        status: str = "active",
+    ) -> list[str]:
+        """A subscription with one item per price (quantity 1 unless given); returns the
+        item ids."""
+        items = [
+            self._new_item(subscription_id, price_id, (quantities or {}).get(price_id, 1))
+            for price_id in price_ids
+        ]
         with self._lock:
-            self.subscriptions[subscription_id] = {"status": "active", "items": items}
+            self.subscriptions[subscription_id] = {"status": status, "items": items}
         return [item["id"] for item in items]
+
+    def items_of(self, subscription_id: str) -> dict[str, int]:
+        """price -> quantity of the subscription's items now."""
+        return {
+            item["price"]["id"]: item["quantity"]
+            for item in self.subscriptions[subscription_id]["items"]
+        }
+
+    def refuse_updates(
+        self,
+        subscription_id: str,
+        *,
+        status: int = 400,
+        message: str = "This update is not allowed.",
+        times: int | None = None,
+    ) -> None:
+        """Answer updates of this subscription with this error (`times` times, or always)."""
+        with self._lock:
+            self._update_refusals[subscription_id] = [status, message, times]
+
+    def register_failure(
+        self,
+        invoice_id: str,
+        *,
+        decline_code: str | None,
+        code: str = "card_declined",
+        advice_code: str | None = None,
+        network_advice_code: str | None = None,
+        network_decline_code: str | None = None,
+        brand: str = "visa",
+        created: int | None = None,
+    ) -> str:
+        """A declined charge on the open invoice, as if Stripe's own retry had failed (no pay
+        request through this fake). Returns the charge id."""
+        decline = Decline(
+            decline_code,
+            code=code,
+            advice_code=advice_code,
+            network_advice_code=network_advice_code,
+            network_decline_code=network_decline_code,
+            brand=brand,
+        )
+        with self._lock:
+            self.invoice_status.setdefault(invoice_id, "open")
+        charge_id, _, _ = self._record_decline(invoice_id, decline, created=created)
+        return charge_id
 
     def requests_to(self, method: str, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and r.path == path]
@@ -238,7 +310,9 @@ class FakeStripe:
             case "POST", ["v1", "invoices", invoice_id, "pay"]:
                 return self._pay(invoice_id, request)
             case "GET", ["v1", "invoices", invoice_id]:
-                return Answer(200, self._invoice(invoice_id))
+                return self._invoice_answer(invoice_id, request)
+            case "POST", ["v1", "invoices", invoice_id, "void"]:
+                return self._void(invoice_id)
             case "GET", ["v1", "subscription_items"]:
                 return self._subscription_items(request.query.get("subscription", ""))
             case "GET", ["v1", "subscriptions", subscription_id]:
@@ -295,42 +369,77 @@ class FakeStripe:
             return charge_id, self.attempt_count[invoice_id]
 
     def _paid(self, invoice_id: str, request: Recorded) -> Answer:
-        self._charge(invoice_id)
+        charge_id, attempt = self._charge(invoice_id)
+        charge = samples.charge(
+            id=charge_id,
+            customer="cus_fake",
+            created=NOW + attempt,
+            invoice=invoice_id,
+            status="succeeded",
+            payment_intent=_pi(invoice_id),
+        )
+        payment_intent = samples.sample("payment_intent")
+        payment_intent.update(
+            id=_pi(invoice_id),
+            customer="cus_fake",
+            created=NOW,
+            status="succeeded",
+            latest_charge=charge_id,
+            last_payment_error=None,
+            metadata={"invoice": invoice_id},
+        )
         with self._lock:
             self.invoice_status[invoice_id] = "paid"
-        invoice = self._invoice(invoice_id)
-        if "payments" in _expand(request.form):
-            invoice["payments"] = {
-                "object": "list",
-                "data": [
-                    {
-                        "object": "invoice_payment",
-                        "id": self._new_id("inpay"),
-                        "invoice": invoice_id,
-                        "is_default": True,
-                        "status": "paid",
-                        "amount_paid": invoice["amount_due"],
-                        "amount_requested": invoice["amount_due"],
-                        "currency": invoice["currency"],
-                        "payment": {"type": "payment_intent", "payment_intent": _pi(invoice_id)},
-                    }
-                ],
-                "has_more": False,
-                "url": f"/v1/invoice_payments?invoice={invoice_id}",
-            }
-        return Answer(200, invoice)
+            self.latest_attempt[invoice_id] = (payment_intent, charge)
+        return Answer(200, self._invoice(invoice_id, _expand(request.form), _version(request)))
 
-    def _decline(self, invoice_id: str, decline: Decline) -> Answer:
-        charge_id, _ = self._charge(invoice_id)
+    def _record_decline(
+        self, invoice_id: str, decline: Decline, *, created: int | None = None
+    ) -> tuple[str, dict, dict]:
+        """A failed charge and the intent's last_payment_error, kept as the latest attempt."""
+        charge_id, attempt = self._charge(invoice_id)
+        # Stripe gives a decline_code for issuer declines (code card_declined) only.
+        decline_code = decline.decline_code
+        method = samples.sample("payment_method")
+        method["card"]["brand"] = method["card"]["display_brand"] = decline.brand
+        charge = samples.charge(
+            id=charge_id,
+            customer="cus_fake",
+            created=created or NOW + attempt,
+            invoice=invoice_id,
+            decline_code=decline_code,
+            failure_code=decline.code,
+            advice_code=decline.advice_code,
+            network_advice_code=decline.network_advice_code,
+            network_decline_code=decline.network_decline_code,
+            payment_method=method["id"],
+            payment_intent=_pi(invoice_id),
+        )
+        charge["failure_message"] = decline.message
+        charge["payment_method_details"]["card"]["brand"] = decline.brand
+        charge["payment_method_details"]["card"]["network"] = decline.brand
         payment_intent = samples.payment_intent_failed(
             id=_pi(invoice_id),
             customer="cus_fake",
             created=NOW,
             charge=charge_id,
             invoice=invoice_id,
-            decline_code=decline.decline_code or decline.code,
             advice_code=decline.advice_code,
         )
+        payment_intent["last_payment_error"].update(
+            code=decline.code,
+            decline_code=decline_code,
+            network_advice_code=decline.network_advice_code,
+            network_decline_code=decline.network_decline_code,
+            payment_method=method,  # Stripe sends the whole payment method here
+            message=decline.message,
+        )
+        with self._lock:
+            self.latest_attempt[invoice_id] = (payment_intent, charge)
+        return charge_id, payment_intent, method
+
+    def _decline(self, invoice_id: str, decline: Decline) -> Answer:
+        charge_id, payment_intent, method = self._record_decline(invoice_id, decline)
         error = {
             "type": "card_error",
             "code": decline.code,
@@ -342,16 +451,33 @@ class FakeStripe:
             "message": decline.message,
             "doc_url": f"https://stripe.com/docs/error-codes/{decline.code.replace('_', '-')}",
             "payment_intent": payment_intent,
-            "payment_method": samples.sample("payment_method"),  # card details, as Stripe sends
+            "payment_method": method,  # card details, as Stripe sends
             "request_log_url": "https://dashboard.stripe.com/test/logs/req_fake",
         }
         return Answer(402, {"error": {k: v for k, v in error.items() if v is not None}})
 
-    def _invoice(self, invoice_id: str) -> dict:
+    def _invoice_answer(self, invoice_id: str, request: Recorded) -> Answer:
+        expand = _expand(request.query)
+        version = _version(request)
+        allowed = (
+            EXPANDABLE_INVOICE
+            if version >= INVOICE_PAYMENTS_SINCE
+            else EXPANDABLE_INVOICE_BEFORE_PAYMENTS
+        )
+        if unknown := expand - allowed:
+            return error_answer(
+                400,
+                "invalid_request_error",
+                f"This property cannot be expanded ({sorted(unknown)[0]}).",
+            )
+        return Answer(200, self._invoice(invoice_id, expand, version))
+
+    def _invoice(self, invoice_id: str, expand: set[str] = frozenset(), version: str = "") -> dict:
         with self._lock:
             status = self.invoice_status.setdefault(invoice_id, "open")
             attempts = self.attempt_count.get(invoice_id, 0)
-        return samples.invoice(
+            intent, charge = copy.deepcopy(self.latest_attempt.get(invoice_id, (None, None)))
+        invoice = samples.invoice(
             id=invoice_id,
             customer="cus_fake",
             created=NOW,
@@ -359,6 +485,72 @@ class FakeStripe:
             attempt_count=attempts,
             status_at=NOW + 60,
         )
+        if version and version < INVOICE_PAYMENTS_SINCE:
+            if intent is not None and "payment_intent.latest_charge" in expand:
+                intent["latest_charge"] = charge
+            invoice["charge"] = _shown(charge, "charge" in expand)
+            invoice["payment_intent"] = _shown(
+                intent, bool(expand & {"payment_intent", "payment_intent.latest_charge"})
+            )
+            return invoice
+        if any(path.startswith("payments") for path in expand):
+            invoice["payments"] = self._payments(invoice, intent, charge, expand)
+        return invoice
+
+    def _payments(
+        self, invoice: dict, intent: dict | None, charge: dict | None, expand: set[str]
+    ) -> dict:
+        """The includable `payments` list: the invoice's one (default) payment intent."""
+        data = []
+        if intent is not None:
+            if "payments.data.payment.payment_intent.latest_charge" in expand:
+                intent["latest_charge"] = charge
+            paid = intent["status"] == "succeeded"
+            data.append(
+                {
+                    "object": "invoice_payment",
+                    "id": f"inpay_for_{invoice['id']}",
+                    "created": charge["created"] if charge else NOW,
+                    "invoice": invoice["id"],
+                    "is_default": True,
+                    "status": "paid" if paid else "open",
+                    "amount_paid": invoice["amount_due"] if paid else None,
+                    "amount_requested": invoice["amount_due"],
+                    "currency": invoice["currency"],
+                    "payment": {
+                        "type": "payment_intent",
+                        "payment_intent": _shown(
+                            intent,
+                            bool(
+                                expand
+                                & {
+                                    "payments.data.payment.payment_intent",
+                                    "payments.data.payment.payment_intent.latest_charge",
+                                }
+                            ),
+                        ),
+                    },
+                }
+            )
+        return {
+            "object": "list",
+            "data": data,
+            "has_more": False,
+            "url": f"/v1/invoice_payments?invoice={invoice['id']}",
+        }
+
+    def _void(self, invoice_id: str) -> Answer:
+        with self._lock:
+            status = self.invoice_status.setdefault(invoice_id, "open")
+            if status not in ("open", "uncollectible"):
+                # An approximation of Stripe's refusal; the gateway only relies on the 4xx.
+                return error_answer(
+                    400,
+                    "invalid_request_error",
+                    f"You can only void open or uncollectible invoices. This invoice is {status}.",
+                )
+            self.invoice_status[invoice_id] = "void"
+        return Answer(200, self._invoice(invoice_id))
 
     def _subscription(self, subscription_id: str) -> dict | None:
         state = self.subscriptions.get(subscription_id)
@@ -391,43 +583,76 @@ class FakeStripe:
             },
         )
 
+    def _new_item(self, subscription_id: str, price_id: str, quantity: int) -> dict:
+        item = samples.sample("subscription")["items"]["data"][0]
+        item.update(id=self._new_id("si"), subscription=subscription_id, quantity=quantity)
+        item["price"]["id"] = price_id
+        return item
+
+    def _refusal(self, subscription_id: str) -> Answer | None:
+        with self._lock:
+            refusal = self._update_refusals.get(subscription_id)
+            if refusal is None:
+                return None
+            status, message, times = refusal
+            if times is not None:
+                refusal[2] = times - 1
+                if refusal[2] <= 0:
+                    del self._update_refusals[subscription_id]
+        kind = "api_error" if status >= 500 else "invalid_request_error"
+        return error_answer(status, kind, message)
+
     def _update_subscription(self, subscription_id: str, form: dict[str, str]) -> Answer:
         state = self.subscriptions.get(subscription_id)
         if state is None:
             return _no_such("subscription", subscription_id)
+        if refusal := self._refusal(subscription_id):
+            return refusal
         if state["status"] == "canceled":
             return error_answer(
                 400,
                 "invalid_request_error",
                 "A canceled subscription can only update its cancellation_details and metadata.",
             )
-        deleted = {
-            form[f"items[{n}][id]"]
-            for n in range(20)
-            if form.get(f"items[{n}][deleted]") == "true" and f"items[{n}][id]" in form
-        }
-        known = {item["id"] for item in state["items"]}
-        if unknown := deleted - known:
-            return error_answer(
-                400,
-                "invalid_request_error",
-                f"No such subscription item: '{sorted(unknown)[0]}'",
-                code="resource_missing",
-                param="items",
-            )
-        state["items"] = [item for item in state["items"] if item["id"] not in deleted]
+        items = {item["id"]: item for item in copy.deepcopy(state["items"])}
+        for change in _form_items(form):
+            item_id = change.get("id")
+            if item_id is None:
+                price_id = change.get("price", "")
+                if price_id in {item["price"]["id"] for item in items.values()}:
+                    return error_answer(
+                        400,
+                        "invalid_request_error",
+                        "Cannot add multiple subscription items with the same price.",
+                        param="items",
+                    )
+                item = self._new_item(subscription_id, price_id, int(change.get("quantity", 1)))
+                items[item["id"]] = item
+            elif item_id not in items:
+                return error_answer(
+                    400,
+                    "invalid_request_error",
+                    f"No such subscription item: '{item_id}'",
+                    code="resource_missing",
+                    param="items",
+                )
+            elif change.get("deleted") == "true":
+                del items[item_id]
+            elif "quantity" in change:
+                items[item_id]["quantity"] = int(change["quantity"])
+        state["items"] = list(items.values())
         return self._subscription_answer(subscription_id)
 
     def _cancel_subscription(self, subscription_id: str) -> Answer:
         state = self.subscriptions.get(subscription_id)
         if state is None:
             return _no_such("subscription", subscription_id)
-        if state["status"] == "canceled":
+        if state["status"] in ("canceled", "incomplete_expired"):
             # An approximation of Stripe's refusal; the gateway only relies on it being a 4xx.
             return error_answer(
                 400,
                 "invalid_request_error",
-                f"This subscription is already canceled: '{subscription_id}'",
+                f"This subscription is already {state['status']}: '{subscription_id}'",
             )
         state["status"] = "canceled"
         return self._subscription_answer(subscription_id)
@@ -439,6 +664,28 @@ def _pi(invoice_id: str) -> str:
 
 def _expand(form: dict[str, str]) -> set[str]:
     return {value for key, value in form.items() if key.startswith("expand[")}
+
+
+def _version(request: Recorded) -> str:
+    """The API version the request asks for (the SDK always sends Stripe-Version)."""
+    return request.header("stripe-version") or ""
+
+
+def _shown(obj: dict | None, expanded: bool) -> dict | str | None:
+    """An expandable field: the object when expanded, else its id."""
+    if obj is None:
+        return None
+    return obj if expanded else obj["id"]
+
+
+def _form_items(form: dict[str, str]) -> list[dict[str, str]]:
+    """`items[0][id]=si_1&items[0][deleted]=true` -> [{"id": "si_1", "deleted": "true"}]."""
+    items: dict[int, dict[str, str]] = {}
+    for key, value in form.items():
+        if key.startswith("items[") and key.count("[") == 2:
+            index, name = key[len("items[") : -1].split("][")
+            items.setdefault(int(index), {})[name] = value
+    return [items[index] for index in sorted(items)]
 
 
 def _no_such(kind: str, id: str) -> Answer:

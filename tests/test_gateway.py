@@ -290,10 +290,26 @@ def test_cancelling_a_cancelled_subscription_is_ok(fake_stripe, stripe_gateway):
     assert (again.ok, again.status) == (True, "canceled")
 
 
-def test_cancel_unknown_subscription_is_a_final_error(fake_stripe, stripe_gateway):
+def test_cancel_of_a_subscription_stripe_does_not_know_is_recorded_as_cancelled(
+    fake_stripe, stripe_gateway
+):
+    """404 on the cancel and on the look that follows: gone, so asking again would never end."""
     result = stripe_gateway.cancel_subscription(subscription_id="sub_nope", idempotency_key="c")
 
-    assert (result.ok, result.retryable_error) == (False, False)
+    assert (result.ok, result.status, result.retryable_error) == (True, "canceled", False)
+    assert result.message == "no such subscription at Stripe: recorded as cancelled"
+    assert [(r.method, r.path) for r in fake_stripe.requests] == [
+        ("DELETE", "/v1/subscriptions/sub_nope"),
+        ("GET", "/v1/subscriptions/sub_nope"),
+    ]
+
+
+def test_cancelling_an_expired_incomplete_subscription_is_ok(fake_stripe, stripe_gateway):
+    fake_stripe.add_subscription("sub_exp", ["price_base"], status="incomplete_expired")
+
+    result = stripe_gateway.cancel_subscription(subscription_id="sub_exp", idempotency_key="c")
+
+    assert (result.ok, result.status) == (True, "incomplete_expired")
 
 
 def test_remove_subscription_items_deletes_upgrade_items_without_proration(

@@ -8,8 +8,8 @@
 - `SimulatedGateway` answers deterministically from scripts, for the embedded demo and the
   simulator.
 
-Every call returns a plain result (`PaymentResult`, `SubscriptionResult`) instead of raising,
-so a caller never has to know Stripe's exception classes.
+Every call returns a plain result (`PaymentResult`, `SubscriptionResult`, `InvoiceResult`,
+`FailureLookup`) instead of raising, so a caller never has to know Stripe's exception classes.
 
 Idempotency: the caller passes one key per *attempt*. A result with `retryable_error=True`
 (connection failure, timeout, 429, 409, 5xx) means the attempt's outcome is unknown or
@@ -30,12 +30,15 @@ from billing_events.gateway.results import (
     DECLINED,
     ERROR,
     SUCCEEDED,
+    FailureLookup,
+    InvoiceResult,
     Outcome,
     PaymentGateway,
     PaymentResult,
     SubscriptionResult,
     declined,
     failed,
+    failure_lookup_as_dict,
     safe_text,
     succeeded,
 )
@@ -48,6 +51,8 @@ __all__ = [
     "ERROR",
     "SIMULATED",
     "SUCCEEDED",
+    "FailureLookup",
+    "InvoiceResult",
     "Outcome",
     "PaymentGateway",
     "PaymentResult",
@@ -56,6 +61,7 @@ __all__ = [
     "SubscriptionResult",
     "declined",
     "failed",
+    "failure_lookup_as_dict",
     "gateway_from_settings",
     "safe_text",
     "succeeded",

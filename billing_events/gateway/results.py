@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
 
 logger = logging.getLogger("billing_events.gateway")
 
@@ -65,6 +66,68 @@ class SubscriptionResult:
     status: str | None = None
     retryable_error: bool = False
     message: str = ""
+
+
+@dataclass(frozen=True)
+class InvoiceResult:
+    """What a change to an invoice (void) came to. status is Stripe's invoice status, if known."""
+
+    ok: bool
+    status: str
+    retryable_error: bool = False
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class FailureLookup:
+    """The latest payment attempt on an invoice, as Stripe records it.
+
+    Asked for when `invoice.payment_failed` came before the charge or intent event that
+    carries the decline code: until the decline class is known the engine must not charge
+    again.
+
+    found: a failed charge or intent with its decline data was found.
+    retryable_error: Stripe could not be asked (network, 429, 5xx): ask again later.
+    outcome: "failed" or "succeeded" for the latest attempt, "" when there is none yet.
+    decline_code: normalised as PaymentResult.decline_code (the error code when the issuer
+      gave no reason; authentication codes become "authentication_required").
+    card_brand: lowercase ("visa", "mastercard"); no other card data is kept.
+    attempted_at: when the latest charge was created (UTC).
+    """
+
+    found: bool
+    retryable_error: bool = False
+    message: str = ""
+    outcome: str = ""
+    decline_code: str = ""
+    failure_code: str = ""
+    advice_code: str = ""
+    network_advice_code: str = ""
+    network_decline_code: str = ""
+    card_brand: str = ""
+    payment_method: str = ""
+    charge_id: str = ""
+    payment_intent_id: str = ""
+    attempted_at: datetime | None = None
+
+
+def failure_lookup_as_dict(result: FailureLookup) -> dict[str, Any]:
+    """JSON-safe form of a lookup, for an outbox row (datetime as ISO 8601)."""
+    data = asdict(result)
+    if result.attempted_at is not None:
+        data["attempted_at"] = result.attempted_at.isoformat()
+    return data
+
+
+def normalised_decline_code(decline_code: str | None, code: str | None) -> str:
+    """The issuer's reason, else the error code itself so it still classifies."""
+    if decline_code:
+        return decline_code
+    if code in AUTHENTICATION_CODES:
+        return "authentication_required"
+    if code and code != "card_declined":
+        return code
+    return ""
 
 
 def succeeded(
@@ -133,6 +196,20 @@ class PaymentGateway(Protocol):
         """Revert an upgrade: delete the subscription's items on these prices, no proration."""
         ...
 
+    def revert_subscription(
+        self, *, subscription_id: str, items: list[dict], idempotency_key: str
+    ) -> SubscriptionResult:
+        """Put the subscription back to exactly `items` ({"price", "quantity"}), no proration."""
+        ...
+
+    def void_invoice(self, *, invoice_id: str, idempotency_key: str) -> InvoiceResult:
+        """Void an open invoice; a paid one is refused with status "paid" (do not void)."""
+        ...
+
+    def latest_failure(self, *, invoice_id: str) -> FailureLookup:
+        """The decline data of the invoice's latest payment attempt, read from Stripe."""
+        ...
+
 
 # --- Stripe -----------------------------------------------------------------------------
 
@@ -171,6 +248,42 @@ def log_subscription(action: str, subscription_id: str, result: SubscriptionResu
         "event=gateway_%s subscription=%s ok=%s status=%s retryable=%s message=%r",
         action,
         subscription_id,
+        result.ok,
+        result.status,
+        result.retryable_error,
+        result.message,
+    )
+
+
+def log_failure_lookup(invoice_id: str, result: FailureLookup) -> None:
+    level = logging.WARNING if result.retryable_error else logging.INFO
+    logger.log(
+        level,
+        "event=gateway_latest_failure invoice=%s found=%s outcome=%s decline_code=%s "
+        "failure_code=%s advice_code=%s network_advice_code=%s network_decline_code=%s "
+        "card_brand=%s charge=%s payment_intent=%s retryable=%s message=%r",
+        invoice_id,
+        result.found,
+        result.outcome,
+        result.decline_code,
+        result.failure_code,
+        result.advice_code,
+        result.network_advice_code,
+        result.network_decline_code,
+        result.card_brand,
+        result.charge_id,
+        result.payment_intent_id,
+        result.retryable_error,
+        result.message,
+    )
+
+
+def log_invoice(action: str, invoice_id: str, result: InvoiceResult) -> None:
+    logger.log(
+        logging.INFO if result.ok else logging.WARNING,
+        "event=gateway_%s invoice=%s ok=%s status=%s retryable=%s message=%r",
+        action,
+        invoice_id,
         result.ok,
         result.status,
         result.retryable_error,

@@ -10,8 +10,12 @@ from dataclasses import replace
 from billing_events.gateway.results import (
     ERROR,
     SUCCEEDED,
+    FailureLookup,
+    InvoiceResult,
     PaymentResult,
     SubscriptionResult,
+    failed,
+    log_failure_lookup,
     log_payment,
     succeeded,
 )
@@ -27,7 +31,9 @@ class SimulatedGateway:
     attempt)` when given, else `default`. Like Stripe, a repeated key replays its first
     answer, and an invoice once paid answers succeeded to every later attempt. Ids are made
     up deterministically (`ch_sim_<invoice>_<attempt>`). Subscription calls always succeed
-    and are recorded in `calls`, as are payments.
+    and are recorded in `calls`, as are payments, voids and failure lookups. A voided invoice
+    refuses payment; a paid one refuses the void. `latest_failure` answers what
+    `script_failure` set for the invoice, else not found.
     """
 
     def __init__(
@@ -44,13 +50,21 @@ class SimulatedGateway:
             self._attempts: dict[str, int] = defaultdict(int)
             self._answers: dict[tuple[str, str], PaymentResult] = {}
             self._paid: set[str] = set()
+            self._failures: dict[str, FailureLookup] = {}
+            self.voided: set[str] = set()
             self.subscription_status: dict[str, str] = {}
+            self.subscription_items: dict[str, list[dict]] = {}
             self.calls: list[tuple[str, str, str]] = []
 
     def script(self, invoice_id: str, results: Iterable[PaymentResult]) -> None:
         """Queue results for the next attempts on this invoice (after any already queued)."""
         with self._lock:
             self._scripts[invoice_id].extend(results)
+
+    def script_failure(self, invoice_id: str, lookup: FailureLookup) -> None:
+        """What `latest_failure` answers for this invoice from now on."""
+        with self._lock:
+            self._failures[invoice_id] = lookup
 
     def attempts(self, invoice_id: str) -> int:
         return self._attempts[invoice_id]
@@ -62,6 +76,10 @@ class SimulatedGateway:
                 return self._answers[(invoice_id, idempotency_key)]
             if invoice_id in self._paid:
                 return succeeded(message="invoice was already paid")
+            if invoice_id in self.voided:
+                return replace(
+                    failed(retryable=False, message="invoice is void"), invoice_status="void"
+                )
             self._attempts[invoice_id] += 1
             attempt = self._attempts[invoice_id]
             if self._scripts[invoice_id]:
@@ -97,6 +115,32 @@ class SimulatedGateway:
             self.calls.append(("remove_subscription_items", subscription_id, idempotency_key))
             status = self.subscription_status.setdefault(subscription_id, "active")
         return SubscriptionResult(ok=True, status=status)
+
+    def revert_subscription(
+        self, *, subscription_id: str, items: list[dict], idempotency_key: str
+    ) -> SubscriptionResult:
+        with self._lock:
+            self.calls.append(("revert_subscription", subscription_id, idempotency_key))
+            self.subscription_items[subscription_id] = [dict(item) for item in items]
+            status = self.subscription_status.setdefault(subscription_id, "active")
+        return SubscriptionResult(ok=True, status=status)
+
+    def void_invoice(self, *, invoice_id: str, idempotency_key: str) -> InvoiceResult:
+        with self._lock:
+            self.calls.append(("void_invoice", invoice_id, idempotency_key))
+            if invoice_id in self._paid:
+                return InvoiceResult(ok=False, status="paid", message="invoice is paid: not voided")
+            self.voided.add(invoice_id)
+        return InvoiceResult(ok=True, status="void")
+
+    def latest_failure(self, *, invoice_id: str) -> FailureLookup:
+        with self._lock:
+            self.calls.append(("latest_failure", invoice_id, ""))
+            result = self._failures.get(invoice_id) or FailureLookup(
+                found=False, message="no failure scripted"
+            )
+        log_failure_lookup(invoice_id, result)
+        return result
 
 
 SIMULATED = SimulatedGateway()

@@ -3,21 +3,38 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import stripe
 
 from billing_events.gateway.results import (
-    AUTHENTICATION_CODES,
     DECLINED,
     ERROR,
+    FailureLookup,
+    InvoiceResult,
     PaymentResult,
     SubscriptionResult,
+    log_failure_lookup,
+    log_invoice,
     log_payment,
     log_subscription,
+    normalised_decline_code,
     safe_text,
     succeeded,
 )
+
+# API version 2025-03-31 ("basil") moved an invoice's `charge` and `payment_intent` into the
+# includable `payments` list; versions before it answer the older shape.
+INVOICE_PAYMENTS_SINCE = "2025-03-31"
+# One retrieve brings the latest attempt and its error (Stripe expands at most 4 levels).
+FAILURE_EXPAND = [
+    "payments",
+    "payments.data.payment.payment_intent",
+    "payments.data.payment.payment_intent.latest_charge",
+    "payments.data.payment.charge",
+]
+FAILURE_EXPAND_BEFORE_PAYMENTS = ["charge", "payment_intent"]
 
 
 def _error_body(error: stripe.StripeError) -> dict[str, Any]:
@@ -87,12 +104,7 @@ def _error_result(error: stripe.StripeError) -> PaymentResult:
 def _declined_result(error: stripe.CardError) -> PaymentResult:
     body = _error_body(error)
     code = body.get("code") or error.code
-    decline_code = body.get("decline_code")
-    if not decline_code:
-        if code in AUTHENTICATION_CODES:
-            decline_code = "authentication_required"
-        elif code and code != "card_declined":
-            decline_code = code
+    decline_code = normalised_decline_code(body.get("decline_code"), code) or None
     payment_intent = body.get("payment_intent")
     charge_id = _object_id(body.get("charge"))
     if charge_id is None and isinstance(payment_intent, dict):
@@ -150,13 +162,23 @@ class StripeGateway:
     The API key is held by the SDK client only and never logged.
     """
 
-    def __init__(self, api_key: str, api_base: str, timeout_seconds: float = 10) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        api_base: str,
+        timeout_seconds: float = 10,
+        *,
+        api_version: str | None = None,
+    ) -> None:
         if not api_key:
             raise ValueError("StripeGateway needs an API key")
         self.api_base = api_base.rstrip("/")
         self.timeout_seconds = timeout_seconds
+        # None: the version this SDK release is pinned to (sent as Stripe-Version).
+        self.api_version = api_version or stripe.api_version
         self._client = stripe.StripeClient(
             api_key,
+            stripe_version=self.api_version,
             base_addresses={"api": self.api_base},
             http_client=stripe.RequestsClient(timeout=timeout_seconds),
             max_network_retries=0,
@@ -202,7 +224,7 @@ class StripeGateway:
                 subscription_id, options={"idempotency_key": idempotency_key}
             )
         except stripe.InvalidRequestError as error:
-            result = self._subscription_refused(subscription_id, error, wanted="canceled")
+            result = self._cancel_refused(subscription_id, error)
         except stripe.StripeError as error:
             result = _subscription_error(error)
         else:
@@ -243,20 +265,232 @@ class StripeGateway:
         log_subscription("remove_subscription_items", subscription_id, result)
         return result
 
-    def _subscription_refused(
-        self, subscription_id: str, error: stripe.InvalidRequestError, *, wanted: str
+    def _cancel_refused(
+        self, subscription_id: str, error: stripe.InvalidRequestError
     ) -> SubscriptionResult:
+        """Stripe refused the cancel (already cancelled, or no such subscription): look."""
         result = _subscription_error(error)
         try:
             status = _field(self._client.v1.subscriptions.retrieve(subscription_id), "status")
-        except stripe.StripeError:
-            return result
-        if status == wanted:
-            return SubscriptionResult(ok=True, status=status, message=f"already {wanted}")
+        except stripe.StripeError as lookup_error:
+            if _is_missing(lookup_error):
+                # Deleted, or never known to this account: asking again would never end.
+                return SubscriptionResult(
+                    ok=True,
+                    status="canceled",
+                    message="no such subscription at Stripe: recorded as cancelled",
+                )
+            return _subscription_error(lookup_error) if _is_retryable(lookup_error) else result
+        if status in ("canceled", "incomplete_expired"):
+            return SubscriptionResult(ok=True, status=status, message=f"already {status}")
         return replace(result, status=status)
+
+    def revert_subscription(
+        self, *, subscription_id: str, items: list[dict], idempotency_key: str
+    ) -> SubscriptionResult:
+        """Put the subscription back to exactly `items`, in one update without proration."""
+        wanted = _wanted_items(items)
+        if wanted is None:
+            result = SubscriptionResult(ok=False, message="each price may appear only once")
+            log_subscription("revert_subscription", subscription_id, result)
+            return result
+        try:
+            # A subscription has at most 20 items: one page holds them all.
+            current = self._client.v1.subscription_items.list(
+                params={"subscription": subscription_id, "limit": 100}
+            )
+            changes = subscription_item_changes([item.to_dict() for item in current.data], wanted)
+            if not changes:
+                subscription = self._client.v1.subscriptions.retrieve(subscription_id)
+                result = SubscriptionResult(
+                    ok=True,
+                    status=_field(subscription, "status"),
+                    message="items already as wanted",
+                )
+            else:
+                subscription = self._client.v1.subscriptions.update(
+                    subscription_id,
+                    params={"items": changes, "proration_behavior": "none"},
+                    options={"idempotency_key": idempotency_key},
+                )
+                result = SubscriptionResult(ok=True, status=_field(subscription, "status"))
+        except stripe.StripeError as error:
+            result = _subscription_error(error)
+        log_subscription("revert_subscription", subscription_id, result)
+        return result
+
+    # --- invoices ------------------------------------------------------------------------
+
+    def void_invoice(self, *, invoice_id: str, idempotency_key: str) -> InvoiceResult:
+        try:
+            invoice = self._client.v1.invoices.void_invoice(
+                invoice_id, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.InvalidRequestError as error:
+            result = self._void_refused(invoice_id, error)
+        except stripe.StripeError as error:
+            result = _invoice_error(error)
+        else:
+            result = InvoiceResult(ok=True, status=_field(invoice, "status") or "void")
+        log_invoice("void_invoice", invoice_id, result)
+        return result
+
+    def _void_refused(self, invoice_id: str, error: stripe.InvalidRequestError) -> InvoiceResult:
+        """Stripe refused the void: already void is done; paid means the customer paid."""
+        result = _invoice_error(error)
+        try:
+            status = _field(self._client.v1.invoices.retrieve(invoice_id), "status")
+        except stripe.StripeError as lookup_error:
+            return _invoice_error(lookup_error) if _is_retryable(lookup_error) else result
+        if status == "void":
+            return InvoiceResult(ok=True, status=status, message="already void")
+        if status == "paid":
+            return InvoiceResult(ok=False, status=status, message="invoice is paid: not voided")
+        return replace(result, status=status or "")
+
+    def latest_failure(self, *, invoice_id: str) -> FailureLookup:
+        expand = (
+            FAILURE_EXPAND
+            if self.api_version >= INVOICE_PAYMENTS_SINCE
+            else FAILURE_EXPAND_BEFORE_PAYMENTS
+        )
+        try:
+            invoice = self._client.v1.invoices.retrieve(invoice_id, params={"expand": expand})
+        except stripe.StripeError as error:
+            result = FailureLookup(
+                found=False,
+                retryable_error=_is_retryable(error),
+                message=_transport_message(error),
+            )
+        else:
+            result = failure_from_invoice(invoice.to_dict())
+        log_failure_lookup(invoice_id, result)
+        return result
 
 
 def _subscription_error(error: stripe.StripeError) -> SubscriptionResult:
     return SubscriptionResult(
         ok=False, retryable_error=_is_retryable(error), message=_transport_message(error)
+    )
+
+
+def _invoice_error(error: stripe.StripeError) -> InvoiceResult:
+    return InvoiceResult(
+        ok=False, status="", retryable_error=_is_retryable(error), message=_transport_message(error)
+    )
+
+
+def _is_missing(error: stripe.StripeError) -> bool:
+    """Stripe's "No such ..." (404 resource_missing), not an unknown URL."""
+    return error.http_status == 404 and _error_body(error).get("code") == "resource_missing"
+
+
+def _wanted_items(items: list[dict]) -> dict[str, int | None] | None:
+    """price -> quantity, or None when a price repeats (Stripe allows one item per price)."""
+    wanted: dict[str, int | None] = {}
+    for item in items:
+        if item["price"] in wanted:
+            return None
+        wanted[item["price"]] = item.get("quantity")
+    return wanted
+
+
+def subscription_item_changes(
+    current: list[dict[str, Any]], wanted: dict[str, int | None]
+) -> list[dict[str, Any]]:
+    """The `items` of one subscription update that turns `current` into `wanted`.
+
+    current: the subscription's items as Stripe lists them; wanted: price id -> quantity
+    (None leaves the quantity alone, e.g. metered prices). Deletions, then quantity changes,
+    then new prices, in a stable order so a retry sends the same parameters.
+    """
+    deletions: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    present: set[str] = set()
+    for item in current:
+        price = _object_id(item.get("price"))
+        if price not in wanted:
+            deletions.append({"id": item["id"], "deleted": True})
+            continue
+        present.add(price)
+        quantity = wanted[price]
+        if quantity is not None and item.get("quantity") != quantity:
+            updates.append({"id": item["id"], "quantity": quantity})
+    additions = []
+    for price, quantity in wanted.items():
+        if price not in present:
+            additions.append(
+                {"price": price} if quantity is None else {"price": price, "quantity": quantity}
+            )
+    return deletions + updates + additions
+
+
+def _latest_attempt(invoice: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The charge and payment intent of the invoice's latest payment, as far as expanded.
+
+    An id that came back unexpanded becomes {"id": ...}; a missing one, {}.
+    """
+
+    def as_object(value: Any) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return value
+        return {"id": value} if isinstance(value, str) and value else {}
+
+    entries = (invoice.get("payments") or {}).get("data") or []
+    if entries:
+        # Stripe lists newest first; max keeps the first of equal `created`.
+        entry = max(entries, key=lambda e: e.get("created") or 0)
+        payment = entry.get("payment") or {}
+        intent = as_object(payment.get("payment_intent"))
+        charge = as_object(payment.get("charge") or intent.get("latest_charge"))
+        return charge, intent
+    intent = as_object(invoice.get("payment_intent"))  # API versions before 2025-03-31
+    charge = as_object(invoice.get("charge") or intent.get("latest_charge"))
+    return charge, intent
+
+
+def failure_from_invoice(invoice: dict[str, Any]) -> FailureLookup:
+    """Read the latest attempt's decline data from an invoice retrieved with FAILURE_EXPAND
+    (or FAILURE_EXPAND_BEFORE_PAYMENTS). Each field from the charge when it has it, else from
+    the intent's last_payment_error; the decline code from the error's `decline_code`, else
+    the charge's `outcome.reason`, else the error code (as PaymentResult does)."""
+    charge, intent = _latest_attempt(invoice)
+    ids = {"charge_id": charge.get("id") or "", "payment_intent_id": intent.get("id") or ""}
+    error = intent.get("last_payment_error") or {}
+    if (
+        invoice.get("status") == "paid"
+        or charge.get("status") == "succeeded"
+        or intent.get("status") == "succeeded"
+    ):
+        return FailureLookup(
+            found=False, outcome="succeeded", message="latest payment succeeded", **ids
+        )
+    if charge.get("status") != "failed" and not error:
+        return FailureLookup(found=False, message="no failed payment on the invoice", **ids)
+    outcome = charge.get("outcome") or {}
+    card = (charge.get("payment_method_details") or {}).get("card") or {}
+    error_method = error.get("payment_method") or {}
+    error_card = (error_method.get("card") or {}) if isinstance(error_method, dict) else {}
+    failure_code = charge.get("failure_code") or error.get("code") or ""
+    decline_code = normalised_decline_code(
+        error.get("decline_code") or outcome.get("reason"), failure_code
+    )
+    created = charge.get("created")
+    return FailureLookup(
+        found=bool(decline_code or failure_code),
+        outcome="failed",
+        message=safe_text(charge.get("failure_message") or error.get("message")),
+        decline_code=decline_code,
+        failure_code=failure_code,
+        advice_code=outcome.get("advice_code") or error.get("advice_code") or "",
+        network_advice_code=(
+            outcome.get("network_advice_code") or error.get("network_advice_code") or ""
+        ),
+        network_decline_code=(
+            outcome.get("network_decline_code") or error.get("network_decline_code") or ""
+        ),
+        card_brand=(card.get("brand") or error_card.get("brand") or "").lower(),
+        payment_method=(_object_id(charge.get("payment_method")) or _object_id(error_method) or ""),
+        attempted_at=datetime.fromtimestamp(created, UTC) if created else None,
+        **ids,
     )
