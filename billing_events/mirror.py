@@ -5,7 +5,9 @@ Every field merges with an operation that is commutative, associative and idempo
 - amounts and descriptive fields are last-writer-wins by Stripe's clock
   (event `created`, then status rank, then event id as a deterministic tie-break);
 - counters take the maximum, status timestamps keep the earliest known value,
-  flags such as `paid_out_of_band` only turn on.
+  flags such as `paid_out_of_band` only turn on;
+- a subscription's last upgrade is its own last-writer-wins (upgrade time, event id),
+  apart from the row's version, so a later status change never hides it.
 Only fields whose value changes are written, so a duplicate delivery writes nothing.
 """
 
@@ -59,6 +61,8 @@ def merge_invoice(account: Account, fact: InvoiceFact) -> Invoice:
         "currency": fact.currency,
         "billing_reason": fact.billing_reason,
         "next_payment_attempt": fact.next_payment_attempt,
+        "hosted_invoice_url": fact.hosted_invoice_url,
+        "line_prices": [line.as_json() for line in fact.line_prices],
         "stripe_created": fact.created,
         "version": fact.version.created,
         "version_rank": rank,
@@ -119,7 +123,12 @@ def _link_attempts(invoice: Invoice, fact: InvoiceFact) -> None:
 def merge_attempt(account: Account, fact: AttemptFact) -> PaymentAttempt:
     """A charge is immutable once it failed or succeeded; two events about the same
     charge (charge.failed and payment_intent.payment_failed) fill each other's gaps."""
-    values = {
+    return upsert_attempt(account, fact)[0]
+
+
+def upsert_attempt(account: Account, fact: AttemptFact) -> tuple[PaymentAttempt, bool]:
+    """The attempt row and whether it was created or changed."""
+    values: dict[str, Any] = {
         "stripe_invoice_id": fact.invoice_id,
         "stripe_charge_id": fact.charge_id,
         "stripe_payment_intent_id": fact.payment_intent_id,
@@ -129,29 +138,35 @@ def merge_attempt(account: Account, fact: AttemptFact) -> PaymentAttempt:
         "advice_code": fact.advice_code,
         "network_advice_code": fact.network_advice_code,
         "network_decline_code": fact.network_decline_code,
+        "card_brand": fact.card_brand,
+        # A failure read back from Stripe's API may not know the amount: zero is a gap.
+        "amount": fact.amount,
+        "currency": fact.currency,
     }
     attempt = PaymentAttempt.objects.filter(attempt_key=fact.attempt_key).first()
+    changed = attempt is None
     if attempt is None:
         attempt = PaymentAttempt.objects.create(
             attempt_key=fact.attempt_key,
             account=account,
             outcome=fact.outcome,
-            amount=fact.amount,
-            currency=fact.currency,
             attempted_at=fact.attempted_at,
+            customer_initiated=fact.customer_initiated,
             **values,
         )
     else:
         filled = {name: getattr(attempt, name) or value for name, value in values.items()}
         filled["attempted_at"] = _earliest(attempt.attempted_at, fact.attempted_at)
+        # Only one source can prove the customer was there; no source disproves it.
+        filled["customer_initiated"] = attempt.customer_initiated or fact.customer_initiated
         if fact.outcome == PaymentAttempt.Outcome.SUCCEEDED:
             filled["outcome"] = fact.outcome
-        _save_changes(attempt, filled)
+        changed = bool(_save_changes(attempt, filled))
     if attempt.invoice_id is None and attempt.stripe_invoice_id:
         invoice = Invoice.objects.filter(stripe_invoice_id=attempt.stripe_invoice_id).first()
         if invoice is not None:
-            _save_changes(attempt, {"invoice": invoice})
-    return attempt
+            changed = bool(_save_changes(attempt, {"invoice": invoice})) or changed
+    return attempt, changed
 
 
 def merge_subscription(account: Account, fact: SubscriptionFact) -> Subscription:
@@ -161,15 +176,24 @@ def merge_subscription(account: Account, fact: SubscriptionFact) -> Subscription
     latest = {
         "status": fact.status,
         "price_ids": list(fact.price_ids),
+        "items": [item.as_json() for item in fact.items],
         "version": fact.version.created,
         "version_event_id": fact.version.event_id,
     }
+    upgrade = {}
+    if fact.items_before_upgrade is not None:
+        upgrade = {
+            "items_before_upgrade": [item.as_json() for item in fact.items_before_upgrade],
+            "upgraded_at": fact.version.created,
+            "upgrade_event_id": fact.version.event_id,
+        }
     if subscription is None:
         return Subscription.objects.create(
             stripe_subscription_id=fact.stripe_subscription_id,
             account=account,
             canceled_at=fact.canceled_at,
             **latest,
+            **upgrade,
         )
 
     # A cancelled subscription stays cancelled whatever order the events came in:
@@ -182,6 +206,12 @@ def merge_subscription(account: Account, fact: SubscriptionFact) -> Subscription
     )
     values = dict(latest) if newer else {}
     values["canceled_at"] = _earliest(subscription.canceled_at, fact.canceled_at)
+    if upgrade and (
+        subscription.upgraded_at is None
+        or (fact.version.created, fact.version.event_id)
+        > (subscription.upgraded_at, subscription.upgrade_event_id)
+    ):
+        values.update(upgrade)
     _save_changes(subscription, values)
     return subscription
 

@@ -1,8 +1,11 @@
 """The raw webhook event log and the mirror of Stripe objects.
 
 Mirror rows are merged, never blindly overwritten: every field merges with an
-operation that ignores arrival order (see `billing_events.merge`), so duplicated
+operation that ignores arrival order (see `billing_events.mirror`), so duplicated
 and reordered deliveries converge on the same row.
+
+Columns added after the first release carry a database default as well, so rows
+written by plain SQL (bulk loads, benchmarks) that do not name them still insert.
 """
 
 import json
@@ -87,8 +90,16 @@ class Subscription(models.Model):
     status = models.CharField(max_length=32)
     canceled_at = models.DateTimeField(null=True, blank=True)
     price_ids = models.JSONField(default=list, blank=True)
+    # [{"price": str, "quantity": int}], sorted by price: the items of the newest version.
+    items = models.JSONField(default=list, blank=True, db_default=[])
     version = models.DateTimeField()
     version_event_id = models.CharField(max_length=255)
+    # The newest upgrade (an update that added a price or raised a quantity): the items
+    # as they were before it, when it happened, and its event id as the tie-break. Kept
+    # apart from `version` so a later status change does not hide the upgrade.
+    items_before_upgrade = models.JSONField(default=list, blank=True, db_default=[])
+    upgraded_at = models.DateTimeField(null=True, blank=True)
+    upgrade_event_id = models.CharField(max_length=255, blank=True, default="", db_default="")
 
     def __str__(self) -> str:
         return f"{self.stripe_subscription_id} ({self.status})"
@@ -122,6 +133,9 @@ class Invoice(models.Model):
     # When a failed collection was first seen (invoice.payment_failed). Kept once set, so
     # an invoice settled later still shows it went through dunning, whatever the order.
     payment_failed_at = models.DateTimeField(null=True, blank=True)
+    hosted_invoice_url = models.CharField(max_length=1000, blank=True, default="", db_default="")
+    # [{"price": str, "quantity": int, "proration": bool}] from the priced lines.
+    line_prices = models.JSONField(default=list, blank=True, db_default=[])
     # The newest event whose amounts were applied: last writer by (Stripe's clock,
     # status rank, event id), so a tie on the second still orders deterministically.
     version = models.DateTimeField()
@@ -155,6 +169,11 @@ class PaymentAttempt(models.Model):
     advice_code = models.CharField(max_length=64, blank=True, default="")
     network_advice_code = models.CharField(max_length=16, blank=True, default="")
     network_decline_code = models.CharField(max_length=16, blank=True, default="")
+    # The card network, lowercase as Stripe names it ("visa", "mastercard", "amex").
+    card_brand = models.CharField(max_length=32, blank=True, default="", db_default="")
+    # True only when Stripe's objects prove the customer was present (a 3-D Secure
+    # challenge); False means off-session or unknown.
+    customer_initiated = models.BooleanField(default=False, db_default=False)
     attempted_at = models.DateTimeField()
 
     class Meta:

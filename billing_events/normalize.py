@@ -27,12 +27,40 @@ def object_id(value: Any) -> str:
     return str(value or "")
 
 
+def attempt_key(*, charge_id: str, payment_intent_id: str) -> str:
+    """One row per charge: the charge id when known, else the payment intent's, so the
+    charge and payment intent events (and a lookup) about one charge meet on one row."""
+    return charge_id or payment_intent_id
+
+
 @dataclass(frozen=True)
 class EventVersion:
     """Orders facts about one object by Stripe's clock, not by arrival."""
 
     created: datetime
     event_id: str
+
+
+@dataclass(frozen=True)
+class LinePrice:
+    """One invoice line reduced to what it bills: a price, a quantity, and whether it is
+    a proration (so an upgrade invoice says which prices it was for)."""
+
+    price: str
+    quantity: int
+    proration: bool
+
+    def as_json(self) -> dict:
+        return {"price": self.price, "quantity": self.quantity, "proration": self.proration}
+
+
+@dataclass(frozen=True)
+class SubscriptionItem:
+    price: str
+    quantity: int
+
+    def as_json(self) -> dict:
+        return {"price": self.price, "quantity": self.quantity}
 
 
 @dataclass(frozen=True)
@@ -58,6 +86,8 @@ class InvoiceFact:
     charge_id: str
     payment_intent_id: str
     payment_failed_at: datetime | None = None
+    hosted_invoice_url: str = ""
+    line_prices: tuple[LinePrice, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +107,8 @@ class AttemptFact:
     network_advice_code: str
     network_decline_code: str
     attempted_at: datetime
+    card_brand: str = ""
+    customer_initiated: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +119,9 @@ class SubscriptionFact:
     status: str
     canceled_at: datetime | None
     price_ids: tuple[str, ...]
+    items: tuple[SubscriptionItem, ...] = ()
+    # Set only on an update that was an upgrade: the items as they were before it.
+    items_before_upgrade: tuple[SubscriptionItem, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +166,73 @@ def _str(obj: dict, key: str) -> str:
     return "" if value is None else str(value)
 
 
+def _quantity(value: Any) -> int:
+    # Metered prices carry no quantity; zero keeps them comparable with licensed ones.
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return value
+
+
+# Older objects (Card, Source) name networks in title case; payment methods use these ids.
+LEGACY_CARD_BRANDS = {
+    "american express": "amex",
+    "diners club": "diners",
+    "eftpos australia": "eftpos_au",
+    "unknown": "",
+}
+
+
+def card_brand(value: Any) -> str:
+    """Stripe's card network id, lowercase ("visa", "mastercard", "amex"); "" when unknown,
+    so a source that knows the brand can still fill it in."""
+    brand = str(value or "").strip().lower()
+    return LEGACY_CARD_BRANDS.get(brand, brand)
+
+
+def _line_proration(line: dict) -> bool:
+    if line.get("proration") is not None:
+        return bool(line["proration"])
+    # Newer API versions moved it under the parent, keyed by the parent's type.
+    parent = line.get("parent") or {}
+    details = parent.get(str(parent.get("type") or "")) or {}
+    return bool(details.get("proration"))
+
+
+def parse_line_prices(obj: dict) -> tuple[LinePrice, ...]:
+    """The priced lines of an invoice in Stripe's order. Lines without a price (one-off
+    invoice items) say nothing about a plan and are left out."""
+    lines = (obj.get("lines") or {}).get("data") or []
+    result = []
+    for line in lines:
+        if not isinstance(line, dict):
+            continue
+        price_details = (line.get("pricing") or {}).get("price_details") or {}
+        price = object_id(line.get("price")) or object_id(price_details.get("price"))
+        if price:
+            result.append(LinePrice(price, _quantity(line.get("quantity")), _line_proration(line)))
+    return tuple(result)
+
+
+def parse_items(items: Any) -> tuple[SubscriptionItem, ...]:
+    """A subscription's items, sorted so two events listing them differently compare equal."""
+    data = (items.get("data") if isinstance(items, dict) else None) or []
+    parsed = [
+        SubscriptionItem(
+            object_id(item.get("price") or item.get("plan")), _quantity(item.get("quantity"))
+        )
+        for item in data
+        if isinstance(item, dict) and (item.get("price") or item.get("plan"))
+    ]
+    return tuple(sorted(parsed, key=lambda item: (item.price, item.quantity)))
+
+
+def is_upgrade(before: tuple[SubscriptionItem, ...], after: tuple[SubscriptionItem, ...]) -> bool:
+    """An upgrade adds a price or raises a quantity. Prices carry no rank here, so a swap
+    to another price counts as an upgrade too."""
+    had = {item.price: item.quantity for item in before}
+    return any(item.price not in had or item.quantity > had[item.price] for item in after)
+
+
 def parse_invoice(obj: dict, version: EventVersion) -> InvoiceFact:
     transitions = obj.get("status_transitions") or {}
     parent = obj.get("parent") or {}
@@ -162,15 +264,22 @@ def parse_invoice(obj: dict, version: EventVersion) -> InvoiceFact:
         next_payment_attempt=from_unix(obj.get("next_payment_attempt")),
         charge_id=object_id(obj.get("charge")),
         payment_intent_id=object_id(obj.get("payment_intent")),
+        hosted_invoice_url=_str(obj, "hosted_invoice_url"),
+        line_prices=parse_line_prices(obj),
     )
 
 
 def parse_charge(obj: dict, version: EventVersion) -> AttemptFact:
     outcome = obj.get("outcome") or {}
+    card = (obj.get("payment_method_details") or {}).get("card") or {}
+    three_d_secure = card.get("three_d_secure") or {}
     status = _str(obj, "status")
     metadata = obj.get("metadata") or {}
     return AttemptFact(
-        attempt_key=object_id(_require(obj, "id")),
+        attempt_key=attempt_key(
+            charge_id=object_id(_require(obj, "id")),
+            payment_intent_id=object_id(obj.get("payment_intent")),
+        ),
         customer_id=object_id(_require(obj, "customer")),
         invoice_id=object_id(obj.get("invoice")) or str(metadata.get("invoice") or ""),
         charge_id=object_id(obj.get("id")),
@@ -187,21 +296,30 @@ def parse_charge(obj: dict, version: EventVersion) -> AttemptFact:
         network_advice_code=_str(outcome, "network_advice_code"),
         network_decline_code=_str(outcome, "network_decline_code"),
         attempted_at=from_unix(_int(obj, "created")) or version.created,
+        card_brand=card_brand(card.get("brand")),
+        # Stripe never challenges a cardholder who is not there (an off-session payment
+        # fails with authentication_required instead), so a challenge proves the customer
+        # was present. Nothing else on a charge or intent says so; absent, it stays False.
+        customer_initiated=three_d_secure.get("authentication_flow") == "challenge",
     )
 
 
 def parse_payment_intent(obj: dict, version: EventVersion) -> AttemptFact:
     error = obj.get("last_payment_error") or {}
+    error_method = error.get("payment_method") or {}
+    if not isinstance(error_method, dict):
+        error_method = {"id": error_method}
     charge_id = object_id(error.get("charge")) or object_id(obj.get("latest_charge"))
     metadata = obj.get("metadata") or {}
     return AttemptFact(
-        attempt_key=charge_id or object_id(_require(obj, "id")),
+        attempt_key=attempt_key(
+            charge_id=charge_id, payment_intent_id=object_id(_require(obj, "id"))
+        ),
         customer_id=object_id(_require(obj, "customer")),
         invoice_id=object_id(obj.get("invoice")) or str(metadata.get("invoice") or ""),
         charge_id=charge_id,
         payment_intent_id=object_id(obj.get("id")),
-        payment_method=object_id((error.get("payment_method") or {}).get("id"))
-        or object_id(obj.get("payment_method")),
+        payment_method=object_id(error_method.get("id")) or object_id(obj.get("payment_method")),
         outcome="failed",
         amount=_int(obj, "amount"),
         currency=str(_require(obj, "currency")).lower(),
@@ -211,18 +329,21 @@ def parse_payment_intent(obj: dict, version: EventVersion) -> AttemptFact:
         network_advice_code=_str(error, "network_advice_code"),
         network_decline_code=_str(error, "network_decline_code"),
         attempted_at=version.created,
+        card_brand=card_brand((error_method.get("card") or {}).get("brand")),
     )
 
 
-def parse_subscription(obj: dict, version: EventVersion) -> SubscriptionFact:
-    items = (obj.get("items") or {}).get("data") or []
-    prices = tuple(
-        sorted(
-            object_id(item.get("price") or item.get("plan"))
-            for item in items
-            if item.get("price") or item.get("plan")
-        )
-    )
+def parse_subscription(
+    obj: dict, version: EventVersion, previous: dict | None = None
+) -> SubscriptionFact:
+    items = parse_items(obj.get("items"))
+    prices = tuple(item.price for item in items)
+    before = None
+    previous = previous or {}
+    if isinstance(previous.get("items"), dict):
+        earlier = parse_items(previous["items"])
+        if is_upgrade(earlier, items):
+            before = earlier
     return SubscriptionFact(
         version=version,
         stripe_subscription_id=object_id(_require(obj, "id")),
@@ -230,6 +351,8 @@ def parse_subscription(obj: dict, version: EventVersion) -> SubscriptionFact:
         status=str(_require(obj, "status")),
         canceled_at=from_unix(obj.get("canceled_at") or obj.get("ended_at")),
         price_ids=prices,
+        items=items,
+        items_before_upgrade=before,
     )
 
 
@@ -320,8 +443,8 @@ def parse_event(event: dict) -> tuple[Fact, TriggerKind]:
     if not isinstance(obj, dict):
         raise MalformedEvent("event has no data.object")
     version = EventVersion(created=from_unix(event["created"]), event_id=event["id"])
-    if route.parse is parse_customer:
-        fact = parse_customer(obj, version, data.get("previous_attributes") or {})
+    if route.parse in (parse_customer, parse_subscription):
+        fact = route.parse(obj, version, data.get("previous_attributes") or {})
     else:
         fact = route.parse(obj, version)
     if event["type"] == "invoice.payment_failed":

@@ -8,6 +8,7 @@ scenario needs, so payloads keep Stripe's real shape.
 import copy
 import itertools
 import json
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,11 @@ def invoice(
     paid_out_of_band: bool = False,
     status_at: int | None = None,
     next_payment_attempt: int | None = None,
+    hosted_invoice_url: str | None = None,
+    lines: Sequence[tuple[str, int, bool]] | None = None,
 ) -> dict:
+    """`lines` are (price id, quantity, proration) in the newest API shape; without them
+    the invoice keeps the example's single line, which names no price."""
     obj = sample("invoice")
     paid = status == "paid"
     obj.update(
@@ -73,6 +78,8 @@ def invoice(
         paid_out_of_band=paid_out_of_band,
         next_payment_attempt=next_payment_attempt,
         collection_method="charge_automatically",
+        hosted_invoice_url=hosted_invoice_url
+        or (None if status == "draft" else f"https://invoice.stripe.com/i/acct_test/{id}"),
     )
     obj["parent"] = {
         "quote_details": None,
@@ -84,9 +91,50 @@ def invoice(
     if field := INVOICE_TRANSITION.get(status):
         transitions[field] = status_at or created
     obj["status_transitions"] = transitions
+    if lines is None:
+        for line in obj["lines"]["data"]:
+            line.update(amount=amount_due)
+    else:
+        obj["lines"]["data"] = _invoice_lines(id, subscription, lines, amount_due)
     for line in obj["lines"]["data"]:
-        line.update(invoice=id, amount=amount_due, currency=currency)
+        line.update(invoice=id, currency=currency)
     return obj
+
+
+def _invoice_lines(
+    invoice_id: str,
+    subscription: str | None,
+    lines: Sequence[tuple[str, int, bool]],
+    amount_due: int,
+) -> list[dict]:
+    template = _load("invoice")["lines"]["data"][0]
+    result = []
+    for index, (price, quantity, proration) in enumerate(lines):
+        line = copy.deepcopy(template)
+        share, rest = divmod(amount_due, len(lines))
+        line.update(
+            id=f"il_{invoice_id}_{index}",
+            amount=share + (rest if index == 0 else 0),
+            quantity=quantity,
+            pricing={
+                "price_details": {"price": price, "product": "prod_QXg1hqf4jFNsqG"},
+                "type": "price_details",
+                "unit_amount_decimal": None,
+            },
+            parent={
+                "invoice_item_details": None,
+                "subscription_item_details": {
+                    "invoice_item": None,
+                    "proration": proration,
+                    "proration_details": {"credited_items": None},
+                    "subscription": subscription,
+                    "subscription_item": f"si_{price}",
+                },
+                "type": "subscription_item_details",
+            },
+        )
+        result.append(line)
+    return result
 
 
 def charge(
@@ -105,7 +153,10 @@ def charge(
     network_decline_code: str | None = None,
     payment_method: str = "pm_card_visa",
     payment_intent: str | None = None,
+    brand: str = "visa",
+    authentication_flow: str | None = None,
 ) -> dict:
+    """`authentication_flow` ("challenge", "frictionless") marks a 3-D Secure payment."""
     obj = sample("charge")
     failed = status == "failed"
     obj.update(
@@ -124,6 +175,12 @@ def charge(
         failure_message="Your card was declined." if failed else None,
     )
     obj["invoice"] = invoice  # Stripe sends it on charges for invoice payments
+    card = obj["payment_method_details"]["card"]
+    card.update(brand=brand, network=brand)
+    if authentication_flow is not None:
+        card["three_d_secure"].update(
+            authentication_flow=authentication_flow, result="authenticated", version="2.2.0"
+        )
     obj["outcome"].update(
         type="issuer_declined" if failed else "authorized",
         network_status="declined_by_network" if failed else "approved_by_network",
@@ -149,7 +206,11 @@ def payment_intent_failed(
     currency: str = "usd",
     decline_code: str = "generic_decline",
     advice_code: str | None = None,
+    brand: str | None = None,
+    payment_method: str | None = None,
 ) -> dict:
+    """With `brand` or `payment_method`, the error carries the card that failed, as Stripe
+    sends it on card errors; without, it names no payment method."""
     obj = sample("payment_intent")
     obj.update(
         id=id,
@@ -169,15 +230,48 @@ def payment_intent_failed(
         "charge": charge,
         "message": "Your card was declined.",
     }
+    if brand is not None or payment_method is not None:
+        method = sample("payment_method")
+        method.update(id=payment_method or "pm_card_visa", customer=customer)
+        method["card"].update(brand=brand or "visa", display_brand=brand or "visa")
+        obj["last_payment_error"]["payment_method"] = method
     return obj
 
 
-def subscription(*, id: str, customer: str, created: int, status: str = "active") -> dict:
+def subscription(
+    *,
+    id: str,
+    customer: str,
+    created: int,
+    status: str = "active",
+    items: Sequence[tuple[str, int]] | None = None,
+) -> dict:
+    """`items` are (price id, quantity); without them the example's single item stays."""
     obj = sample("subscription")
     obj.update(id=id, customer=customer, created=created, status=status)
     if status == "canceled":
         obj.update(canceled_at=created, ended_at=created)
+    if items is not None:
+        obj["items"] = subscription_items(id, items)
     return obj
+
+
+def subscription_items(subscription: str, items: Sequence[tuple[str, int]]) -> dict:
+    """A subscription's `items` list object; also what `previous_attributes.items` holds."""
+    template = _load("subscription")["items"]["data"][0]
+    data = []
+    for price, quantity in items:
+        item = copy.deepcopy(template)
+        item.update(id=f"si_{price}", quantity=quantity, subscription=subscription)
+        item["price"]["id"] = price
+        item["plan"]["id"] = price
+        data.append(item)
+    return {
+        "data": data,
+        "has_more": False,
+        "object": "list",
+        "url": f"/v1/subscription_items?subscription={subscription}",
+    }
 
 
 def customer(*, id: str, created: int, default_payment_method: str | None = None) -> dict:

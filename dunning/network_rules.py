@@ -320,7 +320,7 @@ class _Hold:
 
 def _cap_holds(cap: AttemptCap, attempts: Sequence[CardAttempt], not_before: datetime):
     # Any cap-sized run of consecutive counted attempts spanning less than a window forbids
-    # every t with some window [s - W, s], s in [t, t + W), covering the whole run.
+    # every t with some window (s - W, s], s in [t, t + W), covering the whole run.
     horizon = not_before - cap.window  # runs starting at or before it free t >= not_before
     times = sorted(
         a.at
