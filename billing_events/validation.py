@@ -15,6 +15,7 @@ import math
 import re
 from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from django.db import models
@@ -34,8 +35,9 @@ class Rejected(ValueError):
 
 
 # Stripe's deepest objects nest about eight levels; far below the recursion limit, so a
-# parse in a worker's deeper stack can never hit it either.
-MAX_JSON_DEPTH = 32
+# parse in a worker's deeper stack can never hit it either. Most events have fewer
+# brackets than this in all, which settles the depth without a walk.
+MAX_JSON_DEPTH = 64
 
 # Event `created` must be a plausible Stripe timestamp; object timestamps may be 0 (a
 # missing field parses to the epoch) but must stay far from datetime's limits, which the
@@ -105,7 +107,7 @@ def loads_strict(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> tuple[str, A
         raise Rejected("payload is not valid JSON") from None
     # A body that parses here, near the recursion limit, could still fail in a worker's
     # deeper stack: the bound is far below it.
-    if nesting_exceeds(value, max_depth):
+    if raw.count(b"[") + raw.count(b"{") > max_depth and nesting_exceeds(value, max_depth):
         raise Rejected(f"payload nests deeper than {max_depth} levels")
     return text, value
 
@@ -114,7 +116,7 @@ def loads_strict(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> tuple[str, A
 def text_problem(value: str, *, max_length: int) -> str | None:
     if len(value) > max_length:
         return f"is longer than {max_length} characters"
-    if _UNSTORABLE.search(value):
+    if "\x00" in value or (not value.isascii() and _UNSTORABLE.search(value)):
         return "contains NUL or an unpaired surrogate"
     return None
 
@@ -216,26 +218,38 @@ INT_RANGES: dict[type, tuple[int, int]] = {
 }
 
 
-def _int_range(column: tuple[type[models.Model], str] | None) -> tuple[int, int]:
+@cache
+def _text_limit(fact_type: type, name: str) -> int:
+    column = COLUMNS.get(fact_type, {}).get(name)
+    return _max_length(*column) if column else DEFAULT_MAX_LENGTH
+
+
+@cache
+def _int_range(fact_type: type, name: str) -> tuple[int, int]:
+    column = COLUMNS.get(fact_type, {}).get(name)
     if column is None:
         return BIGINT
     field = column[0]._meta.get_field(column[1])
     return next((r for kind, r in INT_RANGES.items() if type(field) is kind), BIGINT)
 
 
-def _value_problem(name: str, value: Any, column: tuple | None) -> str | None:
+@cache
+def _field_names(fact_type: type) -> tuple[str, ...]:
+    return tuple(field.name for field in fields(fact_type))
+
+
+def _value_problem(fact_type: type, name: str, value: Any) -> str | None:
     if isinstance(value, str):
         if name in REQUIRED and not value:
             return "is empty"
-        limit = _max_length(*column) if column else DEFAULT_MAX_LENGTH
-        if problem := text_problem(value, max_length=limit):
+        if problem := text_problem(value, max_length=_text_limit(fact_type, name)):
             return problem
         if name == "currency" and not _CURRENCY.fullmatch(value):
             return "is not a three-letter currency code"
     elif isinstance(value, bool):
         return None
     elif isinstance(value, int):
-        low, high = _int_range(column)
+        low, high = _int_range(fact_type, name)
         if not low <= value <= high:
             return f"is out of range ({low}..{high})"
     elif isinstance(value, datetime):
@@ -244,22 +258,22 @@ def _value_problem(name: str, value: Any, column: tuple | None) -> str | None:
             return "is a timestamp outside 1970..2100"
     elif isinstance(value, tuple | list):
         for item in value:
-            if not isinstance(item, str):
-                continue
-            if problem := text_problem(item, max_length=DEFAULT_MAX_LENGTH):
+            if isinstance(item, str) and (
+                problem := text_problem(item, max_length=DEFAULT_MAX_LENGTH)
+            ):
                 return problem
     return None
 
 
 def fact_problem(fact: Any) -> str | None:
-    """Why a parsed fact could not be merged into the mirror stores, or None."""
-    columns = COLUMNS.get(type(fact), {})
-    for field in fields(fact):
-        value = getattr(fact, field.name)
-        if is_dataclass(value):
+    """Why a parsed fact could not be merged into the mirror stores, or None. Limits come
+    from the columns each field is stored in (`COLUMNS`); other text fields get 255."""
+    fact_type = type(fact)
+    for name in _field_names(fact_type):
+        value = getattr(fact, name)
+        if is_dataclass(value):  # the event's version: its own fields
             if problem := fact_problem(value):
                 return problem
-            continue
-        if problem := _value_problem(field.name, value, columns.get(field.name)):
-            return f"{field.name.replace('_', ' ')} {problem}"
+        elif problem := _value_problem(fact_type, name, value):
+            return f"{name.replace('_', ' ')} {problem}"
     return None

@@ -74,8 +74,8 @@ def test_nesting_depth_counts_containers_only(value, deeper_than_4):
         (b'\xef\xbb\xbf{"a": 1}', "byte order mark"),
         ('{"a": 1}'.encode("utf-16"), "not valid UTF-8"),
         (b'{"a": "\xff"}', "not valid UTF-8"),
-        (b"[" * 40 + b"]" * 40, "nests deeper than 32 levels"),
-        (b"[" * 100_000, "nests deeper than 32 levels"),
+        (b"[" * 70 + b"]" * 70, "nests deeper than 64 levels"),
+        (b"[" * 100_000, "nests deeper than 64 levels"),
         (b'{"a": ' + b"9" * 5000 + b"}", "not valid JSON"),  # over int's digit limit
         (b'{"a": 1', "not valid JSON"),
     ],
@@ -90,6 +90,11 @@ def test_strict_json_keeps_the_text_it_parsed():
         '{"name": "Zoë", "n": 1.5}',
         {"name": "Zoë", "n": 1.5},
     )
+
+
+@pytest.mark.parametrize("raw", [b"[" * 64 + b"]" * 64, b"[" + b",".join([b"[[]]"] * 100) + b"]"])
+def test_deep_enough_and_many_containers_are_fine(raw):
+    assert loads_strict(raw)[1] is not None
 
 
 def envelope(**fields) -> dict:
@@ -137,7 +142,7 @@ def nested(depth: int) -> bytes:
 
 HOSTILE_BODIES = {
     "nested deeper than the recursion limit": (nested(5000), "nests deeper"),
-    "nested deeper than 32": (nested(40), "nests deeper"),
+    "nested deeper than 64": (nested(70), "nests deeper"),
     "utf-16": (json.dumps(failed_invoice()).encode("utf-16"), "not valid UTF-8"),
     "utf-8 with a BOM": (b"\xef\xbb\xbf" + dumps(failed_invoice()), "byte order mark"),
     "NaN literal": (
