@@ -7,7 +7,6 @@ With WEBHOOK_ENQUEUE_ON_INGEST (the default with in-process tasks) the request h
 event over itself.
 """
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +14,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import connection
 
-from billing_events import signature
+from billing_events import signature, validation
 from billing_events.models import WebhookEvent
 from billing_events.normalize import HANDLED_EVENT_TYPES, MalformedEvent, NoCustomer, parse_event
 from dunning import clock
@@ -33,19 +32,15 @@ def _reject(http_status: int, error: str) -> IngestOutcome:
     return IngestOutcome(http_status, {"error": error})
 
 
-def _validate_envelope(event: object) -> str | None:
-    if not isinstance(event, dict):
-        return "event must be a JSON object"
-    if not isinstance(event.get("id"), str) or not event["id"].startswith("evt_"):
-        return "event id must be a string starting with evt_"
-    if not isinstance(event.get("type"), str) or not event["type"]:
-        return "event type must be a non-empty string"
-    created = event.get("created")
-    if isinstance(created, bool) or not isinstance(created, int) or created <= 0:
-        return "event created must be a positive unix timestamp"
-    if not isinstance(event.get("data"), dict) or not isinstance(event["data"].get("object"), dict):
-        return "event data.object must be an object"
-    return None
+# What parsing an object of the wrong shape raises (a list where an object belongs, a
+# timestamp datetime cannot hold); processing would raise the same on every retry.
+PARSE_ERRORS = (MalformedEvent, TypeError, AttributeError, ValueError, OverflowError, OSError)
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, MalformedEvent):
+        return str(error)
+    return f"data.object has a field of the wrong type or range ({type(error).__name__})"
 
 
 def ingest_stripe_webhook(*, payload: bytes, signature_header: str | None) -> IngestOutcome:
@@ -63,10 +58,10 @@ def ingest_stripe_webhook(*, payload: bytes, signature_header: str | None) -> In
     except signature.SignatureError as error:
         return _reject(400, f"invalid signature: {error}")
     try:
-        event = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return _reject(400, "payload is not valid JSON")
-    if problem := _validate_envelope(event):
+        text, event = validation.loads_strict(payload)
+    except validation.Rejected as error:
+        return _reject(400, str(error))
+    if problem := validation.envelope_problem(event):
         return _reject(400, problem)
 
     status = WebhookEvent.Status.RECEIVED
@@ -75,15 +70,18 @@ def ingest_stripe_webhook(*, payload: bytes, signature_header: str | None) -> In
         status, note = WebhookEvent.Status.IGNORED, "event type not handled by dunning"
     else:
         try:
-            parse_event(event)
+            fact, _ = parse_event(event)
         except NoCustomer as error:
             status, note = WebhookEvent.Status.IGNORED, str(error)
-        except MalformedEvent as error:
-            return _reject(400, f"malformed {event['type']}: {error}")
+        except PARSE_ERRORS as error:
+            return _reject(400, f"malformed {event['type']}: {_reason(error)}")
+        else:
+            if problem := validation.fact_problem(fact):
+                return _reject(400, f"malformed {event['type']}: {problem}")
 
     stored_id = store_event(
         event=event,
-        raw_body=payload.decode(),
+        raw_body=text,
         status=status,
         note=note,
         now=now,

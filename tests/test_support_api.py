@@ -1,5 +1,6 @@
 """NinjaPanel's support API: find an account, read its dunning and timeline, act on it."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -521,11 +522,22 @@ def test_the_openapi_schema_documents_the_support_api(client):
         assert path in paths
     pause = paths["/api/v1/accounts/{account_id}/pause/"]["post"]
     assert {"200", "400", "401", "403", "404", "409"} <= set(pause["responses"])
+    find = paths["/api/v1/accounts/"]["get"]
+    assert {p["name"] for p in find["parameters"]} == {"stripe_customer", "email", "page"}
+    assert "400" in find["responses"]
     assert "tokenAuth" in response.json()["components"]["securitySchemes"]
 
 
-def test_the_api_docs_page_answers(client):
+def test_the_api_docs_page_answers_with_its_assets_served_here(client):
     response = client.get("/api/docs/")
 
     assert response.status_code == 200
-    assert b"/api/schema/" in response.content
+    page = response.content.decode()
+    assert "/api/schema/" in page
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css|png))"', page)
+    assert assets and all(asset.startswith("/static/") for asset in assets), assets
+    assert "cdn" not in page.lower()
+    for asset in assets:
+        served = client.get(asset)
+        assert served.status_code == 200, asset
+        b"".join(served.streaming_content)

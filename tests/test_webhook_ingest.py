@@ -124,3 +124,26 @@ def test_oversized_body_gets_413_and_stores_nothing(stripe_sender, settings):
 
 def test_only_post_is_allowed(client):
     assert client.get("/webhooks/stripe/").status_code == 405
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_postgres_dropped_is_replaced_before_the_next_request(stripe_sender):
+    """After a PostgreSQL restart the persistent connection is dead; the webhook must not
+    answer 500 until it ages out (CONN_HEALTH_CHECKS)."""
+    import psycopg
+    from django.db import close_old_connections, connection
+
+    connection.ensure_connection()
+    stale_pid = connection.connection.info.backend_pid
+    params = connection.get_connection_params()
+    admin_params = {k: params[k] for k in ("dbname", "user", "host", "port") if k in params}
+    with psycopg.connect(**admin_params, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [stale_pid])
+    # What Django does when every request starts (the test client leaves it out).
+    close_old_connections()
+
+    response = stripe_sender.send(failed_invoice_event())
+
+    assert response.status_code == 200, response.content
+    assert connection.connection.info.backend_pid != stale_pid
+    assert WebhookEvent.objects.count() == 1

@@ -25,8 +25,9 @@ from entitlements.models import Restriction
 UNPAID_STATUSES = (Invoice.Status.OPEN, Invoice.Status.UNCOLLECTIBLE)
 
 
-def accounts(*, stripe_customer: str | None = None) -> QuerySet[Account]:
-    """Accounts (one per Stripe customer) with their open case, if any, as `open_cases`."""
+def accounts(*, stripe_customer: str | None = None, email: str | None = None) -> QuerySet[Account]:
+    """Accounts (one per Stripe customer) with their open case, if any, as `open_cases`;
+    `email` matches exactly but case-insensitively (support types what the customer wrote)."""
     queryset = Account.objects.order_by("pk").prefetch_related(
         Prefetch(
             "dunning_cases",
@@ -36,6 +37,8 @@ def accounts(*, stripe_customer: str | None = None) -> QuerySet[Account]:
     )
     if stripe_customer is not None:
         queryset = queryset.filter(stripe_customer_id=stripe_customer)
+    if email is not None:
+        queryset = queryset.filter(email__iexact=email)
     return queryset
 
 

@@ -12,6 +12,18 @@ from dunning import clock
 from dunning.engine import Outcome
 
 
+# --- query parameters ---------------------------------------------------------------------
+# DRF's CharField already refuses NUL and lone surrogates; the lengths are the columns'.
+class AccountQuerySerializer(serializers.Serializer):
+    stripe_customer = serializers.CharField(
+        required=False, max_length=255, help_text="a Stripe customer id (cus_...), exact"
+    )
+    email = serializers.CharField(
+        required=False, max_length=255, help_text="an email address, exact but case-insensitive"
+    )
+    page = serializers.IntegerField(required=False, min_value=1, help_text="1 unless given")
+
+
 # --- accounts -----------------------------------------------------------------------------
 class OpenCaseSerializer(serializers.Serializer):
     id = serializers.IntegerField()
@@ -158,7 +170,10 @@ class AwareDateTimeField(serializers.DateTimeField):
 
     def to_internal_value(self, value):
         if isinstance(value, str):
-            parsed = parse_datetime(value.strip())
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:  # well-formed but impossible, e.g. minute 99: DRF says so
+                parsed = None
             if parsed is not None and parsed.tzinfo is None:
                 self.fail("naive")
         return super().to_internal_value(value)

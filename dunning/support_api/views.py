@@ -4,15 +4,15 @@
 from collections.abc import Callable
 
 from drf_spectacular.utils import (
-    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_view,
 )
-from rest_framework import status
-from rest_framework.exceptions import APIException, NotFound
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -22,9 +22,11 @@ from billing_events.models import Account
 from dunning import support
 from dunning.engine import Outcome
 from dunning.support_api import selectors
+from dunning.support_api.parsers import StrictJSONParser
 from dunning.support_api.permissions import SupportRole
 from dunning.support_api.serializers import (
     AccountDunningSerializer,
+    AccountQuerySerializer,
     AccountSerializer,
     ActionResultSerializer,
     ErrorSerializer,
@@ -49,10 +51,43 @@ class NoOpenCaseConflict(APIException):
     default_code = "no_open_case"
 
 
+def validated_query(request: Request, serializer_class: type | None) -> dict:
+    """The query parameters a GET declares, validated. An unknown or repeated parameter is a
+    400 naming it: silently ignoring one (a misspelt filter) lists every account, and support
+    would act on the wrong one."""
+    allowed = set(serializer_class().fields) if serializer_class else set()
+    errors = {}
+    for name, values in request.query_params.lists():
+        if name not in allowed:
+            takes = ", ".join(sorted(allowed)) or "no query parameters"
+            errors[name] = [f"Unknown query parameter; this endpoint takes: {takes}."]
+        elif len(values) > 1:
+            errors[name] = ["Give this query parameter once."]
+    if errors:
+        raise ValidationError(errors)
+    if serializer_class is None:
+        return {}
+    # A plain dict: from a QueryDict DRF reads `?email=` as "not given", and the filter
+    # would silently drop out.
+    query = serializer_class(data=request.query_params.dict())
+    query.is_valid(raise_exception=True)
+    return query.validated_data
+
+
 class SupportView(APIView):
-    """Support roles on every endpoint; domain errors become 404 and 409."""
+    """Support roles on every endpoint; domain errors become 404 and 409; a GET's query
+    parameters are validated (`query_serializer_class`) once the caller is authorized."""
 
     permission_classes = [IsAuthenticated, SupportRole]
+    parser_classes = [StrictJSONParser, FormParser, MultiPartParser]
+    query_serializer_class: type[serializers.Serializer] | None = None
+    query: dict
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        self.query = {}
+        if request.method == "GET":
+            self.query = validated_query(request, self.query_serializer_class)
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, Account.DoesNotExist):
@@ -68,25 +103,33 @@ class AccountPagination(PageNumberPagination):
     page_size = 50
 
 
+BAD_QUERY = {
+    400: OpenApiResponse(
+        description="an unknown, repeated or malformed query parameter, keyed by its name: "
+        '`{"emial": ["Unknown query parameter; this endpoint takes: email, page, '
+        'stripe_customer."]}`'
+    )
+}
+
+
 @extend_schema(
     tags=[TAG],
     summary="Find accounts",
-    description="Accounts with their open case, if any; `?stripe_customer=cus_...` finds one.",
-    parameters=[
-        OpenApiParameter(
-            "stripe_customer",
-            str,
-            description="a Stripe customer id (cus_...); an unknown one gives an empty list",
-        )
-    ],
-    responses={200: AccountSerializer(many=True), **ERRORS},
+    description="Accounts with their open case, if any. `?stripe_customer=cus_...` and "
+    "`?email=` (exact, case-insensitive) find one; both together must both match. An "
+    "unknown parameter is a 400, never ignored.",
+    parameters=[AccountQuerySerializer],
+    responses={200: AccountSerializer(many=True), **BAD_QUERY, **ERRORS},
 )
 class AccountListView(SupportView, ListAPIView):
     serializer_class = AccountSerializer
     pagination_class = AccountPagination
+    query_serializer_class = AccountQuerySerializer
 
     def get_queryset(self):
-        return selectors.accounts(stripe_customer=self.request.query_params.get("stripe_customer"))
+        return selectors.accounts(
+            stripe_customer=self.query.get("stripe_customer"), email=self.query.get("email")
+        )
 
 
 class AccountDunningView(SupportView):
@@ -96,7 +139,7 @@ class AccountDunningView(SupportView):
         description="The open case (else the latest one; state null when the account never "
         "had one), its unpaid invoices, the next retry, the restrictions in force, the "
         "explanation of the newest decision and the open bad-debt episode.",
-        responses={200: AccountDunningSerializer, **ERRORS, **NOT_FOUND},
+        responses={200: AccountDunningSerializer, **BAD_QUERY, **ERRORS, **NOT_FOUND},
     )
     def get(self, request: Request, account_id: int) -> Response:
         dunning = selectors.account_dunning(account_id=account_id)
@@ -104,6 +147,8 @@ class AccountDunningView(SupportView):
 
 
 class TimelineView(SupportView):
+    query_serializer_class = TimelineQuerySerializer
+
     @extend_schema(
         tags=[TAG],
         summary="An account's timeline",
@@ -111,12 +156,10 @@ class TimelineView(SupportView):
         "transitions, outcome events and side effects, oldest first: the newest `limit` "
         "entries (500 unless given).",
         parameters=[TimelineQuerySerializer],
-        responses={200: TimelineSerializer, **ERRORS, **NOT_FOUND},
+        responses={200: TimelineSerializer, **BAD_QUERY, **ERRORS, **NOT_FOUND},
     )
     def get(self, request: Request, account_id: int) -> Response:
-        query = TimelineQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        timeline = selectors.account_timeline(account_id=account_id, **query.validated_data)
+        timeline = selectors.account_timeline(account_id=account_id, **self.query)
         return Response(TimelineSerializer(timeline).data)
 
 
