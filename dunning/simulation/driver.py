@@ -251,7 +251,7 @@ class Driver:
             "payment_method": self.payment_method(truth.index),
             "charge_id": charge_id,
             "payment_intent_id": f"pi_{state.charge.invoice_id.removeprefix('in_')}",
-            "attempted_at": at(state.charge.at),
+            "attempted_at": at(int(state.charge.at)),
         }
         known = {f.name for f in fields(FailureLookup)}
         script(
@@ -403,7 +403,8 @@ class Driver:
             PaymentAttempt.objects.filter(
                 stripe_invoice_id=invoice_id,
                 outcome=PaymentAttempt.Outcome.FAILED,
-                attempted_at__gte=at(failed_at),
+                # Stripe's timestamps are whole seconds (see _ts).
+                attempted_at__gte=at(int(failed_at)),
             )
             .exclude(decline_code="")
             .exists()
