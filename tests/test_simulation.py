@@ -4,6 +4,12 @@ One run per fixture (module scope: a run takes tens of seconds), committed to th
 database and deleted afterwards. The stress mix has more failures, upgrades and hard and
 fraud declines than the defaults, so that a small book shows every fault the legacy model
 models: if the legacy side showed none, the comparison would prove nothing.
+
+The hard cases (an upgrade invoice Stripe writes off, charge events late or never sent,
+invoices first seen when already old) are in the default mix; the stress and gaps runs
+switch them off, so that those runs keep the books their claims were measured on, and the
+default-mix run below meets them. The service's zeros on the hard cases are marked xfail
+until the engine's fixes land.
 """
 
 import json
@@ -13,14 +19,29 @@ import pytest
 from billing_events.models import Account, WebhookEvent
 from dunning import models as dunning_models
 from dunning.simulation import simulate
-from dunning.simulation.mix import parse_mix
+from dunning.simulation.generator import DAY, Book, Charge, generate
+from dunning.simulation.hardcases import (
+    drawn,
+    retries_after_a_card_decline,
+    written_off_upgrade_alone,
+)
+from dunning.simulation.ledger import Attempt, InvoiceState
+from dunning.simulation.mix import MixError, parse_mix
 from dunning.simulation.report import as_json, format_table
 
 # The runs commit (module fixtures, outside any test's transaction); the mark makes
 # pytest-django create the test database for this module.
 pytestmark = pytest.mark.django_db
 
+HARD_CASES_OFF = [
+    "upgrade_uncollectible_rate=0",
+    "late_charge_event_rate=0",
+    "missing_charge_event_rate=0",
+    "old_invoice_rate=0",
+]
+
 STRESS = [
+    *HARD_CASES_OFF,
     "renewal_failure_rate=0.25",
     "upgrade_rate=0.3",
     "upgrade_failure_rate=0.4",
@@ -111,14 +132,27 @@ def test_the_report_prints_and_serialises(report):
     assert json.loads(as_json(report)) == json.loads(json.dumps(report))
 
 
+# Every hard case in a 15-account book (seed 7), for the same-seed check.
+STRESS_HARD = [
+    *STRESS,
+    "late_charge_event_rate=0.4",
+    "missing_charge_event_rate=0.3",
+    "old_invoice_rate=0.3",
+    "upgrade_uncollectible_rate=1",
+]
+
+
 def test_the_same_seed_gives_the_same_report(django_db_setup, django_db_blocker):
-    first = _run(django_db_blocker, accounts=15, days=30, seed=5, mix=parse_mix(STRESS))
-    second = _run(django_db_blocker, accounts=15, days=30, seed=5, mix=parse_mix(STRESS))
+    mix = parse_mix(STRESS_HARD)
+    first = _run(django_db_blocker, accounts=15, days=30, seed=7, mix=mix)
+    second = _run(django_db_blocker, accounts=15, days=30, seed=7, mix=mix)
     assert as_json(first) == as_json(second)
     assert first["service"]["deliveries"]["events_created"] > 0
+    assert all(_hard_case_counts(first["book"]["hard_cases"]).values())
 
 
 GAPS = [
+    *HARD_CASES_OFF,
     "renewal_failure_rate=0.4",
     "upgrade_rate=0.5",
     "upgrade_failure_rate=0.5",
@@ -152,3 +186,187 @@ def test_a_written_off_account_does_not_stay_in_limbo(gaps_report):
 
 def test_an_unpaid_upgrade_never_brings_bad_debt_forward(gaps_report):
     assert gaps_report["service"]["bad_debt_dated_by_an_older_upgrade_invoice"] == 0
+
+
+# --- the hard cases ---------------------------------------------------------------------
+
+
+def _hard_case_counts(hard_cases: dict) -> dict[str, int]:
+    keys = (
+        "upgrade_invoices_stripe_marks_uncollectible",
+        "late_charge_events",
+        "missing_charge_events",
+        "invoices_first_seen_old",
+    )
+    return {key: hard_cases[key] for key in keys}
+
+
+@pytest.mark.parametrize(
+    ("accounts", "days", "seed"),
+    [(1000, 90, 7), (200, 60, 7)],  # `make simulate`'s book, and the run below
+)
+def test_the_default_book_holds_every_hard_case(accounts, days, seed):
+    hard_cases = drawn(generate(accounts=accounts, days=days, seed=seed))
+    assert all(_hard_case_counts(hard_cases).values()), hard_cases
+
+
+def test_late_charge_events_reach_every_decline_class_in_the_default_book():
+    hard_cases = drawn(generate(accounts=1000, days=90, seed=7))
+    assert set(hard_cases["late_charge_events_by_class"]) == {"soft", "hard", "fraud", "auth"}
+
+
+def test_old_invoices_are_first_seen_20_to_60_days_old_in_the_first_week():
+    book = generate(accounts=1000, days=90, seed=7)
+    old = [c for truth in book.accounts for c in truth.charges if c.old]
+    assert old and all(c.trouble is not None for c in old)
+    for charge in old:
+        assert 20 * DAY <= charge.first_seen_after <= 60 * DAY
+        assert 0 <= charge.seen_at <= 7 * DAY
+
+
+def _customers(book: Book) -> list:
+    return [
+        (
+            truth.plan,
+            truth.tenure_months,
+            [(c.invoice_id, c.at, c.trouble) for c in truth.charges if not c.old],
+        )
+        for truth in book.accounts
+    ]
+
+
+def test_the_hard_cases_do_not_change_who_the_customers_are():
+    # They come from a stream of their own: switching them off gives the same customers,
+    # charges and troubles, so the comparison with older runs stays like for like.
+    with_them = generate(accounts=300, days=60, seed=11)
+    without = generate(accounts=300, days=60, seed=11, mix=parse_mix(HARD_CASES_OFF))
+    assert _customers(with_them) == _customers(without)
+    assert with_them.delivery_seed == without.delivery_seed
+    assert not any(drawn(without)[key] for key in _hard_case_counts(drawn(without)))
+
+
+def test_late_and_missing_shares_cannot_exceed_all_failures():
+    with pytest.raises(MixError):
+        parse_mix(["late_charge_event_rate=0.7", "missing_charge_event_rate=0.4"])
+
+
+def _attempt(t: float, *, card: int = 0, retry: bool = True, declined_by: str = "") -> Attempt:
+    return Attempt(t, account=1, invoice_id="in_1", card=card, retry=retry, declined_by=declined_by)
+
+
+@pytest.mark.parametrize(
+    ("attempts", "expected"),
+    [
+        # A soft decline does not stop the card.
+        ([_attempt(0, retry=False, declined_by="soft"), _attempt(1)], {"hard": 0, "fraud": 0}),
+        # Every retry after a hard decline on that card counts, declined or not.
+        (
+            [
+                _attempt(0, retry=False, declined_by="hard"),
+                _attempt(1, declined_by="hard"),
+                _attempt(2),
+            ],
+            {"hard": 2, "fraud": 0},
+        ),
+        # A new card (the next generation) starts clean.
+        (
+            [_attempt(0, retry=False, declined_by="fraud"), _attempt(5, card=1)],
+            {"hard": 0, "fraud": 0},
+        ),
+        # Counted by the class of the first stopping decline, in time order.
+        (
+            [
+                _attempt(3),
+                _attempt(0, retry=False, declined_by="fraud"),
+                _attempt(1, declined_by="hard"),
+            ],
+            {"hard": 0, "fraud": 2},
+        ),
+        # The first charge is not a retry.
+        (
+            [_attempt(0, retry=False, declined_by="hard"), _attempt(1, retry=False)],
+            {"hard": 0, "fraud": 0},
+        ),
+    ],
+)
+def test_retries_after_a_card_decline(attempts, expected):
+    counted = retries_after_a_card_decline(attempts)
+    assert counted["retries_after_a_card_decline_by_class"] == expected
+    assert counted["retries_after_a_hard_or_fraud_decline_on_the_card"] == sum(expected.values())
+
+
+def _owed(kind: str, status: str = "open", closed_at: float | None = None) -> InvoiceState:
+    charge = Charge(f"in_{kind}", kind, 0.0, 2900, trouble=None)
+    return InvoiceState(charge, 0, status=status, failed_at=0.0, closed_at=closed_at)
+
+
+@pytest.mark.parametrize(
+    ("owed", "at", "expected"),
+    [
+        ([("upgrade", "uncollectible", 10.0)], 10.0, True),
+        ([("upgrade", "uncollectible", 10.0)], 9.0, False),  # not yet written off then
+        ([("upgrade", "open", None)], 10.0, False),  # an unpaid upgrade, no write-off
+        ([("upgrade", "uncollectible", 5.0), ("renewal", "open", None)], 10.0, False),
+        ([], 10.0, False),
+    ],
+)
+def test_bad_debt_from_an_upgrade_write_off_alone(owed, at, expected):
+    states = [_owed(kind, status, closed) for kind, status, closed in owed]
+    assert written_off_upgrade_alone(states, at) is expected
+
+
+@pytest.fixture(scope="module")
+def hard_report(django_db_setup, django_db_blocker) -> dict:
+    # The default mix: every hard case is in this book (see the test above).
+    return _run(django_db_blocker, accounts=200, days=60, seed=7)
+
+
+def test_the_default_mix_run_meets_every_hard_case(hard_report):
+    legacy, service = hard_report["legacy"], hard_report["service"]
+    assert service["upgrade_write_offs_met"] > 0
+    assert service["late_charge_events_met"] > 0
+    assert service["missing_charge_events_met"] > 0
+    assert service["old_invoices_first_seen"] > 0
+    # The legacy model meets them too, and shows the faults they bring out.
+    assert legacy["upgrade_write_offs_met"] > 0
+    assert sum(legacy["old_invoices_by_status_at_end"].values()) > 0
+    assert legacy["upgrade_only_bad_debt_after_an_upgrade_write_off"] > 0
+    assert legacy["retries_after_a_hard_or_fraud_decline_on_the_card"] > 0
+    # Late deliveries carry the payment intent's event as well; every event processed.
+    deliveries = service["deliveries"]
+    assert service["webhook_events_by_status"] == {"processed": deliveries["events_created"]}
+    assert service["lost_or_stuck_total"] == 0, service["lost_or_stuck"]
+    table = format_table(hard_report)
+    for label in ("hard cases met in the run", "first decision was above notice"):
+        assert label in table
+
+
+ENGINE_FIX = pytest.mark.xfail(reason="engine fix in progress", strict=False)
+
+
+@ENGINE_FIX
+def test_an_upgrade_write_off_puts_no_account_in_bad_debt(hard_report):
+    service = hard_report["service"]
+    assert service["upgrade_only_bad_debt_after_an_upgrade_write_off"] == 0
+    assert service["upgrade_only_bad_debt"] == 0
+
+
+@ENGINE_FIX
+def test_no_retry_on_a_card_after_its_hard_or_fraud_decline(hard_report):
+    assert hard_report["service"]["retries_after_a_hard_or_fraud_decline_on_the_card"] == 0
+
+
+@ENGINE_FIX
+def test_no_charge_while_the_latest_decline_code_is_unknown(hard_report):
+    assert hard_report["service"]["charged_while_decline_class_unknown"] == 0
+
+
+@ENGINE_FIX
+def test_every_case_starts_at_notice_at_most(hard_report):
+    service = hard_report["service"]
+    assert service["first_decision_above_notice"] == 0, service["first_decision_levels"]
+
+
+@ENGINE_FIX
+def test_no_ladder_dated_by_an_older_upgrade_invoice_with_the_hard_cases(hard_report):
+    assert hard_report["service"]["bad_debt_dated_by_an_older_upgrade_invoice"] == 0

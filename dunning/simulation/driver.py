@@ -16,6 +16,14 @@ delivery, a due retry or review, a day boundary) and delivers that hour's events
 in a shuffled order, some late and some twice. Account Management is a real HTTP server
 on loopback that answers 503 during the outage.
 
+The hard cases (see `generator`): a first attempt's charge events can come hours after
+its invoice.payment_failed, or never; either way Stripe's API knows the decline, so every
+failed first attempt is also scripted into the gateway's failure lookup
+(`SIMULATED.script_failure`, where the gateway has it). An old invoice's failure events
+are first delivered when it is 20-60 days old. At each retry the gateway's `decide` also
+notes whether the service had, at that moment, a decline code recorded for the invoice's
+latest failure (`ServiceRun.charged_class_unknown`).
+
 The run needs a database of its own (the command makes one): it adds accounts and moves
 the shared test clock.
 """
@@ -28,7 +36,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 
 from django.db.models import Min
@@ -37,16 +45,30 @@ from django.test.utils import override_settings
 
 from billing_events import processing, samples
 from billing_events.gateway import SIMULATED, PaymentResult, declined, failed, succeeded
-from billing_events.models import Account, WebhookEvent
+from billing_events.models import Account, PaymentAttempt, WebhookEvent
 from config.celery import app as celery_app
 from dunning import clock, outbox, test_clock
 from dunning.engine import handle
 from dunning.models import OPEN_STATES, BadDebtEpisode, DunningCase, OutboxItem, TestClock
 from dunning.simulation.account_management import AccountManagementStub
-from dunning.simulation.generator import DAY, AccountTruth, Book, Charge, Spell, delivery_rng
+from dunning.simulation.generator import (
+    DAY,
+    LATE,
+    ON_TIME,
+    AccountTruth,
+    Book,
+    Charge,
+    Spell,
+    delivery_rng,
+)
 from dunning.simulation.ledger import InvoiceState, Ledger
 from dunning.triggers import Trigger, TriggerKind
 from entitlements.models import Restriction
+
+try:  # the gateway's failure lookup is being added alongside: run without it until then
+    from billing_events.gateway import FailureLookup  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - depends on the gateway's version
+    FailureLookup = None
 
 START = datetime(2027, 1, 4, tzinfo=UTC)  # a Monday, 00:00 UTC: day 0 of every run
 START_TS = int(START.timestamp())
@@ -82,6 +104,14 @@ class ServiceRun:
     am_standing: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     iterations: int = 0
+    # The hard cases as met: "<on_time|late|missing>:<class>" -> failed first attempts.
+    charge_events: Counter = field(default_factory=Counter)
+    old_invoices_seen: int = 0
+    failure_lookups_scripted: int = 0
+    failure_lookup_available: bool = False
+    # Retries made while the invoice's latest failure had no decline code recorded by the
+    # service, by the class that failure had in truth.
+    charged_class_unknown: Counter = field(default_factory=Counter)
 
 
 def _ts(t: float) -> int:
@@ -114,6 +144,9 @@ class Driver:
         self.last_cancel_pk = 0
         self.now = 0.0
         self.am = AccountManagementStub()
+        # invoice -> time of its failed first attempt, while that is its latest failure
+        # (a retry's decline comes back with its code in the gateway's answer).
+        self.unanswered_failure: dict[str, float] = {}
 
     # --- Stripe's events ------------------------------------------------------------
 
@@ -162,18 +195,70 @@ class Driver:
         t: float,
         charge_id: str,
         spell: Spell | None,
+        *,
+        attempted: float | None = None,
+        delay: float = 0.0,
+        with_intent: bool = False,
     ) -> None:
+        """The charge's event (and the payment intent's, when asked), created at t for a
+        charge attempted at `attempted` (default t), on their way `delay` seconds late."""
+        attempted = t if attempted is None else attempted
+        intent_id = f"pi_{state.charge.invoice_id.removeprefix('in_')}" if with_intent else None
         obj = samples.charge(
             id=charge_id,
             customer=truth.customer,
-            created=_ts(t),
+            created=_ts(attempted),
             invoice=state.charge.invoice_id,
             status="failed" if spell else "succeeded",
             amount=state.charge.amount,
             decline_code=spell.trouble.code if spell else None,
             payment_method=self.payment_method(truth.index),
+            payment_intent=intent_id,
         )
-        self.send(self.event("charge.failed" if spell else "charge.succeeded", obj, t), t)
+        self.send(self.event("charge.failed" if spell else "charge.succeeded", obj, t), t + delay)
+        if intent_id and spell is not None:
+            intent = samples.payment_intent_failed(
+                id=intent_id,
+                customer=truth.customer,
+                created=_ts(attempted),
+                charge=charge_id,
+                invoice=state.charge.invoice_id,
+                amount=state.charge.amount,
+                decline_code=spell.trouble.code,
+            )
+            intent["payment_method"] = self.payment_method(truth.index)
+            self.send(self.event("payment_intent.payment_failed", intent, t), t + delay)
+
+    def script_failure_lookup(
+        self, truth: AccountTruth, state: InvoiceState, charge_id: str, spell: Spell
+    ) -> None:
+        """What Stripe's API answers about the invoice's failed first attempt, whatever
+        became of its webhooks."""
+        script = getattr(SIMULATED, "script_failure", None)
+        if script is None or FailureLookup is None:
+            return
+        values = {
+            "found": True,
+            "retryable_error": False,
+            "message": "",
+            "outcome": "failed",
+            "decline_code": spell.trouble.code,
+            "failure_code": "card_declined",
+            "advice_code": "",
+            "network_advice_code": "",
+            "network_decline_code": "",
+            "card_brand": "visa",
+            "payment_method": self.payment_method(truth.index),
+            "charge_id": charge_id,
+            "payment_intent_id": f"pi_{state.charge.invoice_id.removeprefix('in_')}",
+            "attempted_at": at(int(state.charge.at)),
+        }
+        known = {f.name for f in fields(FailureLookup)}
+        script(
+            state.charge.invoice_id,
+            FailureLookup(**{k: v for k, v in values.items() if k in known}),
+        )
+        self.run.failure_lookups_scripted += 1
 
     def subscription_event(self, type: str, truth: AccountTruth, t: float, status: str) -> None:
         obj = samples.subscription(
@@ -214,10 +299,33 @@ class Driver:
             return  # the service cancelled the subscription: Stripe bills it no more
         spell, new = self.ledger.first_charge(truth, charge, t)
         state = self.ledger.invoices[charge.invoice_id]
-        self.charge_event(truth, state, t, f"ch_{charge.invoice_id.removeprefix('in_')}_1", spell)
+        charge_id = f"ch_{charge.invoice_id.removeprefix('in_')}_1"
         if spell is None:
+            self.charge_event(truth, state, t, charge_id, None)
             self.invoice_event("invoice.paid", truth, state, t, status="paid")
             return
+        if charge.old:
+            # Stripe has it, the service will hear of it only then.
+            self.push(charge.seen_at, "first_seen", (truth, charge, spell, new))
+            return
+        self.first_attempt_failed(t, truth, charge, spell, new)
+
+    def first_attempt_failed(
+        self, t: float, truth: AccountTruth, charge: Charge, spell: Spell, new: bool
+    ) -> None:
+        """Stripe's events about a failed first attempt, sent at t (its time, or when an old
+        invoice is first seen), and what then happens to the invoice counted from t."""
+        state = self.ledger.invoices[charge.invoice_id]
+        charge_id = f"ch_{charge.invoice_id.removeprefix('in_')}_1"
+        self.unanswered_failure[charge.invoice_id] = charge.at
+        self.run.charge_events[f"{charge.charge_event}:{spell.trouble.kind}"] += 1
+        if charge.charge_event == ON_TIME:
+            self.charge_event(truth, state, t, charge_id, spell, attempted=charge.at)
+        elif charge.charge_event == LATE:
+            self.charge_event(
+                truth, state, t, charge_id, spell, delay=charge.charge_event_delay, with_intent=True
+            )
+        self.script_failure_lookup(truth, state, charge_id, spell)
         self.invoice_event("invoice.payment_failed", truth, state, t)
         if charge.kind == "renewal":
             self.subscription_event("customer.subscription.updated", truth, t, "past_due")
@@ -225,6 +333,14 @@ class Driver:
             self.push(t + after, action, (truth, charge.invoice_id))
         if new and spell.end is not None and spell.trouble.kind != "soft":
             self.push(spell.end, "spell_end", (truth, spell))
+
+    def on_first_seen(
+        self, t: float, truth: AccountTruth, charge: Charge, spell: Spell, new: bool
+    ) -> None:
+        if not self.ledger.invoices[charge.invoice_id].owed:
+            return
+        self.run.old_invoices_seen += 1
+        self.first_attempt_failed(t, truth, charge, spell, new)
 
     def on_spell_end(self, t: float, truth: AccountTruth, spell: Spell) -> None:
         card = self.ledger.cards[truth.index]
@@ -272,9 +388,27 @@ class Driver:
             return succeeded(message="invoice was already paid")
         if state.status == "void":
             return failed(retryable=False, message="invoice is void")
+        failed_at = self.unanswered_failure.pop(invoice_id, None)
+        if failed_at is not None and not self.decline_code_recorded(invoice_id, failed_at):
+            self.run.charged_class_unknown[state.failed_class or "none"] += 1
         spell = self.ledger.retry(state.account, invoice_id, t)
         self.echoes.append((t, state.account, invoice_id, attempt, spell))
         return declined(spell.trouble.code) if spell else succeeded()
+
+    @staticmethod
+    def decline_code_recorded(invoice_id: str, failed_at: float) -> bool:
+        """Whether the service holds a decline code for the invoice's attempt at failed_at
+        (or a later one): from the charge's events, or from whatever it learned itself."""
+        return (
+            PaymentAttempt.objects.filter(
+                stripe_invoice_id=invoice_id,
+                outcome=PaymentAttempt.Outcome.FAILED,
+                # Stripe's timestamps are whole seconds (see _ts).
+                attempted_at__gte=at(int(failed_at)),
+            )
+            .exclude(decline_code="")
+            .exists()
+        )
 
     def echo(self) -> None:
         """The webhooks Stripe sends after each retry, and after each cancellation."""
@@ -413,6 +547,8 @@ class Driver:
                     self.on_charge(t, *payload)
                 elif kind == "spell_end":
                     self.on_spell_end(t, *payload)
+                elif kind == "first_seen":
+                    self.on_first_seen(t, *payload)
                 elif kind == "outage":
                     self.am.down = payload
                 else:
@@ -521,4 +657,7 @@ def run_service(book: Book, *, progress: Callable[[str], None] | None = None) ->
             "refused_during_outage": driver.am.refused,
         }
         driver.run.am_standing = dict(driver.am.standing)
+    driver.run.failure_lookup_available = (
+        FailureLookup is not None and getattr(SIMULATED, "script_failure", None) is not None
+    )
     return driver.run

@@ -18,12 +18,24 @@ customer's business, decided here and hidden from both policies:
 A charge made during a spell fails with the spell's code; otherwise it fails with the
 probability of its kind (renewal or upgrade) and starts a new spell. Each failed invoice
 also carries what finance or the customer may do to it if it is still open by then: pay it
-out of band, void it, mark it uncollectible (renewals only).
+out of band, void it, mark it uncollectible (renewals; upgrades in the hard case below).
+
+The hard cases, drawn from a stream of their own (`hard_rng`, seeded from the book's seed)
+so that with their rates at 0 the book is the one drawn before they existed:
+
+- uncollectible upgrade: Stripe marks a failed upgrade invoice uncollectible 7-21 days on
+  (both worlds meet it);
+- late charge events: the first attempt's charge.failed and payment_intent.payment_failed
+  come 1-12 h after its invoice.payment_failed (the service; every decline class);
+- missing charge events: they never come, the decline code is only to be had from the
+  gateway (the service);
+- old invoice: an invoice that failed 20-60 days before the first event about it arrives,
+  in the run's first week (both worlds: the legacy model's retry clock starts then too).
 """
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dunning.simulation.mix import Mix
 
@@ -59,6 +71,10 @@ CODES = {"soft": SOFT_CODES, "hard": HARD_CODES, "fraud": FRAUD_CODES, "auth": A
 PLANS = {900: 0.20, 2900: 0.35, 4900: 0.25, 9900: 0.15, 29900: 0.05}
 SMALL_PLAN = 500
 PLAN_LADDER = sorted(PLANS)
+
+ON_TIME, LATE, MISSING = "on_time", "late", "missing"  # the first attempt's charge events
+OLD_INVOICE_AGE_DAYS = (20.0, 60.0)  # age of the invoice when the first event arrives
+OLD_INVOICE_SEEN_WITHIN_DAYS = 7.0  # the go-live's first week
 
 
 @dataclass(frozen=True)
@@ -97,10 +113,30 @@ class Charge:
     amount: int
     trouble: Trouble | None  # drawn: the charge fails this way if the card is fine then
     fate: Fate = field(default_factory=Fate)
+    # If the first attempt fails: how its charge events reach the service (ON_TIME, LATE
+    # by charge_event_delay seconds, or MISSING).
+    charge_event: str = ON_TIME
+    charge_event_delay: float = 0.0
+    # An old invoice: the first event about it arrives this long after `at`. Both worlds
+    # start handling it then; its fate is counted from then.
+    first_seen_after: float | None = None
 
     @property
     def billing_reason(self) -> str:
         return "subscription_cycle" if self.kind == "renewal" else "subscription_update"
+
+    @property
+    def old(self) -> bool:
+        return self.first_seen_after is not None
+
+    @property
+    def seen_at(self) -> float:
+        """When the first event about the invoice arrives (a failure's events, if it fails)."""
+        return self.at + (self.first_seen_after or 0.0)
+
+    @property
+    def uncollectible_upgrade(self) -> bool:
+        return self.kind == "upgrade" and self.fate.uncollectible_after is not None
 
 
 @dataclass(frozen=True)
@@ -222,6 +258,52 @@ def draw_fate(rng: random.Random, mix: Mix, *, renewal: bool) -> Fate:
     return Fate(oob, void, uncollectible)
 
 
+def hard_rng(seed: int) -> random.Random:
+    """The hard cases' own stream: a string seed is hashed (SHA-512), the same everywhere."""
+    return random.Random(f"hard-cases/{seed}")
+
+
+def draw_charge_event(hard: random.Random, mix: Mix) -> tuple[str, float]:
+    """How the first attempt's charge events travel, if it fails: (mode, delay seconds)."""
+    pick = hard.random()
+    delay = hard.uniform(1.0, mix.late_charge_event_hours_max) * 3600
+    if pick < mix.late_charge_event_rate:
+        return LATE, delay
+    if pick < mix.late_charge_event_rate + mix.missing_charge_event_rate:
+        return MISSING, 0.0
+    return ON_TIME, 0.0
+
+
+def with_hard_cases(hard: random.Random, mix: Mix, charge: Charge) -> Charge:
+    """The charge with its delivery drawn, and for an upgrade maybe Stripe's write-off."""
+    mode, delay = draw_charge_event(hard, mix)
+    write_off = hard.random() < mix.upgrade_uncollectible_rate
+    after = _days(hard, 7, 21, 14)
+    fate = charge.fate
+    if charge.kind == "upgrade" and write_off:
+        fate = replace(fate, uncollectible_after=after)
+    return replace(charge, fate=fate, charge_event=mode, charge_event_delay=delay)
+
+
+def draw_old_invoice(
+    hard: random.Random, mix: Mix, name: str, plan: int, days: int
+) -> Charge | None:
+    """A renewal invoice that failed before the run and is first heard of 20-60 days later,
+    in the run's first week: a go-live on a book that already has open invoices."""
+    old = hard.random() < mix.old_invoice_rate
+    age = hard.uniform(*OLD_INVOICE_AGE_DAYS) * DAY
+    seen = hard.uniform(0.0, min(OLD_INVOICE_SEEN_WITHIN_DAYS, max(days - 1, 0))) * DAY
+    if not old:
+        return None
+    trouble = draw_trouble(hard, mix, 1.0)
+    assert trouble is not None  # a failure rate of 1 always fails
+    if trouble.ends_after is not None:
+        # The customer's clock runs from the go-live, when anyone first asks them to act.
+        trouble = replace(trouble, ends_after=age + trouble.ends_after)
+    fate = draw_fate(hard, mix, renewal=True)
+    return Charge(f"in_{name}o00", "renewal", seen - age, plan, trouble, fate, first_seen_after=age)
+
+
 def upgrade_amount(plan: int, days_into_cycle: float) -> int:
     """Proration to the next plan up (or half the plan again at the top) for the rest of
     the cycle, in minor units."""
@@ -231,7 +313,9 @@ def upgrade_amount(plan: int, days_into_cycle: float) -> int:
     return max(100, int(round(difference * remaining, -1)))
 
 
-def draw_account(rng: random.Random, mix: Mix, index: int, days: int) -> AccountTruth:
+def draw_account(
+    rng: random.Random, mix: Mix, index: int, days: int, hard: random.Random
+) -> AccountTruth:
     plan = SMALL_PLAN if rng.random() < mix.small_plan_share else _weighted(rng, PLANS)
     tenure = min(int(rng.expovariate(1 / mix.tenure_mean_months)), 120)
     first = rng.uniform(0, CYCLE_DAYS) * DAY
@@ -242,23 +326,25 @@ def draw_account(rng: random.Random, mix: Mix, index: int, days: int) -> Account
         trouble = draw_trouble(rng, mix, mix.renewal_failure_rate)
         fate = draw_fate(rng, mix, renewal=True)
         if at < days * DAY:
-            charges.append(Charge(f"in_{name}r{cycle:02d}", "renewal", at, plan, trouble, fate))
+            renewal = Charge(f"in_{name}r{cycle:02d}", "renewal", at, plan, trouble, fate)
+            charges.append(with_hard_cases(hard, mix, renewal))
         if rng.random() < mix.upgrade_rate:
             into = rng.uniform(3, 25)
             up_at = at + into * DAY
             trouble = draw_trouble(rng, mix, mix.upgrade_failure_rate)
             fate = draw_fate(rng, mix, renewal=False)
             if up_at < days * DAY:
-                charges.append(
-                    Charge(
-                        f"in_{name}u{cycle:02d}",
-                        "upgrade",
-                        up_at,
-                        upgrade_amount(plan, into),
-                        trouble,
-                        fate,
-                    )
+                upgrade = Charge(
+                    f"in_{name}u{cycle:02d}",
+                    "upgrade",
+                    up_at,
+                    upgrade_amount(plan, into),
+                    trouble,
+                    fate,
                 )
+                charges.append(with_hard_cases(hard, mix, upgrade))
+    if (old := draw_old_invoice(hard, mix, name, plan, days)) is not None:
+        charges.append(old)
     return AccountTruth(
         index=index,
         customer=f"cus_{name}",
@@ -279,7 +365,8 @@ def generate(*, accounts: int, days: int, seed: int, mix: Mix | None = None) -> 
         outage_start = rng.uniform(days / 3, 2 * days / 3) * DAY
     # The outage ends before the run does, so that convergence can be checked at the end.
     outage_end = min(outage_start + mix.am_outage_hours * 3600, max(days - 1, 0) * DAY)
-    book = tuple(draw_account(rng, mix, index, days) for index in range(accounts))
+    hard = hard_rng(seed)
+    book = tuple(draw_account(rng, mix, index, days, hard) for index in range(accounts))
     outage = (outage_start, max(outage_start, outage_end))
     return Book(seed, days, mix, book, outage, delivery_seed=rng.getrandbits(64))
 

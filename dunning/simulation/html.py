@@ -150,6 +150,8 @@ LOWER_IS_BETTER = {
     "bad-debt",
     "limbo",
     "retries on",
+    "retries while",
+    "above notice",
     "network-cap",
     "median days",
     "disagree",

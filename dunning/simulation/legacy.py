@@ -18,7 +18,10 @@ service, in plain Python, and models the faults DESIGN.md lists, no more:
   lifting) is dropped into a stuck-events table and never replayed;
 - an invoice marked uncollectible by finance flags the account at once (like the service);
 - money that comes in (a retry, the customer on-session, out of band) lifts the flag once
-  nothing exhausted is owed.
+  nothing exhausted is owed;
+- an old invoice (failed before the run, first heard of 20-60 days later) starts its retry
+  clock when it is first heard of, as the service's handling does; late or missing charge
+  events change nothing for it, since it never reads a decline code.
 
 It does not model anything the legacy system might have done better or worse than that
 (e.g. its own lost webhooks): where unsure, it is generous to the legacy system.
@@ -29,6 +32,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from dunning.simulation.generator import DAY, AccountTruth, Book, Charge, Spell
+from dunning.simulation.hardcases import ledger_measures, written_off_upgrade_alone
 from dunning.simulation.ledger import Ledger, money_and_retries
 
 LEGACY_RETRY_DAYS = (3, 8, 15, 22)
@@ -40,6 +44,7 @@ class LegacyRun:
     bad_debt_entries: int = 0
     upgrade_only_bad_debt: int = 0
     upgrade_only_accounts: set[int] = field(default_factory=set)
+    upgrade_only_after_write_off: int = 0
     blocked_escalations: int = 0
     blocked_lifts: int = 0
     escalations_in_outage: int = 0
@@ -79,6 +84,8 @@ class _Account:
         if owed and all(state.upgrade for state in owed):
             self.run.upgrade_only_bad_debt += 1
             self.run.upgrade_only_accounts.add(self.truth.index)
+        if written_off_upgrade_alone(owed, t):
+            self.run.upgrade_only_after_write_off += 1
 
     def still_owes_after_exhaustion(self) -> bool:
         return any(
@@ -98,10 +105,11 @@ class _Account:
         spell, new = self.ledger.first_charge(self.truth, charge, t)
         if spell is None:
             return
+        seen = charge.seen_at if charge.old else t
         for number, days in enumerate(LEGACY_RETRY_DAYS):
-            self.push(t + days * DAY, "retry", (charge.invoice_id, number))
+            self.push(seen + days * DAY, "retry", (charge.invoice_id, number))
         for after, action in charge.fate.actions():
-            self.push(t + after, action, charge.invoice_id)
+            self.push(seen + after, action, charge.invoice_id)
         if new and spell.end is not None:
             self.push(spell.end, "spell_end", spell)
 
@@ -199,6 +207,8 @@ def legacy_report(book: Book, run: LegacyRun) -> dict:
         "upgrade_only_bad_debt_accounts": len(run.upgrade_only_accounts),
         "upgrade_only_bad_debt_per_day": round(per_day, 4),
         "upgrade_only_bad_debt_per_year": round(per_day * 365, 1),
+        "upgrade_only_bad_debt_after_an_upgrade_write_off": run.upgrade_only_after_write_off,
+        **ledger_measures(run.ledger),
         "limbo": run.limbo,
         "disagree_after_convergence": run.disagree,
         "lost_or_stuck": {

@@ -3,6 +3,8 @@ against Stripe's side (the run's ledger)."""
 
 from collections import Counter
 
+from django.db.models import Min
+
 from billing_events.models import Invoice, WebhookEvent
 from dunning.models import (
     IN_DUNNING,
@@ -14,24 +16,11 @@ from dunning.models import (
 )
 from dunning.simulation.driver import START, ServiceRun, at, index_of
 from dunning.simulation.generator import Book
-from dunning.simulation.ledger import InvoiceState, Ledger, money_and_retries
+from dunning.simulation.hardcases import ledger_measures, owed_at, written_off_upgrade_alone
+from dunning.simulation.ledger import Ledger, money_and_retries
 
 UNFINISHED_EVENTS = ("received", "failed", "dead")
-
-
-def _owed_at(ledger: Ledger, account: int, t: float) -> list[InvoiceState]:
-    """The account's invoices that had failed and were still owed at t (seconds)."""
-    owed = []
-    for invoice_id in ledger.by_account.get(account, ()):
-        state = ledger.invoices[invoice_id]
-        if state.failed_at is None or state.failed_at > t:
-            continue
-        if state.paid_at is not None and state.paid_at <= t:
-            continue
-        if state.status == "void" and state.closed_at is not None and state.closed_at <= t:
-            continue
-        owed.append(state)
-    return owed
+NOT_ABOVE_NOTICE = ("none", "notice")
 
 
 FASTEST_SUSPENSION_SECONDS = 15 * 86400
@@ -41,16 +30,17 @@ def bad_debt(book: Book, ledger: Ledger) -> dict:
     """Every bad-debt episode, and those an upgrade invoice alone caused: at entry, every
     failed invoice still owed was an upgrade/proration invoice (the base plan was paid)."""
     reasons: Counter = Counter()
-    upgrade_only, upgrade_accounts, dated_by_upgrade = 0, set(), 0
+    upgrade_only, upgrade_accounts, dated_by_upgrade, after_write_off = 0, set(), 0, 0
     for customer, entered_at, reason in BadDebtEpisode.objects.values_list(
         "account__stripe_customer_id", "entered_at", "reason"
     ):
         reasons[reason] += 1
         account = index_of(customer)
-        owed = _owed_at(ledger, account, (entered_at - START).total_seconds())
+        owed = owed_at(ledger, account, (entered_at - START).total_seconds())
         if owed and all(state.upgrade for state in owed):
             upgrade_only += 1
             upgrade_accounts.add(account)
+            after_write_off += written_off_upgrade_alone(owed, (entered_at - START).total_seconds())
         elif owed and reason == "ladder_suspended" and min(owed, key=lambda s: s.charge.at).upgrade:
             # Suspended by the ladder sooner than the base plan's own failure allows even on
             # the fastest ladder (a fraud decline halves the 30 days): dated by the upgrade.
@@ -66,7 +56,65 @@ def bad_debt(book: Book, ledger: Ledger) -> dict:
         "upgrade_only_bad_debt_accounts": len(upgrade_accounts),
         "upgrade_only_bad_debt_per_day": round(per_day, 4),
         "upgrade_only_bad_debt_per_year": round(per_day * 365, 1),
+        "upgrade_only_bad_debt_after_an_upgrade_write_off": after_write_off,
         "bad_debt_dated_by_an_older_upgrade_invoice": dated_by_upgrade,
+    }
+
+
+def first_decisions(book: Book) -> dict:
+    """Accounts whose first recorded decision of a case already put it above `notice`: the
+    level the case's first Decision set (its `case.level` change), the first being the
+    lowest id (decisions are numbered as they are made). Accounts with an old invoice, the
+    case where a ladder dated from the invoice's age would start high, are counted apart."""
+    firsts = (
+        Decision.objects.filter(case__isnull=False)
+        .values("case_id")
+        .annotate(first=Min("pk"))
+        .values_list("first", flat=True)
+    )
+    old_accounts = {truth.customer for truth in book.accounts if any(c.old for c in truth.charges)}
+    levels: Counter = Counter()
+    above: set[str] = set()
+    for customer, changes in Decision.objects.filter(pk__in=list(firsts)).values_list(
+        "account__stripe_customer_id", "changes"
+    ):
+        level = next(
+            (
+                change.get("to")
+                for change in changes
+                if change.get("store") == "case" and change.get("field") == "level"
+            ),
+            None,
+        )
+        level = level or "none"
+        levels[level] += 1
+        if level not in NOT_ABOVE_NOTICE:
+            above.add(customer)
+    return {
+        "first_decision_above_notice": len(above),
+        "first_decision_above_notice_with_an_old_invoice": len(above & old_accounts),
+        "first_decision_levels": dict(sorted(levels.items())),
+    }
+
+
+def hard_cases_met(run: ServiceRun) -> dict:
+    """What the run met of the hard cases, besides the ledger's measures."""
+    by_mode: dict[str, Counter] = {}
+    for key, n in run.charge_events.items():
+        mode, kind = key.split(":")
+        by_mode.setdefault(mode, Counter())[kind] += n
+    unknown = run.charged_class_unknown
+    return {
+        "failed_first_attempts_by_charge_events": {
+            mode: dict(sorted(kinds.items())) for mode, kinds in sorted(by_mode.items())
+        },
+        "late_charge_events_met": sum(by_mode.get("late", Counter()).values()),
+        "missing_charge_events_met": sum(by_mode.get("missing", Counter()).values()),
+        "old_invoices_first_seen": run.old_invoices_seen,
+        "failure_lookup_in_gateway": run.failure_lookup_available,
+        "failure_lookups_scripted": run.failure_lookups_scripted,
+        "charged_while_decline_class_unknown": sum(unknown.values()),
+        "charged_while_decline_class_unknown_by_class": dict(sorted(unknown.items())),
     }
 
 
@@ -173,6 +221,9 @@ def service_report(book: Book, run: ServiceRun) -> dict:
     return {
         **money,
         **bad_debt(book, run.ledger),
+        **ledger_measures(run.ledger),
+        **first_decisions(book),
+        **hard_cases_met(run),
         **limbo(book),
         **disagreement(run),
         **lost_or_stuck(book, run),

@@ -46,6 +46,13 @@ class Mix:
     am_outage_day: float = -1.0
     small_plan_share: float = 0.05
     tenure_mean_months: float = 18.0
+    # The hard cases: each drawn from a stream of its own (see generator.hard_rng), so
+    # that setting them to 0 gives back the book drawn before they existed.
+    upgrade_uncollectible_rate: float = 0.5
+    late_charge_event_rate: float = 0.15
+    late_charge_event_hours_max: float = 12.0
+    missing_charge_event_rate: float = 0.05
+    old_invoice_rate: float = 0.02
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -142,6 +149,30 @@ MIX_DOCS: dict[str, tuple[str, str]] = {
         "paid invoices that make a good payer)",
         ASSUMPTION,
     ),
+    "upgrade_uncollectible_rate": (
+        "hard case: failed upgrade invoices Stripe marks uncollectible when its own retries "
+        "end (7-21 days, mode 14; the base plan stays paid unless its next renewal fails)",
+        f"Stripe's subscription setting 'if all retries fail: mark the invoice as "
+        f"uncollectible' (docs.stripe.com/billing/revenue-recovery/smart-retries); the rate "
+        f"is an {ASSUMPTION}",
+    ),
+    "late_charge_event_rate": (
+        "hard case: failed first attempts whose charge.failed and "
+        "payment_intent.payment_failed (the events with the decline code) arrive 1 h to "
+        "`late_charge_event_hours_max` after invoice.payment_failed; every decline class",
+        f"Stripe does not guarantee delivery order ({WEBHOOKS}); the rate is an {ASSUMPTION}",
+    ),
+    "late_charge_event_hours_max": ("latest such delivery, hours", ASSUMPTION),
+    "missing_charge_event_rate": (
+        "hard case: failed first attempts whose charge events never arrive (the decline code "
+        "is only to be had from the gateway)",
+        f"Stripe stops retrying a delivery after 3 days ({WEBHOOKS}); the rate is an {ASSUMPTION}",
+    ),
+    "old_invoice_rate": (
+        "hard case: accounts with an invoice that failed 20-60 days before the first event "
+        "about it reaches the service (a go-live on an existing book), seen in its first week",
+        ASSUMPTION,
+    ),
 }
 
 
@@ -178,6 +209,10 @@ def parse_mix(pairs: list[str] | None, base: Mix | None = None) -> Mix:
             ("_rate", "_share", "_clears", "_card", "_session", "_completes")
         ) and not (0.0 <= value <= 1.0):
             raise MixError(f"{name}={value}: a share must be between 0 and 1")
+    if mix.late_charge_event_rate + mix.missing_charge_event_rate > 1.0:
+        raise MixError("late_charge_event_rate + missing_charge_event_rate must not exceed 1")
+    if mix.late_charge_event_hours_max < 1.0:
+        raise MixError("late_charge_event_hours_max must be at least 1")
     if sum(mix.class_weights.values()) <= 0:
         raise MixError("the decline class shares must not all be 0")
     return mix

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dunning.simulation.driver import START
 from dunning.simulation.generator import DAY, Book
+from dunning.simulation.hardcases import drawn
 from dunning.simulation.legacy import LEGACY_RETRY_DAYS
 
 
@@ -27,6 +28,7 @@ def book_summary(book: Book) -> dict:
         "upgrades": kinds["upgrade"],
         "failures_drawn": dict(sorted(troubles.items())),
         "monthly_revenue": sum(t.plan for t in book.accounts),
+        "hard_cases": drawn(book),
     }
 
 
@@ -108,6 +110,10 @@ def rows(report: dict) -> list[tuple[str, str, str]]:
         ("  failed money back within 7 days", *both("recovered_within_7_days", _pct)),
         ("  failed money back within 14 days", *both("recovered_within_14_days", _pct)),
         ("upgrade-only bad debt (accounts put in bad debt)", *both("upgrade_only_bad_debt")),
+        (
+            "  after Stripe wrote the upgrade invoice off",
+            *both("upgrade_only_bad_debt_after_an_upgrade_write_off"),
+        ),
         ("  per day / per year, this book", upgrade_rate(legacy), upgrade_rate(service)),
         ("bad-debt entries, all reasons", *both("bad_debt_entries")),
         (
@@ -125,6 +131,25 @@ def rows(report: dict) -> list[tuple[str, str, str]]:
         ("retries on hard declines", *both("retries_on_hard")),
         ("retries on fraud declines", *both("retries_on_fraud")),
         ("retries on authentication-required", *both("retries_on_auth_required")),
+        (
+            "retries on a card after its hard/fraud decline",
+            *both("retries_after_a_hard_or_fraud_decline_on_the_card"),
+        ),
+        (
+            "retries while the latest decline code was unknown",
+            "n/a",
+            _int(service["charged_while_decline_class_unknown"]),
+        ),
+        (
+            "accounts whose first decision was above notice",
+            "n/a",
+            _int(service["first_decision_above_notice"]),
+        ),
+        (
+            "  of which with an invoice first seen 20-60 days old",
+            "n/a",
+            _int(service["first_decision_above_notice_with_an_old_invoice"]),
+        ),
         ("network-cap violations (>15 attempts/card/30 d)", cap(legacy), cap(service)),
         ("median days to recovery", median(legacy), median(service)),
         ("accounts whose stores disagree after convergence", *both("disagree_after_convergence")),
@@ -142,7 +167,53 @@ def rows(report: dict) -> list[tuple[str, str, str]]:
             *both("paying_history_no_core_days", lambda v: f"{v:,.0f}"),
         ),
         ("escalations during the AM outage (applied / blocked)", outage(legacy), outage(service)),
+        *hard_case_rows(report),
     ]
+
+
+def hard_case_rows(report: dict) -> list[tuple[str, str, str]]:
+    """How often each world met each hard case (the book's draws are in the notes)."""
+    legacy, service = report["legacy"], report["service"]
+    old_in_legacy = sum(legacy["old_invoices_by_status_at_end"].values())
+    return [
+        ("hard cases met in the run", "", ""),
+        (
+            "  upgrade invoices written off, base plan paid",
+            *(_int(side["upgrade_write_offs_met"]) for side in (legacy, service)),
+        ),
+        (
+            "  failed first attempts, charge events 1-12 h late",
+            "n/a",
+            _int(service["late_charge_events_met"]),
+        ),
+        (
+            "  failed first attempts, charge events never sent",
+            "n/a",
+            _int(service["missing_charge_events_met"]),
+        ),
+        (
+            "  invoices first seen 20-60 days old",
+            _int(old_in_legacy),
+            _int(service["old_invoices_first_seen"]),
+        ),
+    ]
+
+
+def hard_case_note(report: dict) -> str:
+    drawn = report["book"]["hard_cases"]
+    service = report["service"]
+    lookup = (
+        f"{service['failure_lookups_scripted']:,} failure lookup(s) scripted in the gateway"
+        if service["failure_lookup_in_gateway"]
+        else "the gateway has no failure lookup yet: none scripted"
+    )
+    return (
+        f"book: hard cases drawn: {drawn['upgrade_invoices_stripe_marks_uncollectible']} "
+        f"upgrade write-off(s), {drawn['late_charge_events']} late charge event(s) "
+        f"{drawn['late_charge_events_by_class']}, {drawn['missing_charge_events']} missing "
+        f"{drawn['missing_charge_events_by_class']}, {drawn['invoices_first_seen_old']} old "
+        f"invoice(s); {lookup}"
+    )
 
 
 def format_table(report: dict) -> str:
@@ -169,5 +240,6 @@ def format_table(report: dict) -> str:
         "shuffled order), "
         f"Account Management refused {service['account_management']['refused_during_outage']:,} "
         "standing update(s) during the outage, all retried",
+        hard_case_note(report),
     ]
     return "\n".join([*lines, "", *notes])
