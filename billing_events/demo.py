@@ -109,18 +109,50 @@ STORIES = (
 )
 
 
+@dataclass(frozen=True)
+class Expected:
+    """The outcome a story must end with: the case's state and resolution ("no case" when
+    none opened), and whether the service may charge the card again."""
+
+    state: str
+    resolution: str = ""
+    may_charge: bool = True
+
+    def describe(self) -> str:
+        text = self.state + (f" ({self.resolution})" if self.resolution else "")
+        return text if self.may_charge else f"{text}, never charged"
+
+
+# Every event is delivered at once, 30 days after the story began (a late delivery): the
+# expected outcomes hold whatever order the shuffled batch arrives in.
+EXPECTED = {
+    soft_decline_then_paid: Expected("resolved", "paid"),
+    expired_card_then_new_card: Expected("resolved", "paid"),
+    # The decline code may arrive after the invoice's failure: no charge before it does.
+    fraud_decline: Expected("awaiting_customer_action", may_charge=False),
+    # Retried on the soft schedule (the demo's gateway approves), never escalated.
+    failed_upgrade: Expected("resolved", "paid"),
+    paid_out_of_band: Expected("resolved", "paid_out_of_band", may_charge=False),
+    voided: Expected("resolved", "voided", may_charge=False),
+    written_off: Expected("resolved", "written_off", may_charge=False),
+    card_expiring: Expected("no case", may_charge=False),
+}
+
+
 @dataclass
 class DemoResult:
     responses: Counter
     event_statuses: Counter
     stories: dict[str, str]
     delivered: int
+    expected: dict[str, Expected]
 
 
 def build_batch(*, customers: int, seed: int, start: int) -> tuple[list[dict], dict[str, str]]:
     rng = random.Random(seed)
     events: list[dict] = []
     stories: dict[str, str] = {}
+    expected: dict[str, Expected] = {}
     for n in range(customers):
         story = STORIES[n % len(STORIES)]
         cus = StripeCustomer(id=f"cus_demo{n:04d}", subscription=f"sub_demo{n:04d}", t=start)
@@ -128,15 +160,16 @@ def build_batch(*, customers: int, seed: int, start: int) -> tuple[list[dict], d
         cus.invoice_event("invoice.finalized")
         cus.tick(60)
         stories[cus.id] = story(cus)
+        expected[cus.id] = EXPECTED[story]
         events.extend(cus.events)
     redelivered = rng.sample(events, k=len(events) // 5)
     batch = events + redelivered
     rng.shuffle(batch)
-    return batch, stories
+    return batch, stories, expected
 
 
 def run_demo(*, customers: int, seed: int, secret: str, now: int) -> DemoResult:
-    batch, stories = build_batch(customers=customers, seed=seed, start=now - 30 * DAY)
+    batch, stories, expected = build_batch(customers=customers, seed=seed, start=now - 30 * DAY)
     client = Client()
     responses: Counter = Counter()
 
@@ -159,7 +192,31 @@ def run_demo(*, customers: int, seed: int, secret: str, now: int) -> DemoResult:
     ] += 1
 
     statuses = Counter(WebhookEvent.objects.values_list("status", flat=True))
-    return DemoResult(responses, statuses, stories, delivered=len(batch))
+    return DemoResult(responses, statuses, stories, delivered=len(batch), expected=expected)
+
+
+def actual_outcome(stripe_customer_id: str) -> Expected:
+    """What the service did with one demo customer, in the shape of `Expected`."""
+    from dunning.models import DunningCase
+
+    case = (
+        DunningCase.objects.filter(account__stripe_customer_id=stripe_customer_id)
+        .order_by("-pk")
+        .first()
+    )
+    # The simulated gateway's own charges carry its made-up ids.
+    charged = PaymentAttempt.objects.filter(
+        account__stripe_customer_id=stripe_customer_id, attempt_key__startswith="ch_sim_"
+    ).exists()
+    if case is None:
+        return Expected("no case", may_charge=charged)
+    return Expected(case.state, case.resolution, may_charge=charged)
+
+
+def outcome_matches(expected: Expected, actual: Expected) -> bool:
+    """A story that may charge need not have; one that may not, must not have."""
+    same_case = (expected.state, expected.resolution) == (actual.state, actual.resolution)
+    return same_case and (expected.may_charge or not actual.may_charge)
 
 
 def account_lines() -> list[str]:

@@ -237,6 +237,8 @@ def merge_customer(account: Account, fact: CustomerFact) -> Account:
 def merge_payment_method(account: Account, fact: PaymentMethodFact) -> Account:
     if fact.card_expiring_at is not None:
         values = {"card_expiring_at": _earliest(account.card_expiring_at, fact.card_expiring_at)}
+    elif not fact.changes_card:
+        values = {}
     else:
         values = {
             "payment_method_updated_at": _latest(

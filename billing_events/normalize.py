@@ -139,6 +139,9 @@ class PaymentMethodFact:
     customer_id: str
     payment_method_id: str
     card_expiring_at: datetime | None
+    # A new payment method, or new card details (number, expiry) on the same one: a reason
+    # to retry at once. A billing-address or metadata update is not.
+    changes_card: bool = True
 
 
 Fact = InvoiceFact | AttemptFact | SubscriptionFact | CustomerFact | PaymentMethodFact
@@ -380,6 +383,18 @@ def parse_payment_method(obj: dict, version: EventVersion) -> PaymentMethodFact:
     )
 
 
+CARD_DETAIL_KEYS = {"exp_month", "exp_year", "last4", "fingerprint", "number"}
+
+
+def parse_payment_method_update(
+    obj: dict, version: EventVersion, previous: dict
+) -> PaymentMethodFact:
+    """payment_method.updated: a card change only when its number or expiry changed."""
+    card_before = previous.get("card")
+    changed = isinstance(card_before, dict) and bool(CARD_DETAIL_KEYS & set(card_before))
+    return replace(parse_payment_method(obj, version), changes_card=changed)
+
+
 def parse_expiring_source(obj: dict, version: EventVersion) -> PaymentMethodFact:
     card = obj.get("card") if obj.get("object") == "payment_method" else obj
     card = card or {}
@@ -427,7 +442,9 @@ ROUTES: dict[str, EventRoute] = {
     ),
     "customer.updated": EventRoute(TriggerKind.PAYMENT_METHOD_UPDATED, parse_customer),
     "payment_method.attached": EventRoute(TriggerKind.PAYMENT_METHOD_UPDATED, parse_payment_method),
-    "payment_method.updated": EventRoute(TriggerKind.PAYMENT_METHOD_UPDATED, parse_payment_method),
+    "payment_method.updated": EventRoute(
+        TriggerKind.PAYMENT_METHOD_UPDATED, parse_payment_method_update
+    ),
     "customer.source.expiring": EventRoute(TriggerKind.CARD_EXPIRING, parse_expiring_source),
 }
 
@@ -443,7 +460,7 @@ def parse_event(event: dict) -> tuple[Fact, TriggerKind]:
     if not isinstance(obj, dict):
         raise MalformedEvent("event has no data.object")
     version = EventVersion(created=from_unix(event["created"]), event_id=event["id"])
-    if route.parse in (parse_customer, parse_subscription):
+    if route.parse in (parse_customer, parse_subscription, parse_payment_method_update):
         fact = route.parse(obj, version, data.get("previous_attributes") or {})
     else:
         fact = route.parse(obj, version)

@@ -81,8 +81,11 @@ class StripeCustomer:
             previous_attributes={"invoice_settings": {"default_payment_method": None}},
         )
 
-    def payment_method_event(self, type: str, pm_id: str) -> dict:
-        return self._event(type, samples.payment_method(id=pm_id, customer=self.id, created=self.t))
+    def payment_method_event(self, type: str, pm_id: str, previous: dict | None = None) -> dict:
+        obj = samples.payment_method(id=pm_id, customer=self.id, created=self.t)
+        if previous is None:
+            return self._event(type, obj)
+        return self._event(type, obj, previous_attributes=previous)
 
     def source_expiring(self, card_id: str = "card_1", exp_month: int = 12, exp_year: int = 2026):
         card = samples.sample("payment_method")["card"]

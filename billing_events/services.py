@@ -94,3 +94,37 @@ def record_subscription_cancelled(*, account_id: int, subscription_id: str, at: 
 
 def result_as_dict(result: PaymentResult) -> dict:
     return asdict(result)
+
+
+def unsettled_invoice(*, stripe_invoice_id: str) -> Invoice | None:
+    """The invoice while money is still owed on it (open, or written off by Stripe)."""
+    return Invoice.objects.filter(
+        stripe_invoice_id=stripe_invoice_id,
+        status__in=(Invoice.Status.OPEN, Invoice.Status.UNCOLLECTIBLE),
+    ).first()
+
+
+def record_upgrade_reverted(
+    *, subscription_id: str, items: list[dict], voided_invoice_ids: list[str], at: datetime
+) -> None:
+    """Dunning put the subscription back to its items before the upgrade and voided the
+    unpaid upgrade invoices; the webhooks Stripe sends for both merge into the same rows."""
+    Subscription.objects.filter(stripe_subscription_id=subscription_id).update(
+        price_ids=sorted({item["price"] for item in items})
+    )
+    for invoice in Invoice.objects.filter(stripe_invoice_id__in=voided_invoice_ids).exclude(
+        status__in=(Invoice.Status.PAID, Invoice.Status.VOID)
+    ):
+        invoice.status = Invoice.Status.VOID
+        invoice.voided_at = invoice.voided_at or at
+        invoice.amount_remaining = 0
+        invoice.save(update_fields=["status", "voided_at", "amount_remaining"])
+
+
+def merge_looked_up_failure(
+    *, account_id: int, stripe_invoice_id: str, found: dict, at: datetime
+) -> bool:
+    """A failure read from Stripe's API, merged like the webhook for the same charge."""
+    from billing_events.lookups import merge_looked_up_failure as merge
+
+    return merge(account_id=account_id, stripe_invoice_id=stripe_invoice_id, found=found, at=at)

@@ -5,22 +5,13 @@ while a row lock is held, and never awaited by escalation.
 """
 
 import logging
-from dataclasses import dataclass, field
 
 import requests
 from django.conf import settings
 
+from dunning.effects.result import EffectResult
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EffectResult:
-    ok: bool
-    retryable: bool = False
-    detail: str = ""
-    data: dict = field(default_factory=dict)
-    # Not a failure: the item must wait for another one first (ordering).
-    defer: bool = False
 
 
 def send_standing(*, stripe_customer_id: str, standing: str, idempotency_key: str) -> EffectResult:

@@ -112,6 +112,10 @@ def apply(
         _move_bad_debt(account, snapshot, desired, decision, now)
     if "subscriptions" in stores:
         outbox_ids += _request_cancellation(account, changes, decision, now)
+    if "upgrades" in stores:
+        outbox_ids += _request_revert(account, snapshot, desired, changes, decision, now)
+    if "lookups" in stores:
+        outbox_ids += _request_lookups(account, changes, decision, now)
     outbox_ids += publish_outcome(
         account=account, desired=desired, changes=changes, decision=decision, now=now
     )
@@ -244,6 +248,61 @@ def _request_cancellation(
             kind=OutboxItem.Kind.CANCEL_SUBSCRIPTION,
             key=f"cancel:{subscription_id}:{decision.pk}",
             payload={"subscription_id": subscription_id},
+            next_attempt_at=now,
+            created_at=now,
+        )
+        ids.append(item.pk)
+    return ids
+
+
+def _request_revert(
+    account: Account,
+    snapshot: Snapshot,
+    desired: Desired,
+    changes: tuple[Change, ...],
+    decision: Decision,
+    now: datetime,
+) -> list[int]:
+    [change] = [c for c in changes if c.store == "upgrades"]
+    unpaid = [i for i in snapshot.invoices if i.pk in desired.case.invoice_pks]
+    ids = []
+    for subscription_id in change.after:
+        invoices = sorted(
+            i.stripe_invoice_id
+            for i in unpaid
+            if i.subscription_id == subscription_id and i.status in ("open", "uncollectible")
+        )
+        items = snapshot.items_before_upgrade.get(subscription_id, ())
+        item = OutboxItem.objects.create(
+            account=account,
+            decision=decision,
+            kind=OutboxItem.Kind.REVERT_UPGRADE,
+            key=f"revert:{subscription_id}:{decision.pk}",
+            payload={
+                "subscription_id": subscription_id,
+                "items": [{"price": price, "quantity": quantity} for price, quantity in items],
+                "invoices": invoices,
+            },
+            next_attempt_at=now,
+            created_at=now,
+        )
+        ids.append(item.pk)
+    return ids
+
+
+def _request_lookups(
+    account: Account, changes: tuple[Change, ...], decision: Decision, now: datetime
+) -> list[int]:
+    [change] = [c for c in changes if c.store == "lookups"]
+    ids = []
+    for lookup in change.after:
+        invoice_id, _, _attempt = lookup.rpartition(":")
+        item = OutboxItem.objects.create(
+            account=account,
+            decision=decision,
+            kind=OutboxItem.Kind.FAILURE_LOOKUP,
+            key=f"lookup:{lookup}:{decision.pk}",
+            payload={"lookup": lookup, "stripe_invoice_id": invoice_id},
             next_attempt_at=now,
             created_at=now,
         )

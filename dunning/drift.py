@@ -21,7 +21,7 @@ from django.db.models import F, Q
 from billing_events.models import Account, PaymentAttempt, WebhookEvent
 from dunning import clock
 from dunning.compute import compute
-from dunning.engine import diff, handle
+from dunning.engine import diff, handle, read_snapshot
 from dunning.models import (
     OPEN_STATES,
     AccountStanding,
@@ -32,7 +32,6 @@ from dunning.models import (
     OutboxItem,
 )
 from dunning.policy import Policy, current_policy
-from dunning.snapshot_sql import lock_and_read
 from dunning.triggers import Trigger, TriggerKind
 from entitlements.models import Restriction
 
@@ -84,13 +83,7 @@ def guarded(*, account_id: int, now: datetime) -> str | None:
 def drifted(*, account_id: int, now: datetime, policy: Policy) -> bool:
     """Would a recompute change anything? Read-only: nothing is locked or written."""
     with transaction.atomic():
-        _, snapshot = lock_and_read(
-            account_id=account_id,
-            now=now,
-            card_window=policy.retries.card_attempt_window,
-            memory=policy.severity.memory,
-            lock=False,
-        )
+        _, snapshot = read_snapshot(account_id=account_id, now=now, policy=policy, lock=False)
     return bool(diff(snapshot, compute(snapshot, now, policy)))
 
 

@@ -12,11 +12,12 @@ handle(trigger)
      and report back as triggers
 """
 
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 from django.db import transaction
 
+from billing_events.models import Account
 from dunning import clock
 from dunning.compute import Desired, compute
 from dunning.policy import Policy, current_policy
@@ -66,6 +67,7 @@ CASE_FIELDS = (
     "state",
     "resolution",
     "level",
+    "level_since",
     "decline_class",
     "earliest_unpaid_at",
     "amount_overdue",
@@ -111,6 +113,17 @@ def diff(snapshot: Snapshot, desired: Desired) -> tuple[Change, ...]:
         changes.append(
             Change("subscriptions", "cancel", sorted(snapshot.cancel_requested), sorted(to_cancel))
         )
+    lookups = desired.case.lookups if desired.case is not None else frozenset()
+    if lookups - set(snapshot.lookups_asked):
+        changes.append(
+            Change("lookups", "requested", [], sorted(lookups - set(snapshot.lookups_asked)))
+        )
+    revert = desired.case.revert_upgrades if desired.case is not None else frozenset()
+    to_revert = revert - snapshot.revert_requested - snapshot.reverts_done
+    if to_revert:
+        changes.append(
+            Change("upgrades", "revert", sorted(snapshot.revert_requested), sorted(to_revert))
+        )
     if desired.restrictions != snapshot.restrictions:
         changes.append(
             Change("restrictions", "in_force", snapshot.restrictions, desired.restrictions)
@@ -122,6 +135,22 @@ def diff(snapshot: Snapshot, desired: Desired) -> tuple[Change, ...]:
     return tuple(changes)
 
 
+def read_snapshot(
+    *, account_id: int, now: datetime, policy: Policy, invoice_hint: str = "", lock: bool = True
+) -> tuple[Account, Snapshot]:
+    """The account's snapshot; with `lock`, the account row stays locked until the
+    transaction ends (the one way every path that changes an account serialises)."""
+    return lock_and_read(
+        account_id=account_id,
+        now=now,
+        card_window=policy.retries.card_attempt_window,
+        memory=policy.severity.memory,
+        lookup_window=policy.retries.unknown_class_wait * 2,
+        invoice_hint=invoice_hint,
+        lock=lock,
+    )
+
+
 def handle(trigger: Trigger, *, policy: Policy | None = None) -> Outcome:
     """Recompute one account for any trigger. Idempotent: a second call writes nothing."""
     from dunning.apply import apply
@@ -129,11 +158,10 @@ def handle(trigger: Trigger, *, policy: Policy | None = None) -> Outcome:
     policy = policy or current_policy()
     with transaction.atomic():
         now = clock.now()
-        account, snapshot = lock_and_read(
+        account, snapshot = read_snapshot(
             account_id=trigger.account_id,
             now=now,
-            card_window=policy.retries.card_attempt_window,
-            memory=policy.severity.memory,
+            policy=policy,
             invoice_hint=trigger.detail.get("invoice", ""),
         )
         desired = compute(snapshot, now, policy)
@@ -149,3 +177,25 @@ def handle(trigger: Trigger, *, policy: Policy | None = None) -> Outcome:
             now=now,
             policy=policy,
         )
+
+
+# A due retry may run this long after its planned moment (beat's tick and queueing).
+RETRY_SLACK = timedelta(minutes=5)
+
+
+def retry_still_planned(*, account_id: int, stripe_invoice_id: str, attempt_number: int) -> bool:
+    """Does the plan computed now, from the facts alone, hold exactly this retry? Reads
+    under the account lock and releases it before the caller charges (no lock is ever
+    held across the network call)."""
+    policy = current_policy()
+    with transaction.atomic():
+        now = clock.now()
+        _, snapshot = read_snapshot(account_id=account_id, now=now, policy=policy)
+        # Plan as if no retry were scheduled: the item asking is the one being judged.
+        desired = compute(replace(snapshot, scheduled_retry=None), now, policy)
+    plan = desired.case.retry if desired.case is not None else None
+    return (
+        plan is not None
+        and (plan.stripe_invoice_id, plan.attempt_number) == (stripe_invoice_id, attempt_number)
+        and plan.at <= now + RETRY_SLACK
+    )

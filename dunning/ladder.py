@@ -1,15 +1,17 @@
-"""The consequence level: a function of duration and severity. Pure.
+"""Where on its ladder a case stands: a function of duration, severity and dwell. Pure.
 
-Duration is the age of the earliest unpaid invoice. Severity stretches or shrinks the
-ladder: a customer with a long paying history and no recent trouble gets more time, a
-card declined as fraud gets less, and a small amount never costs more than premium
-features.
+Duration is the age of the earliest unpaid invoice of the track. Severity stretches or
+shrinks when each rung starts: a customer with a long paying history and no recent trouble
+gets more time, a card declined as fraud gets less. Dwell keeps the climb one rung at a
+time: a case's first decision is at most the first rung, and no rung starts before the one
+below has been in force for its minimum dwell, so a late event about an old invoice (or a
+first day in production on an existing book) never jumps straight to suspension.
 """
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from dunning.policy import LADDER_ORDER, DeclineClass, Level, Policy
+from dunning.policy import LADDER_ORDER, DeclineClass, Level, Policy, Rung, Track
 from dunning.rules import Rule
 
 
@@ -21,7 +23,8 @@ class PaymentHistory:
 
 @dataclass(frozen=True)
 class LadderDecision:
-    level: Level
+    rung: Rung
+    since: datetime  # when this rung took (or takes) effect
     next_review_at: datetime | None
     rule: Rule
 
@@ -43,59 +46,125 @@ def severity_factor(
     return factor, why
 
 
+def rung_by_age(
+    rungs: tuple[Rung, ...], *, start: datetime, now: datetime, factor: float
+) -> tuple[int, datetime | None]:
+    """The highest rung whose (scaled) start has passed, and when the next one starts."""
+    reached, next_at = 0, None
+    for index, rung in enumerate(rungs):
+        at = start + timedelta(seconds=rung.starts_after.total_seconds() * factor)
+        if now >= at:
+            reached = index
+        else:
+            next_at = at
+            break
+    return reached, next_at
+
+
+def held_rung(rungs: tuple[Rung, ...], level: str) -> int | None:
+    """Where the current level sits on this track: its own rung, or the highest rung of
+    the track not above it (a case that changed track). None: not on any rung yet."""
+    if level not in LADDER_ORDER or Level(level) == Level.NONE:
+        return None
+    order = LADDER_ORDER.index(Level(level))
+    below = [i for i, rung in enumerate(rungs) if LADDER_ORDER.index(rung.level) <= order]
+    return below[-1] if below else None
+
+
+def climb(
+    *,
+    track: Track,
+    start: datetime,
+    now: datetime,
+    current_level: str,
+    current_since: datetime | None,
+    factor: float,
+    floor: Level = Level.NONE,
+    policy: Policy,
+) -> tuple[int, datetime, datetime | None, int]:
+    """(rung index, since, next review, rung index by age alone) on `track`."""
+    rungs = policy.ladders[track]
+    target, next_at = rung_by_age(rungs, start=start, now=now, factor=factor)
+    floor_index = held_rung(rungs, floor.value)
+    if floor_index is not None and floor_index > target:
+        target, next_at = floor_index, None
+    held = held_rung(rungs, current_level)
+    if held is None:
+        index, since = 0, now  # a first decision is at most the first rung
+    elif rungs[held].level != current_level:
+        index, since = held, now  # moved onto this track: its nearest rung starts now
+    else:
+        index, since = held, current_since or now
+    if target < index:
+        index, since = target, now  # consequences come down at once
+    elif target > index and now >= since + rungs[index].min_dwell and held is not None:
+        index, since = index + 1, now
+    if target > index:
+        next_review = since + rungs[index].min_dwell
+    else:
+        next_review = max(next_at, since + rungs[index].min_dwell) if next_at else None
+    return index, since, next_review, target
+
+
 def consequence_level(
     *,
-    earliest_unpaid_at: datetime,
+    track: Track,
+    start: datetime,
     now: datetime,
     decline_class: DeclineClass,
-    overdue: dict[str, int],
     history: PaymentHistory,
+    current_level: str,
+    current_since: datetime | None,
+    floor: Level = Level.NONE,
     policy: Policy,
 ) -> LadderDecision:
-    age = now - earliest_unpaid_at
     factor, why = severity_factor(decline_class, history, policy)
-    cap = policy.severity.small_amount_cap
-    small = all(amount <= policy.severity.small_amount_minor for amount in overdue.values())
-    level, next_step, capped = Level.NONE, None, False
-    for step in policy.ladder:
-        # A small amount never costs more than the cap, but the ladder still ends (no limbo).
-        if (
-            small
-            and step.level != Level.CANCELLED
-            and LADDER_ORDER.index(step.level) > LADDER_ORDER.index(cap)
-        ):
-            capped = True
-            continue
-        at = earliest_unpaid_at + timedelta(seconds=step.after.total_seconds() * factor)
-        if now >= at:
-            level = step.level
-        elif next_step is None:
-            next_step = at
-    if capped:
-        why.append(
-            f"small amount ({', '.join(f'{v} {c}' for c, v in sorted(overdue.items()))} "
-            f"minor units): no further than {cap.value} before the end of the ladder"
-        )
+    index, since, next_review, target = climb(
+        track=track,
+        start=start,
+        now=now,
+        current_level=current_level,
+        current_since=current_since,
+        factor=factor,
+        floor=floor,
+        policy=policy,
+    )
+    rungs = policy.ladders[track]
+    rung = rungs[index]
+    age = now - start
     conclusion = (
-        f"level {level.value} because the earliest unpaid invoice is {age.days} days old "
-        f"and the decline was {decline_class.value}"
+        f"level {rung.level.value} on the {track.value} ladder: the earliest unpaid invoice "
+        f"is {age.days} days old and the decline was {decline_class.value}"
     )
     if why:
         conclusion += f" ({'; '.join(why)})"
+    if target > index:
+        conclusion += (
+            f"; {rungs[target].level.value} is due, but {rung.level.value} holds at least "
+            f"{_days(rung.min_dwell)} first (one rung at a time)"
+        )
     return LadderDecision(
-        level=level,
-        next_review_at=next_step,
+        rung=rung,
+        since=since,
+        next_review_at=next_review,
         rule=Rule(
             "ladder",
             conclusion,
             {
+                "track": track.value,
                 "days_overdue": age.days,
                 "decline_class": decline_class.value,
-                "earliest_unpaid_at": earliest_unpaid_at.isoformat(),
+                "earliest_unpaid_at": start.isoformat(),
                 "severity_factor": factor,
                 "paid_invoices": history.paid_invoices,
                 "recent_cases": history.recent_cases,
-                "amount_overdue": overdue,
+                "due_by_age": rungs[target].level.value,
+                "level_since": since.isoformat(),
             },
         ),
     )
+
+
+def _days(span: timedelta) -> str:
+    days = span.total_seconds() / 86400
+    return f"{days:g} day{'s' if days != 1 else ''}"

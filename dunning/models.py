@@ -25,6 +25,7 @@ class Resolution(models.TextChoices):
     VOIDED = "voided"
     WRITTEN_OFF = "written_off"
     CANCELLED = "cancelled"
+    UPGRADE_REVERTED = "upgrade_reverted"  # an unpaid upgrade undone, its invoice voided
 
 
 OPEN_STATES = [
@@ -43,6 +44,8 @@ class DunningCase(FSMModelMixin, models.Model):
     state = FSMField(choices=CaseState.choices, protected=True)
     resolution = models.CharField(max_length=20, choices=Resolution.choices, blank=True, default="")
     level = models.CharField(max_length=32, default="none")
+    # When the current level took effect: the next rung waits out this one's minimum dwell.
+    level_since = models.DateTimeField(null=True, blank=True)
     decline_class = models.CharField(max_length=20, blank=True, default="")
     earliest_unpaid_at = models.DateTimeField(null=True, blank=True)
     # {"usd": 4900}: minor units per currency, never mixed.
@@ -201,6 +204,7 @@ class OutboxItem(models.Model):
         CANCEL_SUBSCRIPTION = "cancel_subscription"
         REVERT_UPGRADE = "revert_upgrade"
         OUTCOME_EVENT = "outcome_event"
+        FAILURE_LOOKUP = "failure_lookup"  # ask Stripe for a decline code not yet delivered
 
     class Status(models.TextChoices):
         PENDING = "pending"

@@ -18,19 +18,15 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import transaction
 
-from billing_events import services as billing
-from dunning import clock, outcomes
-from dunning.account_management import EffectResult, send_standing
-from dunning.models import AccountStanding, OutboxItem
+from dunning import clock
+from dunning.effects import effect_for
+from dunning.models import OutboxItem
 from dunning.triggers import Trigger, TriggerKind
 
 logger = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=5)
 ORDER_WAIT = timedelta(seconds=2)
-# Notifications that must converge however long the other side is down: they retry at the
-# capped interval until it answers (the backlog is visible in the admin and in metrics).
-KEEP_TRYING = {OutboxItem.Kind.ACCOUNT_STANDING, OutboxItem.Kind.OUTCOME_EVENT}
 RETRY_BASE_SECONDS = 30
 RETRY_CAP_SECONDS = 3600
 
@@ -81,67 +77,13 @@ def kick_dispatcher() -> None:
         logger.warning("event=outbox_kick_failed")
 
 
-def _still_wanted(item: OutboxItem) -> bool:
-    if item.kind == OutboxItem.Kind.CANCEL_SUBSCRIPTION:
-        return not billing.subscription_cancelled(subscription_id=item.payload["subscription_id"])
-    if item.kind == OutboxItem.Kind.PAYMENT_RETRY:
-        return billing.open_invoice(stripe_invoice_id=item.payload["stripe_invoice_id"]) is not None
-    if item.kind == OutboxItem.Kind.ACCOUNT_STANDING:
-        requested = (
-            AccountStanding.objects.filter(account_id=item.account_id)
-            .values_list("requested", flat=True)
-            .first()
-        )
-        return requested == item.payload["standing"]
-    return True
-
-
-def _pay(item: OutboxItem) -> EffectResult:
-    result = billing.gateway().pay_invoice(
-        invoice_id=item.payload["stripe_invoice_id"], idempotency_key=item.key
-    )
-    if result.outcome == "error" and result.retryable_error:
-        # Unknown or transient: the same key again later, so Stripe never charges twice.
-        return EffectResult(ok=False, retryable=True, detail=result.message or "transient error")
-    if result.outcome == "error":
-        return EffectResult(ok=False, retryable=False, detail=result.message or "refused")
-    detail = result.outcome + (f" ({result.decline_code})" if result.decline_code else "")
-    return EffectResult(ok=True, detail=detail, data=billing.result_as_dict(result))
-
-
-def _cancel(item: OutboxItem) -> EffectResult:
-    result = billing.gateway().cancel_subscription(
-        subscription_id=item.payload["subscription_id"], idempotency_key=item.key
-    )
-    if result.ok:
-        return EffectResult(ok=True, detail=f"subscription {result.status or 'canceled'}")
-    return EffectResult(ok=False, retryable=result.retryable_error, detail=result.message)
-
-
-def _perform(item: OutboxItem) -> EffectResult:
-    if item.kind == OutboxItem.Kind.PAYMENT_RETRY:
-        return _pay(item)
-    if item.kind == OutboxItem.Kind.CANCEL_SUBSCRIPTION:
-        return _cancel(item)
-    if item.kind == OutboxItem.Kind.OUTCOME_EVENT:
-        if outcomes.earlier_undelivered(item):
-            return EffectResult(ok=False, defer=True, detail="waiting for an earlier event")
-        return outcomes.deliver(item, clock.now())
-    if item.kind == OutboxItem.Kind.ACCOUNT_STANDING:
-        return send_standing(
-            stripe_customer_id=item.payload["stripe_customer_id"],
-            standing=item.payload["standing"],
-            idempotency_key=item.key,
-        )
-    return EffectResult(ok=False, retryable=False, detail=f"no executor for {item.kind}")
-
-
 def run_item(*, item_id: int) -> str:
     item = OutboxItem.objects.filter(pk=item_id, status=OutboxItem.Status.PENDING).first()
     if item is None:
         return "skipped"
+    effect = effect_for(item.kind)
     # Network I/O happens here, with no transaction open and no lock held.
-    result = _perform(item) if _still_wanted(item) else None
+    result = effect.perform(item) if effect.still_wanted(item) else None
     now = clock.now()
     with transaction.atomic():
         item = OutboxItem.objects.select_for_update().get(pk=item_id)
@@ -160,12 +102,10 @@ def run_item(*, item_id: int) -> str:
             item.status = OutboxItem.Status.DONE
             item.completed_at = now
             item.result = {"detail": result.detail, **result.data}
-            _record_success(item, now)
+            effect.record(item, now)
         else:
             item.last_error = result.detail
-            gives_up = (
-                item.kind not in KEEP_TRYING and item.attempts >= settings.OUTBOX_MAX_ATTEMPTS
-            )
+            gives_up = not effect.KEEP_TRYING and item.attempts >= settings.OUTBOX_MAX_ATTEMPTS
             if not result.retryable or gives_up:
                 item.status = OutboxItem.Status.DEAD
             else:
@@ -184,25 +124,6 @@ def run_item(*, item_id: int) -> str:
             )
         )
     return item.status
-
-
-def _record_success(item: OutboxItem, now) -> None:
-    if item.kind == OutboxItem.Kind.PAYMENT_RETRY:
-        billing.record_retry_result(
-            account_id=item.account_id,
-            stripe_invoice_id=item.payload["stripe_invoice_id"],
-            attempt_key=f"attempt:{item.key}",
-            result=item.result,
-            at=now,
-        )
-    if item.kind == OutboxItem.Kind.CANCEL_SUBSCRIPTION:
-        billing.record_subscription_cancelled(
-            account_id=item.account_id, subscription_id=item.payload["subscription_id"], at=now
-        )
-    if item.kind == OutboxItem.Kind.ACCOUNT_STANDING:
-        AccountStanding.objects.filter(account_id=item.account_id).update(
-            acknowledged=item.payload["standing"], acknowledged_at=now
-        )
 
 
 def drain(*, max_rounds: int = 20) -> int:

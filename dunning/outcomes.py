@@ -14,7 +14,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from billing_events.models import Account
 from billing_events.signature import sign_header
-from dunning.account_management import EffectResult
+from dunning.effects.result import EffectResult
 from dunning.models import Decision, OutboxItem, OutcomeEvent
 
 SIGNATURE_HEADER = "Dunning-Signature"

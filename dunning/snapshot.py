@@ -20,11 +20,16 @@ class InvoiceView:
     currency: str
     billing_reason: str
     attempt_count: int
-    payment_failed: bool
+    payment_failed_at: datetime | None  # Stripe's invoice.payment_failed, newest seen
     paid_out_of_band: bool
     opened_at: datetime
     subscription_id: str
     case_id: int | None
+    updated_at: datetime | None = None  # Stripe's time of the newest event about it
+
+    @property
+    def payment_failed(self) -> bool:
+        return self.payment_failed_at is not None
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class AttemptView:
     network_decline_code: str
     payment_method: str
     attempted_at: datetime
+    card_brand: str = ""
+    customer_initiated: bool = False
+    pk: int = 0  # the attempt's own identity: two declines alike in every field are two
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ class CaseView:
     grace_reason: str = ""
     opened_at: datetime | None = None
     shadow: dict = field(default_factory=dict)
+    level_since: datetime | None = None  # when the current level took effect
 
 
 @dataclass(frozen=True)
@@ -82,12 +91,25 @@ class Snapshot:
     side_effects_in_flight: int
     payment_method_updated_at: datetime | None
     scheduled_retry: ScheduledRetry | None = None
-    # Attempts per card (payment method) within the network's window.
-    card_attempts: dict[str, int] = field(default_factory=dict)
+    # Every attempt of the account within the longest network window, any invoice.
+    card_history: tuple[AttemptView, ...] = ()
+    default_payment_method: str = ""
     paid_invoices: int = 0
     recent_cases: int = 0  # earlier cases opened within the severity memory
     bad_debt: str | None = None  # reason of the open bad-debt episode
     cancel_requested: frozenset[str] = frozenset()  # subscriptions with a pending cancel
+    # Side effects that ended without success: facts, never re-requested without a new reason.
+    cancel_refused: dict[str, str] = field(default_factory=dict)  # subscription -> error
+    revert_refused: dict[str, str] = field(default_factory=dict)  # subscription -> error
+    reverted_invoices: frozenset[str] = frozenset()  # upgrade invoices dunning reverted
+    revert_requested: frozenset[str] = frozenset()  # subscriptions with a pending revert
+    reverts_done: frozenset[str] = frozenset()  # subscriptions whose upgrade was reverted
+    # Decline look-ups asked of Stripe, by "invoice:attempt" key: when each was asked, and
+    # which have ended (answered, or given up on).
+    lookups_asked: dict[str, datetime] = field(default_factory=dict)
+    lookups_ended: frozenset[str] = frozenset()
+    # The subscription items before an upgrade, by subscription (from the mirror).
+    items_before_upgrade: dict[str, tuple] = field(default_factory=dict)
     # Inside the rollout gate: consequences are applied; outside: shadow mode.
     enforced: bool = True
     rollout_stage: str = "100"

@@ -1,9 +1,10 @@
-"""Lock an account and read its snapshot in eight plain SQL statements.
+"""Lock an account and read its snapshot in nine plain SQL statements.
 
 The recompute is the hot path, and building ORM querysets cost more than running them
 (about 0.7 ms of Python per query against 0.1 ms in PostgreSQL), so these statements are
 written once, from the models' own table names, and run as they are. They are plain SQL
 that PostgreSQL and SQLite (the embedded default) both run; the row lock is PostgreSQL's.
+Rows are read by column name, never by position.
 """
 
 import json
@@ -38,23 +39,26 @@ def _t(model) -> str:
 
 
 OPEN = ", ".join(f"'{state}'" for state in OPEN_STATES)
+Kind = OutboxItem.Kind
 
 ACCOUNT = f"""
-SELECT a.id, a.stripe_customer_id, a.payment_method_updated_at,
-  (SELECT s.requested FROM {_t(AccountStanding)} s WHERE s.account_id = a.id),
-  (SELECT s.acknowledged FROM {_t(AccountStanding)} s WHERE s.account_id = a.id),
+SELECT a.id, a.stripe_customer_id, a.payment_method_updated_at, a.default_payment_method,
+  (SELECT s.requested FROM {_t(AccountStanding)} s WHERE s.account_id = a.id) AS requested,
+  (SELECT s.acknowledged FROM {_t(AccountStanding)} s WHERE s.account_id = a.id) AS acknowledged,
   (SELECT e.reason FROM {_t(BadDebtEpisode)} e
-     WHERE e.account_id = a.id AND e.exited_at IS NULL),
-  (SELECT COUNT(*) FROM {_t(Invoice)} i WHERE i.account_id = a.id AND i.status = 'paid'),
-  (SELECT COUNT(*) FROM {_t(DunningCase)} c WHERE c.account_id = a.id AND c.opened_at > %s),
-  (SELECT g.stage FROM {_t(RolloutGate)} g WHERE g.id = 1),
-  (SELECT g.kill_switch FROM {_t(RolloutGate)} g WHERE g.id = 1),
-  (SELECT g.allowlist FROM {_t(RolloutGate)} g WHERE g.id = 1)
+     WHERE e.account_id = a.id AND e.exited_at IS NULL) AS episode,
+  (SELECT COUNT(*) FROM {_t(Invoice)} i WHERE i.account_id = a.id AND i.status = 'paid') AS paid,
+  (SELECT COUNT(*) FROM {_t(DunningCase)} c
+     WHERE c.account_id = a.id AND c.opened_at > %s) AS cases,
+  (SELECT g.stage FROM {_t(RolloutGate)} g WHERE g.id = 1) AS stage,
+  (SELECT g.kill_switch FROM {_t(RolloutGate)} g WHERE g.id = 1) AS kill_switch,
+  (SELECT g.allowlist FROM {_t(RolloutGate)} g WHERE g.id = 1) AS allowlist
 FROM {_t(Account)} a WHERE a.id = %s"""
 
-CASE_COLUMNS = """c.id, c.state, c.resolution, c.level, c.decline_class, c.earliest_unpaid_at,
-  c.amount_overdue, c.next_review_at, c.next_retry_at, c.paused_until, c.pause_reason,
-  c.grace_until, c.grace_reason, c.opened_at, c.shadow"""
+# The case as the engine reads it: every CaseView field, by name.
+CASE_COLUMNS = """c.id AS pk, c.state, c.resolution, c.level, c.level_since, c.decline_class,
+  c.earliest_unpaid_at, c.amount_overdue, c.next_review_at, c.next_retry_at, c.paused_until,
+  c.pause_reason, c.grace_until, c.grace_reason, c.opened_at, c.shadow"""
 
 OPEN_CASE = f"""
 SELECT {CASE_COLUMNS} FROM {_t(DunningCase)} c
@@ -66,10 +70,13 @@ JOIN {_t(CaseInvoice)} ci ON ci.case_id = c.id
 JOIN {_t(Invoice)} i ON i.id = ci.invoice_id
 WHERE c.account_id = %s AND i.stripe_invoice_id = %s"""
 
+# The SQL twin of `decision_rules.went_through_dunning` for unsettled invoices (open or
+# uncollectible), plus the case's own and the one the trigger names (tests keep them equal).
 INVOICES = f"""
-SELECT i.id, i.stripe_invoice_id, i.status, i.amount_remaining, i.currency, i.billing_reason,
-  i.attempt_count, i.payment_failed_at, i.paid_out_of_band, i.finalized_at, i.stripe_created,
-  i.stripe_subscription_id, ci.case_id
+SELECT i.id AS pk, i.stripe_invoice_id, i.status, i.amount_remaining, i.currency,
+  i.billing_reason, i.attempt_count, i.payment_failed_at, i.paid_out_of_band,
+  i.finalized_at, i.stripe_created,
+  i.stripe_subscription_id AS subscription_id, ci.case_id, i.version AS updated_at
 FROM {_t(Invoice)} i LEFT JOIN {_t(CaseInvoice)} ci ON ci.invoice_id = i.id
 WHERE i.account_id = %s AND (
   i.status = 'uncollectible'
@@ -81,23 +88,36 @@ WHERE i.account_id = %s AND (
   OR i.stripe_invoice_id = %s)
 ORDER BY i.id"""
 
+ATTEMPT_COLUMNS = """p.invoice_id AS invoice_pk, p.outcome,
+  COALESCE(NULLIF(p.decline_code, ''), p.failure_code) AS decline_code, p.advice_code,
+  p.network_advice_code, p.network_decline_code, p.payment_method, p.attempted_at,
+  p.card_brand, p.customer_initiated, p.id AS pk"""
+
 ATTEMPTS = f"""
-SELECT p.invoice_id, p.outcome, p.decline_code, p.failure_code, p.advice_code,
-  p.network_advice_code, p.network_decline_code, p.payment_method, p.attempted_at
+SELECT {ATTEMPT_COLUMNS}
 FROM {_t(PaymentAttempt)} p WHERE p.invoice_id IN ({{ids}})
 ORDER BY p.attempted_at, p.id"""
 
+# Every attempt of the account within the longest network window, on any invoice.
+CARD_HISTORY = f"""
+SELECT {ATTEMPT_COLUMNS}
+FROM {_t(PaymentAttempt)} p WHERE p.account_id = %s AND p.attempted_at > %s
+ORDER BY p.attempted_at, p.id"""
+
 PENDING_OUTBOX = f"""
-SELECT o.id, o.kind, o.payload, o.next_attempt_at, o.claimed_until
+SELECT o.id, o.kind, o.payload, o.next_attempt_at, o.claimed_until, o.created_at
 FROM {_t(OutboxItem)} o WHERE o.account_id = %s AND o.status = 'pending'"""
 
-CARD_ATTEMPTS = f"""
-SELECT p.payment_method, COUNT(*) FROM {_t(PaymentAttempt)} p
-WHERE p.account_id = %s AND p.attempted_at > %s AND p.payment_method <> ''
-GROUP BY p.payment_method"""
+# Side effects that ended (done or dead) since the case opened: facts the engine reads.
+ENDED_EFFECTS = f"""
+SELECT o.kind, o.status, o.created_at, o.payload, o.last_error
+FROM {_t(OutboxItem)} o
+WHERE o.account_id = %s AND o.status IN ('done', 'dead') AND o.created_at >= %s
+  AND o.kind IN ('{Kind.CANCEL_SUBSCRIPTION}', '{Kind.REVERT_UPGRADE}', '{Kind.FAILURE_LOOKUP}')"""
 
 SUBSCRIPTIONS = f"""
-SELECT s.stripe_subscription_id, s.status FROM {_t(Subscription)} s WHERE s.account_id = %s"""
+SELECT s.stripe_subscription_id, s.status, s.items_before_upgrade
+FROM {_t(Subscription)} s WHERE s.account_id = %s"""
 
 RESTRICTIONS = f"""
 SELECT r.code, r.level FROM {_t(Restriction)} r WHERE r.account_id = %s"""
@@ -110,7 +130,7 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-def _json(value) -> dict:
+def _json(value):
     return json.loads(value) if isinstance(value, str) else value
 
 
@@ -118,24 +138,37 @@ def _param(value: datetime) -> object:
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def _case(row) -> CaseView:
-    return CaseView(
-        pk=row[0],
-        state=row[1],
-        resolution=row[2],
-        level=row[3],
-        decline_class=row[4],
-        earliest_unpaid_at=_aware(row[5]),
-        amount_overdue=_json(row[6]),
-        next_review_at=_aware(row[7]),
-        next_retry_at=_aware(row[8]),
-        paused_until=_aware(row[9]),
-        pause_reason=row[10],
-        grace_until=_aware(row[11]),
-        grace_reason=row[12],
-        opened_at=_aware(row[13]),
-        shadow=_json(row[14]),
-    )
+def _named(cursor) -> list[dict]:
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+CASE_TIMES = ("level_since", "earliest_unpaid_at", "next_review_at", "next_retry_at")
+CASE_TIMES += ("paused_until", "grace_until", "opened_at")
+
+
+def _case(row: dict) -> CaseView:
+    for name in CASE_TIMES:
+        row[name] = _aware(row[name])
+    row["amount_overdue"] = _json(row["amount_overdue"])
+    row["shadow"] = _json(row["shadow"])
+    return CaseView(**row)
+
+
+def _invoice(row: dict) -> InvoiceView:
+    row["payment_failed_at"] = _aware(row["payment_failed_at"])
+    # Both read as columns: SQLite types a column, not an expression over it.
+    row["opened_at"] = _aware(row.pop("finalized_at") or row.pop("stripe_created", None))
+    row.pop("stripe_created", None)
+    row["updated_at"] = _aware(row["updated_at"])
+    row["paid_out_of_band"] = bool(row["paid_out_of_band"])
+    return InvoiceView(**row)
+
+
+def _attempt(row: dict) -> AttemptView:
+    row["attempted_at"] = _aware(row["attempted_at"])
+    row["customer_initiated"] = bool(row["customer_initiated"])
+    return AttemptView(**row)
 
 
 def lock_and_read(
@@ -144,6 +177,7 @@ def lock_and_read(
     now: datetime,
     card_window: timedelta,
     memory: timedelta,
+    lookup_window: timedelta = timedelta(days=2),
     invoice_hint: str = "",
     lock: bool = True,
 ) -> tuple[Account, Snapshot]:
@@ -154,91 +188,60 @@ def lock_and_read(
     lock_sql = " FOR UPDATE OF a" if row_lock else ""
     with connection.cursor() as cursor:
         cursor.execute(ACCOUNT + lock_sql, [_param(now - memory), account_id])
-        row = cursor.fetchone()
-        if row is None:
+        found = _named(cursor)
+        if not found:
             raise Account.DoesNotExist(f"no account {account_id}")
-        (_, customer_id, pm_updated_at, requested, acknowledged, episode, paid, cases) = row[:8]
-        stage, kill_switch, allowlist = row[8:]
-        stage = stage or rollout.default_stage()
+        head = found[0]
         account = Account(
             pk=account_id,
-            stripe_customer_id=customer_id,
-            payment_method_updated_at=_aware(pm_updated_at),
+            stripe_customer_id=head["stripe_customer_id"],
+            payment_method_updated_at=_aware(head["payment_method_updated_at"]),
+            default_payment_method=head["default_payment_method"],
         )
 
         cursor.execute(OPEN_CASE, [account_id])
-        found = cursor.fetchone()
-        if found is None and invoice_hint:
+        rows = _named(cursor)
+        if not rows and invoice_hint:
             # A late event about a resolved case's invoice refines that case's record.
             cursor.execute(CASE_OF_INVOICE, [account_id, invoice_hint])
-            found = cursor.fetchone()
-        case = _case(found) if found else None
+            rows = _named(cursor)
+        case = _case(rows[0]) if rows else None
 
         cursor.execute(INVOICES, [account_id, case.pk if case else -1, invoice_hint or None])
-        invoices = tuple(
-            InvoiceView(
-                pk=r[0],
-                stripe_invoice_id=r[1],
-                status=r[2],
-                amount_remaining=r[3],
-                currency=r[4],
-                billing_reason=r[5],
-                attempt_count=r[6],
-                payment_failed=r[7] is not None,
-                paid_out_of_band=bool(r[8]),
-                opened_at=_aware(r[9] or r[10]),
-                subscription_id=r[11],
-                case_id=r[12],
-            )
-            for r in cursor.fetchall()
-        )
+        invoices = tuple(_invoice(row) for row in _named(cursor))
 
         attempts: tuple[AttemptView, ...] = ()
         if invoices:
             ids = [invoice.pk for invoice in invoices]
             cursor.execute(ATTEMPTS.format(ids=", ".join(["%s"] * len(ids))), ids)
-            attempts = tuple(
-                AttemptView(
-                    invoice_pk=r[0],
-                    outcome=r[1],
-                    decline_code=r[2] or r[3],
-                    advice_code=r[4],
-                    network_advice_code=r[5],
-                    network_decline_code=r[6],
-                    payment_method=r[7],
-                    attempted_at=_aware(r[8]),
-                )
-                for r in cursor.fetchall()
-            )
+            attempts = tuple(_attempt(row) for row in _named(cursor))
 
         cursor.execute(PENDING_OUTBOX, [account_id])
-        scheduled_retry, in_flight, cancel_requested = None, 0, set()
-        for pk, kind, payload, next_attempt_at, claimed_until in cursor.fetchall():
-            payload = _json(payload)
-            running = claimed_until is not None and _aware(claimed_until) > now
-            if kind == OutboxItem.Kind.PAYMENT_RETRY:
-                scheduled_retry = ScheduledRetry(
-                    outbox_pk=pk,
-                    stripe_invoice_id=payload["stripe_invoice_id"],
-                    attempt_number=payload["attempt_number"],
-                    at=_aware(next_attempt_at),
-                    running=running,
-                )
-                # A retry waiting for its time is a plan, not a side effect in flight.
-                in_flight += running
-                continue
-            if kind == OutboxItem.Kind.CANCEL_SUBSCRIPTION:
-                cancel_requested.add(payload["subscription_id"])
-            in_flight += 1
+        pending = _pending_effects(cursor.fetchall(), now)
 
-        cursor.execute(CARD_ATTEMPTS, [account_id, _param(now - card_window)])
-        card_attempts = dict(cursor.fetchall())
+        since = now - lookup_window
+        if case is not None and case.opened_at is not None:
+            since = min(since, case.opened_at)
+        cursor.execute(ENDED_EFFECTS, [account_id, _param(since)])
+        ended = _ended_effects(cursor.fetchall())
+
+        cursor.execute(CARD_HISTORY, [account_id, _param(now - card_window)])
+        card_history = tuple(_attempt(row) for row in _named(cursor))
         cursor.execute(SUBSCRIPTIONS, [account_id])
-        subscription_status = dict(cursor.fetchall())
+        subscription_status, items_before_upgrade = {}, {}
+        for subscription_id, status, items in cursor.fetchall():
+            subscription_status[subscription_id] = status
+            if items := _json(items):
+                items_before_upgrade[subscription_id] = tuple(
+                    (item["price"], item.get("quantity", 1)) for item in items
+                )
         cursor.execute(RESTRICTIONS, [account_id])
         restrictions = dict(cursor.fetchall())
 
+    cases = head["cases"]
     earlier_cases = cases - (1 if case is not None and case.opened_at > now - memory else 0)
+    stage = head["stage"] or rollout.default_stage()
+    allowlist = head["allowlist"]
     return account, Snapshot(
         account_id=account_id,
         invoices=invoices,
@@ -246,21 +249,80 @@ def lock_and_read(
         subscription_status=subscription_status,
         case=case,
         restrictions=restrictions,
-        standing_requested=requested or DEFAULT_STANDING,
-        standing_acknowledged=acknowledged or DEFAULT_STANDING,
-        side_effects_in_flight=in_flight,
+        standing_requested=head["requested"] or DEFAULT_STANDING,
+        standing_acknowledged=head["acknowledged"] or DEFAULT_STANDING,
         payment_method_updated_at=account.payment_method_updated_at,
-        scheduled_retry=scheduled_retry,
-        card_attempts=card_attempts,
-        paid_invoices=paid,
+        default_payment_method=account.default_payment_method,
+        card_history=card_history,
+        paid_invoices=head["paid"],
         recent_cases=earlier_cases,
-        bad_debt=episode,
-        cancel_requested=frozenset(cancel_requested),
+        bad_debt=head["episode"],
+        items_before_upgrade=items_before_upgrade,
         enforced=rollout.in_gate(
-            stripe_customer_id=customer_id,
+            stripe_customer_id=account.stripe_customer_id,
             stage=stage,
-            kill_switch=bool(kill_switch),
+            kill_switch=bool(head["kill_switch"]),
             allowlist=_json(allowlist) if allowlist else [],
         ),
         rollout_stage=stage,
+        lookups_asked={**pending.pop("lookups"), **ended["lookups"]},
+        lookups_ended=frozenset(ended.pop("lookups")),
+        **pending,
+        **ended,
     )
+
+
+def _pending_effects(rows, now: datetime) -> dict:
+    scheduled_retry, in_flight = None, 0
+    cancel_requested, revert_requested, lookups = set(), set(), {}
+    for pk, kind, payload, next_attempt_at, claimed_until, created_at in rows:
+        payload = _json(payload)
+        running = claimed_until is not None and _aware(claimed_until) > now
+        if kind == Kind.PAYMENT_RETRY:
+            scheduled_retry = ScheduledRetry(
+                outbox_pk=pk,
+                stripe_invoice_id=payload["stripe_invoice_id"],
+                attempt_number=payload["attempt_number"],
+                at=_aware(next_attempt_at),
+                running=running,
+            )
+            # A retry waiting for its time is a plan, not a side effect in flight.
+            in_flight += running
+            continue
+        if kind == Kind.CANCEL_SUBSCRIPTION:
+            cancel_requested.add(payload["subscription_id"])
+        if kind == Kind.REVERT_UPGRADE:
+            revert_requested.add(payload["subscription_id"])
+        if kind == Kind.FAILURE_LOOKUP:
+            lookups[payload["lookup"]] = _aware(created_at)
+            continue  # asking Stripe a question holds nothing back
+        in_flight += 1
+    return {
+        "scheduled_retry": scheduled_retry,
+        "side_effects_in_flight": in_flight,
+        "cancel_requested": frozenset(cancel_requested),
+        "revert_requested": frozenset(revert_requested),
+        "lookups": lookups,
+    }
+
+
+def _ended_effects(rows) -> dict:
+    cancel_refused, revert_refused, reverted, revert_done, lookups = {}, {}, set(), set(), {}
+    for kind, status, created_at, payload, last_error in rows:
+        payload = _json(payload)
+        if kind == Kind.FAILURE_LOOKUP:
+            lookups[payload["lookup"]] = _aware(created_at)
+        elif kind == Kind.CANCEL_SUBSCRIPTION and status == "dead":
+            cancel_refused[payload["subscription_id"]] = last_error[:200]
+        elif kind == Kind.REVERT_UPGRADE and status == "dead":
+            revert_refused[payload["subscription_id"]] = last_error[:200]
+        elif kind == Kind.REVERT_UPGRADE:
+            revert_done.add(payload["subscription_id"])
+            reverted.update(payload["invoices"])
+    return {
+        "cancel_refused": cancel_refused,
+        "revert_refused": revert_refused,
+        "reverted_invoices": frozenset(reverted),
+        "lookups": lookups,
+        "reverts_done": frozenset(revert_done),
+    }

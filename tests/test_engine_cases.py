@@ -7,11 +7,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django_fsm import TransitionNotAllowed
 
+from billing_events import samples
 from billing_events.scenarios import StripeCustomer
 from dunning import clock
 from dunning import test_clock as clock_service
 from dunning.engine import handle
-from dunning.models import AccountStanding, CaseState, Decision, DunningCase
+from dunning.models import AccountStanding, BadDebtEpisode, CaseState, Decision, DunningCase
 from dunning.triggers import Trigger, TriggerKind
 from entitlements.models import Restriction
 from tests.dunning_helpers import account_of, case_of, deliver_now
@@ -55,7 +56,8 @@ def test_soft_decline_opens_a_retrying_case_with_an_explanation(stripe_sender, t
     assert (case.state, case.level, case.decline_class) == ("retrying", "notice", "soft")
     assert case.amount_overdue == {"usd": 2000}
     assert case.last_decision.summary.startswith(
-        "level notice because the earliest unpaid invoice is 0 days old and the decline was soft"
+        "level notice on the base ladder: the earliest unpaid invoice is 0 days old and the "
+        "decline was soft"
     )
     rule = case.last_decision.explanation[0]
     assert rule["rule"] == "ladder" and rule["facts"]["decline_class"] == "soft"
@@ -160,7 +162,7 @@ def test_resolution_says_what_really_happened(
     assert case.resolution != "paid"
 
 
-def test_marked_uncollectible_escalates_then_cancellation_resolves_as_written_off(
+def test_marked_uncollectible_is_bad_debt_at_once_and_climbs_then_resolves_as_written_off(
     stripe_sender, test_clock
 ):
     cus = StripeCustomer()
@@ -173,8 +175,15 @@ def test_marked_uncollectible_escalates_then_cancellation_resolves_as_written_of
         ),
     )
     case = case_of(cus)
-    assert (case.state, case.level) == ("escalated", "suspended")
+    # Bad debt at once, but consequences climb one rung at a time from notice.
+    assert (case.state, case.level) == ("escalated", "notice")
     assert case.transitions.last().trigger == "MARKED_UNCOLLECTIBLE"
+    assert BadDebtEpisode.objects.get().reason == "marked_uncollectible"
+
+    advance(days=14)
+    case.refresh_from_db()
+    assert (case.state, case.level) == ("escalated", "suspended")
+    assert "core_access" in restrictions(cus)
 
     deliver_now(
         stripe_sender,
@@ -186,18 +195,71 @@ def test_marked_uncollectible_escalates_then_cancellation_resolves_as_written_of
     assert (case.state, case.resolution) == ("resolved", "written_off")
 
 
-def test_failed_upgrade_invoice_only_restricts_the_upgrade_however_long_it_stays_unpaid(
-    stripe_sender, test_clock
+def upgrade(cus: StripeCustomer, base: str = "price_base", addon: str = "price_addon") -> dict:
+    """customer.subscription.updated for an upgrade: an add-on price joins the base plan."""
+    obj = samples.subscription(
+        id=cus.subscription, customer=cus.id, created=cus.t, items=[(base, 1), (addon, 1)]
+    )
+    previous = {"items": samples.subscription_items(cus.subscription, [(base, 1)])}
+    return cus._event("customer.subscription.updated", obj, previous_attributes=previous)
+
+
+def test_an_unpaid_upgrade_holds_back_the_upgrade_then_reverts_it_and_never_escalates(
+    stripe_sender, test_clock, simulated_gateway
 ):
     cus = StripeCustomer()
+    deliver_now(stripe_sender, cus, upgrade)
     deliver_failure(stripe_sender, cus, "insufficient_funds", billing_reason="subscription_update")
 
-    advance(days=90)
+    advance(days=10)
+    case = case_of(cus)
+    assert case.level == "upgrade_restricted"
+    assert restrictions(cus) == {"upgraded_features"}
+
+    advance(days=80)
 
     case = case_of(cus)
-    # retried on the soft schedule until exhausted, and never escalated
-    assert (case.state, case.level) == ("awaiting_customer_action", "upgrade_restricted")
-    assert restrictions(cus) == {"upgraded_features"}
+    assert (case.state, case.resolution) == ("resolved", "upgrade_reverted")
+    assert restrictions(cus) == set()
+    assert not BadDebtEpisode.objects.exists()
+    assert not DunningCase.objects.filter(level__in=["suspended", "cancelled"]).exists()
+    assert ("revert_subscription", cus.subscription) in [c[:2] for c in simulated_gateway.calls]
+    assert simulated_gateway.subscription_items[cus.subscription] == [
+        {"price": "price_base", "quantity": 1}
+    ]
+    assert cus.invoice_id in simulated_gateway.voided
+
+
+def test_an_uncollectible_upgrade_invoice_never_puts_the_account_in_bad_debt(
+    stripe_sender, test_clock, simulated_gateway
+):
+    """Stripe marks the upgrade invoice uncollectible on its own after its retries."""
+    cus = StripeCustomer()
+    deliver_now(
+        stripe_sender,
+        cus,
+        lambda c: c.invoice_event(
+            "invoice.paid", invoice_id="in_base", status="paid", attempt_count=1
+        ),
+    )
+    deliver_failure(stripe_sender, cus, "insufficient_funds", billing_reason="subscription_update")
+    advance(days=20)
+    deliver_now(
+        stripe_sender,
+        cus,
+        lambda c: c.invoice_event(
+            "invoice.marked_uncollectible",
+            status="uncollectible",
+            attempt_count=4,
+            billing_reason="subscription_update",
+        ),
+    )
+    advance(days=40)
+
+    assert not BadDebtEpisode.objects.exists()
+    assert "core_access" not in restrictions(cus)
+    assert "cancel_subscription" not in [c[0] for c in simulated_gateway.calls]
+    assert not DunningCase.objects.filter(state="escalated").exists()
 
 
 def test_a_second_recompute_writes_nothing(stripe_sender, test_clock):

@@ -143,12 +143,27 @@ def test_customer_updated_with_a_new_default_card_marks_a_payment_method_update(
     assert account.payment_method_updated_at == at(cus.t)
 
 
-@pytest.mark.parametrize("type", ["payment_method.attached", "payment_method.updated"])
-def test_payment_method_events_mark_a_payment_method_update(stripe_sender, type):
+@pytest.mark.parametrize(
+    ("type", "previous"),
+    [
+        ("payment_method.attached", None),
+        ("payment_method.updated", {"card": {"exp_month": 8, "exp_year": 2026}}),
+        ("payment_method.updated", {"card": {"last4": "4242"}}),
+    ],
+)
+def test_a_new_card_or_new_card_details_mark_a_payment_method_update(stripe_sender, type, previous):
     cus = Customer()
-    deliver(stripe_sender, cus.payment_method_event(type, "pm_2"))
+    deliver(stripe_sender, cus.payment_method_event(type, "pm_2", previous))
 
     assert Account.objects.get().payment_method_updated_at == at(cus.t)
+
+
+@pytest.mark.parametrize("previous", [None, {"billing_details": {"address": {"city": "Old"}}}])
+def test_an_update_that_leaves_the_card_as_it_was_is_not_a_card_change(stripe_sender, previous):
+    cus = Customer()
+    deliver(stripe_sender, cus.payment_method_event("payment_method.updated", "pm_2", previous))
+
+    assert Account.objects.get().payment_method_updated_at is None
 
 
 def test_expiring_source_records_when_the_card_stops_working(stripe_sender):

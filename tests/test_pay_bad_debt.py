@@ -47,6 +47,8 @@ def in_bad_debt(sender, cus: StripeCustomer, amount: int = 4900) -> None:
             amount_due=amount,
         ),
     )
+    # Bad debt from the first moment; the ladder climbs to premium features restricted.
+    clock_service.advance(seconds=4 * 86400)
 
 
 def pay(client, cus, key="key-1", **body):

@@ -133,7 +133,8 @@ def test_fraud_decline_is_never_retried_even_after_a_card_update(
     "signal",
     [
         {"advice_code": "do_not_try_again"},
-        {"network_advice_code": "03"},  # Mastercard merchant advice: do not try again
+        # Mastercard merchant advice: do not try again
+        {"network_advice_code": "03", "brand": "mastercard"},
         {"network_decline_code": "R1"},  # Visa category 1: issuer will never approve
     ],
 )
@@ -158,9 +159,12 @@ def test_advice_try_again_later_keeps_a_soft_schedule(stripe_sender, test_clock,
     assert len(simulated_gateway.calls) == 1
 
 
-def test_card_network_cap_of_15_attempts_in_30_days(stripe_sender, test_clock, simulated_gateway):
+def test_visa_cap_of_20_attempts_per_card_in_30_days_counts_other_invoices(
+    stripe_sender, test_clock, simulated_gateway
+):
     cus = StripeCustomer()
-    # 15 attempts on this card within the window (other invoices), then this failure.
+    # 19 merchant attempts on this Visa card within the window (other invoices), then this
+    # invoice's own failure: 20 in 30 days, the network's cap.
     builders = [
         (
             lambda c, n=n: c.charge_event(
@@ -170,7 +174,7 @@ def test_card_network_cap_of_15_attempts_in_30_days(stripe_sender, test_clock, s
                 decline_code="insufficient_funds",
             )
         )
-        for n in range(14)
+        for n in range(19)
     ]
     deliver_now(stripe_sender, cus, *builders)
     first_failure(stripe_sender, cus, "insufficient_funds")
@@ -178,7 +182,31 @@ def test_card_network_cap_of_15_attempts_in_30_days(stripe_sender, test_clock, s
     advance(days=5)
 
     assert simulated_gateway.calls == []
-    assert "network cap 15" in case_of(cus).last_decision.summary
+    assert "visa_30d" in str(case_of(cus).last_decision.explanation)
+
+
+def test_a_card_update_on_a_capped_card_waits_for_the_network_window(
+    stripe_sender, test_clock, simulated_gateway
+):
+    cus = StripeCustomer()
+    builders = [
+        (
+            lambda c, n=n: c.charge_event(
+                "charge.failed", f"ch_mc_{n}", decline_code="insufficient_funds", brand="mastercard"
+            )
+        )
+        for n in range(9)
+    ]
+    deliver_now(stripe_sender, cus, *builders)
+    first_failure(stripe_sender, cus, "insufficient_funds", brand="mastercard")
+    advance(hours=1)
+    deliver_now(
+        stripe_sender, cus, lambda c: c.payment_method_event("payment_method.attached", "pm_2")
+    )
+    assert simulated_gateway.calls == []  # ten in 24 hours on this card: not now
+
+    advance(days=1)
+    assert len(simulated_gateway.calls) == 1
 
 
 def test_two_dispatchers_never_claim_the_same_retry(

@@ -8,8 +8,7 @@ models: if the legacy side showed none, the comparison would prove nothing.
 The hard cases (an upgrade invoice Stripe writes off, charge events late or never sent,
 invoices first seen when already old) are in the default mix; the stress and gaps runs
 switch them off, so that those runs keep the books their claims were measured on, and the
-default-mix run below meets them. The service's zeros on the hard cases are marked xfail
-until the engine's fixes land.
+default-mix run below meets them, and the service stays at zero on each of them.
 """
 
 import json
@@ -341,32 +340,24 @@ def test_the_default_mix_run_meets_every_hard_case(hard_report):
         assert label in table
 
 
-ENGINE_FIX = pytest.mark.xfail(reason="engine fix in progress", strict=False)
-
-
-@ENGINE_FIX
 def test_an_upgrade_write_off_puts_no_account_in_bad_debt(hard_report):
     service = hard_report["service"]
     assert service["upgrade_only_bad_debt_after_an_upgrade_write_off"] == 0
     assert service["upgrade_only_bad_debt"] == 0
 
 
-@ENGINE_FIX
 def test_no_retry_on_a_card_after_its_hard_or_fraud_decline(hard_report):
     assert hard_report["service"]["retries_after_a_hard_or_fraud_decline_on_the_card"] == 0
 
 
-@ENGINE_FIX
 def test_no_charge_while_the_latest_decline_code_is_unknown(hard_report):
     assert hard_report["service"]["charged_while_decline_class_unknown"] == 0
 
 
-@ENGINE_FIX
 def test_every_case_starts_at_notice_at_most(hard_report):
     service = hard_report["service"]
     assert service["first_decision_above_notice"] == 0, service["first_decision_levels"]
 
 
-@ENGINE_FIX
 def test_no_ladder_dated_by_an_older_upgrade_invoice_with_the_hard_cases(hard_report):
     assert hard_report["service"]["bad_debt_dated_by_an_older_upgrade_invoice"] == 0

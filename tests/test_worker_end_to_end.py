@@ -70,18 +70,19 @@ def test_nothing_is_lost_when_the_broker_is_down_at_ingest(
 
 
 def test_engine_side_effects_run_on_workers_after_the_commit(stripe_sender, celery_worker_thread):
-    from dunning.models import AccountStanding, DunningCase, OutboxItem
+    from billing_events.models import PaymentAttempt
+    from dunning.models import Decision, OutboxItem
 
     cus = on_stripe_clock(Customer())
+    cus.tick(-2 * 86400)  # the failure was two days ago: its first retry is due now
+    stripe_sender.send(cus.charge_event("charge.failed", "ch_1", decline_code="insufficient_funds"))
     stripe_sender.send(cus.invoice_event("invoice.payment_failed", attempt_count=1))
-    stripe_sender.send(
-        cus.invoice_event("invoice.marked_uncollectible", status="uncollectible", attempt_count=1)
-    )
     assert processing.sweep() == 2
 
     assert wait_for(lambda: WebhookEvent.objects.filter(status="processed").count() == 2)
-    assert wait_for(lambda: AccountStanding.objects.filter(acknowledged="suspended").exists()), (
-        list(OutboxItem.objects.values("kind", "status", "last_error"))
-    )
-    assert DunningCase.objects.get().state == "escalated"
-    assert AccountStanding.objects.get().requested == "suspended"
+    assert wait_for(
+        lambda: OutboxItem.objects.filter(kind="payment_retry", status="done").exists()
+    ), list(OutboxItem.objects.values("kind", "status", "last_error"))
+    # The worker charged with no lock held, recorded the decline and handed it back.
+    assert wait_for(lambda: Decision.objects.filter(trigger="RETRY_RESULT").exists())
+    assert PaymentAttempt.objects.filter(attempt_key__startswith="ch_sim_").count() == 1

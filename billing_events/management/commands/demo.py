@@ -1,9 +1,9 @@
 import time
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from billing_events.demo import account_lines, run_demo
+from billing_events.demo import account_lines, actual_outcome, outcome_matches, run_demo
 
 DEMO_SECRET = "whsec_demo_only"
 
@@ -45,3 +45,29 @@ class Command(BaseCommand):
         out("mirror stores after processing:")
         for line in account_lines():
             out("  " + line)
+        out("")
+        out("expected and actual outcome per customer:")
+        wrong = []
+        for customer, expected in sorted(result.expected.items()):
+            actual = actual_outcome(customer)
+            ok = outcome_matches(expected, actual)
+            actual_text = (
+                actual.describe()
+                if not actual.may_charge
+                else (
+                    actual.state
+                    + (f" ({actual.resolution})" if actual.resolution else "")
+                    + ", charged"
+                )
+            )
+            out(
+                f"  {'ok  ' if ok else 'DIFF'} {customer}: expected {expected.describe()}; "
+                f"actual {actual_text}"
+            )
+            if not ok:
+                wrong.append(customer)
+        if wrong:
+            raise CommandError(
+                f"{len(wrong)} demo customer(s) did not end as their story says: "
+                + ", ".join(wrong)
+            )

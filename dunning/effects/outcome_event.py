@@ -1,0 +1,23 @@
+"""Deliver a payment outcome event to a subscriber, in order per subscriber."""
+
+from datetime import datetime
+
+from dunning import clock, outcomes
+from dunning.effects.result import EffectResult
+from dunning.models import OutboxItem
+
+KEEP_TRYING = True
+
+
+def still_wanted(item: OutboxItem) -> bool:
+    return True
+
+
+def perform(item: OutboxItem) -> EffectResult:
+    if outcomes.earlier_undelivered(item):
+        return EffectResult(ok=False, defer=True, detail="waiting for an earlier event")
+    return outcomes.deliver(item, clock.now())
+
+
+def record(item: OutboxItem, now: datetime) -> None:
+    return None
