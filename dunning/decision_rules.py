@@ -65,11 +65,9 @@ class Deliberation:
     state: CaseState = CaseState.RETRYING
     # Set by a rule that settles the case: (resolution, level).
     settled: tuple[Resolution, Level] | None = None
-    decided_by: str = ""
 
     def note(self, name: str, conclusion: str, facts: dict | None = None) -> None:
         self.rules.append(Rule(name, conclusion, facts or {}))
-        self.decided_by = name
 
     def settle(self, resolution: Resolution, level: Level) -> None:
         self.settled = (resolution, level)
@@ -224,7 +222,6 @@ def ladder(d: Deliberation) -> None:
     d.rung, d.level_since = decision.rung, decision.since
     d.review_at(decision.next_review_at)
     d.rules.append(decision.rule)
-    d.decided_by = "ladder"
     if d.bad_debt_floor:
         d.note(
             "written_off",

@@ -87,7 +87,14 @@ def climb(
     target, next_at = rung_by_age(rungs, start=start, now=now, factor=factor)
     floor_index = held_rung(rungs, floor.value)
     if floor_index is not None and floor_index > target:
-        target, next_at = floor_index, None
+        # Held up to the floor already; the rung after it still starts by age (no limbo).
+        target = floor_index
+        later = rungs[floor_index + 1 :]
+        next_at = (
+            start + timedelta(seconds=later[0].starts_after.total_seconds() * factor)
+            if later
+            else None
+        )
     held = held_rung(rungs, current_level)
     if held is None:
         index, since = 0, now  # a first decision is at most the first rung

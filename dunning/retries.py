@@ -121,7 +121,9 @@ def plan_retry(
                 f"Stripe for it, and waiting for the charge event{until}",
                 {**facts, "lookup": key},
                 lookup=key,
-                review_at=asked + wait if asked else None,
+                # Asked now when not yet: the look-up this decision requests is dated now, so the
+                # next recompute computes the same review time and writes nothing.
+                review_at=(asked or now) + wait,
             )
 
     latest = failures[-1] if failures else None

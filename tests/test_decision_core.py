@@ -256,3 +256,25 @@ def test_the_explanation_names_the_rule_that_decided():
     assert desired.rules[0].name == "ladder"
     assert desired.decided_by == "retry"
     assert "insufficient_funds" in str(desired.rules[-1].facts) or desired.case.retry
+
+
+def test_a_written_off_base_invoice_still_runs_on_to_cancellation():
+    """Found by the timelines property: the bad-debt floor lost the next rung's date, and a
+    written-off account stayed suspended for good (limbo)."""
+    written_off = invoice(1, status="uncollectible", attempts=1)
+    snap = in_case(
+        snapshot([written_off], [decline(1, "expired_card")]),
+        case("suspended", since=T0 + days(13), state="escalated"),
+    )
+    desired = decide(snap, T0 + days(20))
+    assert desired.case.level == Level.SUSPENDED
+    assert desired.case.next_review_at == T0 + days(45)
+    assert decide(snap, T0 + days(46)).case.level == Level.CANCELLED
+
+
+def test_requesting_a_look_up_and_seeing_it_requested_decide_the_same_review_time():
+    """A second recompute right after the first writes nothing (found by the importer)."""
+    failed = invoice(1, attempts=1, failed_at=T0 - days(3), opened=T0 - days(3))
+    first = decide(snapshot([failed], []), T0)
+    second = decide(snapshot([failed], [], lookups_asked={"in_1:1": T0}), T0 + timedelta(minutes=1))
+    assert first.case.next_review_at == second.case.next_review_at

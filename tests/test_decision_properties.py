@@ -242,3 +242,16 @@ def test_the_ladder_never_skips_a_rung_nor_cuts_a_dwell_short(snap, now):
     assert rungs[held].level == before, "a case moving onto another track starts at its rung"
     assert after == rungs[held + 1].level
     assert now >= current.level_since + rungs[held].min_dwell
+
+
+@EXAMPLES
+@given(snapshots(), now_strategy)
+def test_an_open_case_below_the_end_of_its_ladder_always_has_a_next_review(snap, now):
+    """No limbo: until the last rung, the case knows when the ladder moves on."""
+    desired = compute(snap, now, POLICY)
+    if desired.case is None or desired.case.resolution:
+        return
+    rung = POLICY.rung(desired.case.level)
+    if not (rung.cancels or rung.reverts_upgrade):
+        assert desired.case.next_review_at is not None
+        assert desired.case.next_review_at > now
