@@ -202,7 +202,13 @@ DUNNING_OUTCOME_WEBHOOK_TIMEOUT_SECONDS = float(
 )
 
 # Rollout of enforcement when no stage was ever set: "off" (shadow), "accounts", 5 ... "100".
-DUNNING_ROLLOUT_DEFAULT_STAGE = os.environ.get("DUNNING_ROLLOUT_DEFAULT_STAGE", "100")
+# A fresh install runs in shadow for everyone; enforcing is an explicit, audited step.
+DUNNING_ROLLOUT_DEFAULT_STAGE = os.environ.get("DUNNING_ROLLOUT_DEFAULT_STAGE", "off")
+
+# Import (backfill) from Stripe: objects per list page (Stripe allows 1-100) and how much
+# paid-invoice history the severity rules read.
+STRIPE_IMPORT_PAGE_SIZE = int(os.environ.get("STRIPE_IMPORT_PAGE_SIZE", "100"))
+STRIPE_IMPORT_PAID_HISTORY_DAYS = int(os.environ.get("STRIPE_IMPORT_PAID_HISTORY_DAYS", "365"))
 
 # Drift detection and the stuck-in-lifting gauge.
 DRIFT_GUARD_SECONDS = int(os.environ.get("DRIFT_GUARD_SECONDS", "900"))

@@ -181,3 +181,17 @@ class ShadowReportView(APIView):
         query.is_valid(raise_exception=True)
         since = clock.now() - timedelta(days=query.validated_data["days"])
         return Response({"since": since, "decisions": rollout.shadow_report(since=since)})
+
+
+class DayOneView(APIView):
+    """The day-one comparison: accounts the legacy flags as bad debt that the engine would
+    not put in bad debt (`legacy_only`) and the reverse (`engine_only`), each with the
+    engine's explanation. Legacy flags come from `manage.py import_legacy_flags`."""
+
+    permission_classes = [SupportRole]
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request) -> Response:
+        from dunning.legacy import day_one
+
+        return Response(day_one())

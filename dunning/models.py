@@ -431,3 +431,31 @@ class TestClock(models.Model):
 
     def __str__(self) -> str:
         return self.now.isoformat()
+
+
+class LegacyVerdict(models.Model):
+    """What the legacy setup said about an account on go-live day (its binary flags), kept
+    to compare with the engine's verdict in the shadow report's "day one" view."""
+
+    stripe_customer_id = models.CharField(max_length=255, unique=True)
+    bad_debt = models.BooleanField()
+    banned = models.BooleanField()
+    since = models.DateTimeField(null=True, blank=True, help_text="flagged since (legacy)")
+    source = models.CharField(max_length=255, help_text="the file it was imported from")
+    imported_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        flags = [name for name in ("bad_debt", "banned") if getattr(self, name)] or ["clean"]
+        return f"legacy {self.stripe_customer_id}: {', '.join(flags)}"
+
+
+class StripeImportCursor(models.Model):
+    """Where an interrupted `import_stripe` continues: one row per import scope (the
+    options it ran with), removed when the import finishes."""
+
+    scope = models.CharField(max_length=64, primary_key=True)
+    state = models.JSONField(default=dict)
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"import cursor {self.scope}: {self.state}"

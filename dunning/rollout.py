@@ -32,7 +32,10 @@ def in_gate(*, stripe_customer_id: str, stage: str, kill_switch: bool, allowlist
 
 
 def default_stage() -> str:
-    return settings.DUNNING_ROLLOUT_DEFAULT_STAGE
+    """The stage before anyone set one: shadow (`off`) unless configured otherwise. An
+    unknown configured value also means shadow: a typo must never enforce."""
+    stage = settings.DUNNING_ROLLOUT_DEFAULT_STAGE
+    return stage if stage in RolloutStage.values else RolloutStage.OFF
 
 
 def current_gate() -> RolloutGate:

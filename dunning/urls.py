@@ -5,6 +5,7 @@ from dunning import api
 urlpatterns = [
     path("rollout/", api.RolloutView.as_view(), name="rollout"),
     path("rollout/shadow-decisions/", api.ShadowReportView.as_view(), name="rollout-shadow-report"),
+    path("rollout/day-one/", api.DayOneView.as_view(), name="rollout-day-one"),
     path(
         "accounts/<int:account_id>/pay-bad-debt/",
         api.PayBadDebtView.as_view(),

@@ -26,6 +26,13 @@ An invoice with nothing (left) scripted is paid (`default = Ok()`). A failure ca
 on an invoice without a pay request (`register_failure`), and subscription updates refused
 (`refuse_updates`). Every request is recorded in `requests` with its method, path, query,
 form body and headers.
+
+A book of existing objects (`add_customer`, `add_book_subscription`, `add_book_invoice`) is
+listed by GET /v1/customers, /v1/subscriptions and /v1/invoices as Stripe lists: newest
+first, `limit` 1-100 (default 10), `starting_after`, `has_more`, filtered by `customer`,
+`status` (subscriptions: canceled ones only with `status=all` or `canceled`) and
+`created[gte]`. With `rate_limit_every = n`, every n-th list request answers 429 (with
+`Retry-After` when `retry_after` is set), as Stripe does now and then.
 """
 
 from __future__ import annotations
@@ -140,6 +147,15 @@ class FakeStripe:
         self.latest_attempt: dict[str, tuple[dict, dict]] = {}
         self._update_refusals: dict[str, list] = {}  # subscription -> [status, message, times]
         self._scripts: dict[str, list[Scenario]] = {}
+        # kind ("customers", "subscriptions", "invoices") -> id -> object, for the list calls
+        self.book: dict[str, dict[str, dict]] = {
+            "customers": {},
+            "subscriptions": {},
+            "invoices": {},
+        }
+        self.rate_limit_every: int | None = None
+        self.retry_after: str | None = None
+        self._list_requests = 0
         self._stored: dict[str, tuple[tuple, Answer]] = {}
         self._in_flight: set[str] = set()
         self._ids = itertools.count(1)
@@ -225,6 +241,45 @@ class FakeStripe:
         charge_id, _, _ = self._record_decline(invoice_id, decline, created=created)
         return charge_id
 
+    def add_customer(
+        self,
+        customer_id: str,
+        *,
+        created: int = NOW,
+        default_payment_method: str | None = None,
+        email: str | None = None,
+    ) -> dict:
+        obj = samples.customer(
+            id=customer_id, created=created, default_payment_method=default_payment_method
+        )
+        obj["email"] = email or f"{customer_id}@example.com"
+        with self._lock:
+            self.book["customers"][customer_id] = obj
+        return obj
+
+    def add_book_subscription(self, obj: dict) -> dict:
+        """A subscription object (e.g. `samples.subscription(...)`) to list."""
+        with self._lock:
+            self.book["subscriptions"][obj["id"]] = copy.deepcopy(obj)
+        return obj
+
+    def add_book_invoice(self, obj: dict) -> dict:
+        """An invoice object (e.g. `samples.invoice(...)`) to list and to retrieve; a failure
+        on it is put with `register_failure`."""
+        with self._lock:
+            self.book["invoices"][obj["id"]] = copy.deepcopy(obj)
+            self.invoice_status[obj["id"]] = obj["status"]
+            self.attempt_count[obj["id"]] = obj.get("attempt_count") or 0
+        return obj
+
+    def list_requests(self) -> list[Recorded]:
+        return [
+            r
+            for r in self.requests
+            if r.method == "GET"
+            and r.path in ("/v1/customers", "/v1/subscriptions", "/v1/invoices")
+        ]
+
     def requests_to(self, method: str, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and r.path == path]
 
@@ -307,6 +362,11 @@ class FakeStripe:
     def _route(self, request: Recorded) -> Answer:
         parts = request.path.strip("/").split("/")
         match request.method, parts:
+            case "GET", ["v1", ("customers" | "subscriptions" | "invoices") as kind]:
+                return self._list(kind, request.query)
+            case "GET", ["v1", "customers", customer_id]:
+                obj = self.book["customers"].get(customer_id)
+                return Answer(200, obj) if obj else _no_such("customer", customer_id)
             case "POST", ["v1", "invoices", invoice_id, "pay"]:
                 return self._pay(invoice_id, request)
             case "GET", ["v1", "invoices", invoice_id]:
@@ -323,6 +383,56 @@ class FakeStripe:
                 return self._cancel_subscription(subscription_id)
         return error_answer(
             404, "invalid_request_error", f"Unrecognized request URL ({request.method}: ...)"
+        )
+
+    def _list(self, kind: str, query: dict[str, str]) -> Answer:
+        with self._lock:
+            self._list_requests += 1
+            limited = self.rate_limit_every and self._list_requests % self.rate_limit_every == 0
+            objects = [copy.deepcopy(obj) for obj in self.book[kind].values()]
+        if limited:
+            answer = error_answer(
+                429,
+                "invalid_request_error",
+                "Too many requests hit the API too quickly.",
+                code="rate_limit",
+            )
+            if self.retry_after:
+                answer.headers["Retry-After"] = self.retry_after
+            return answer
+        try:
+            limit = int(query.get("limit", "10"))
+            created_gte = int(query["created[gte]"]) if "created[gte]" in query else None
+        except ValueError:
+            return error_answer(400, "invalid_request_error", "Invalid integer", param="limit")
+        if not 1 <= limit <= 100:
+            return error_answer(
+                400, "invalid_request_error", "Invalid limit: must be between 1 and 100"
+            )
+        status = query.get("status")
+        if kind == "subscriptions" and status is None:
+            objects = [o for o in objects if o["status"] not in ("canceled", "incomplete_expired")]
+        elif status is not None and status != "all":
+            objects = [o for o in objects if o["status"] == status]
+        if "customer" in query:
+            objects = [o for o in objects if o.get("customer") == query["customer"]]
+        if created_gte is not None:
+            objects = [o for o in objects if o["created"] >= created_gte]
+        objects.sort(key=lambda o: (o["created"], o["id"]), reverse=True)
+        if after := query.get("starting_after"):
+            ids = [o["id"] for o in objects]
+            if after not in ids:
+                return _no_such(kind.rstrip("s"), after)
+            objects = objects[ids.index(after) + 1 :]
+        page = objects[:limit]
+        return Answer(
+            200,
+            {
+                "object": "list",
+                "data": page,
+                "has_more": len(objects) > limit,
+                "url": f"/v1/{kind}",
+            },
         )
 
     def _pay(self, invoice_id: str, request: Recorded) -> Answer:
@@ -477,14 +587,19 @@ class FakeStripe:
             status = self.invoice_status.setdefault(invoice_id, "open")
             attempts = self.attempt_count.get(invoice_id, 0)
             intent, charge = copy.deepcopy(self.latest_attempt.get(invoice_id, (None, None)))
-        invoice = samples.invoice(
-            id=invoice_id,
-            customer="cus_fake",
-            created=NOW,
-            status=status,
-            attempt_count=attempts,
-            status_at=NOW + 60,
-        )
+            book = copy.deepcopy(self.book["invoices"].get(invoice_id))
+        if book is not None:
+            invoice = book
+            invoice.update(status=status, attempt_count=attempts)
+        else:
+            invoice = samples.invoice(
+                id=invoice_id,
+                customer="cus_fake",
+                created=NOW,
+                status=status,
+                attempt_count=attempts,
+                status_at=NOW + 60,
+            )
         if version and version < INVOICE_PAYMENTS_SINCE:
             if intent is not None and "payment_intent.latest_charge" in expand:
                 intent["latest_charge"] = charge

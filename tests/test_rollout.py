@@ -8,6 +8,7 @@ from dunning import rollout
 from dunning import test_clock as clock_service
 from dunning.drift import scan
 from dunning.models import OutcomeEvent, ShadowDecision, SupportAction
+from dunning.services import Trigger, TriggerKind, handle
 from entitlements.models import Restriction
 from tests.dunning_helpers import account_of, case_of, deliver_now
 
@@ -99,10 +100,59 @@ def test_raising_the_stage_applies_on_the_next_recompute_and_the_kill_switch_lif
     assert Restriction.objects.count() == 0
 
 
+def test_a_fresh_install_starts_in_shadow_for_everyone():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DUNNING_ROLLOUT_DEFAULT_STAGE"}
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from config import settings; print(settings.DUNNING_ROLLOUT_DEFAULT_STAGE)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == "off"
+
+
+@pytest.mark.parametrize(("configured", "stage"), [("off", "off"), ("25", "25"), ("typo", "off")])
+def test_the_default_stage_before_anyone_set_one(settings, configured, stage):
+    settings.DUNNING_ROLLOUT_DEFAULT_STAGE = configured
+    assert rollout.default_stage() == stage
+
+
+def test_fresh_install_api_says_shadow_and_enforcing_is_an_explicit_step(
+    api_client, settings, stripe_sender, test_clock
+):
+    settings.DUNNING_ROLLOUT_DEFAULT_STAGE = "off"  # what config.settings gives a fresh install
+    user = User.objects.get(username="support")
+    user.groups.add(
+        Group.objects.get(name="support_read"), Group.objects.get(name="support_actions")
+    )
+    body = api_client.get("/api/v1/rollout/").json()
+    assert (body["stage"], body["kill_switch"]) == ("off", False)
+
+    cus = StripeCustomer()
+    failing(stripe_sender, cus)
+    clock_service.advance(seconds=8 * 86400)
+    assert Restriction.objects.count() == 0 and case_of(cus).shadow
+
+    api_client.put("/api/v1/rollout/", {"stage": "100", "reason": "go"}, format="json")
+    handle(Trigger(TriggerKind.NINJAPANEL_BUTTON, account_of(cus).pk, source="support:ops"))
+    assert Restriction.objects.exists()
+
+
 def test_rollout_api_is_audited_and_validated(api_client, test_clock):
     user = User.objects.get(username="support")
     assert api_client.get("/api/v1/rollout/").status_code == 403
     user.groups.add(Group.objects.get(name="support_read"))
+    # The suite's settings enforce by default (config.test_settings); production is "off".
     assert api_client.get("/api/v1/rollout/").json()["stage"] == "100"
     assert (
         api_client.put(
