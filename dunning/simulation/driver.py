@@ -621,6 +621,8 @@ def service_for_simulation(driver: Driver) -> Iterator[None]:
                 ACCOUNT_MANAGEMENT_URL=driver.am.url,
                 ACCOUNT_MANAGEMENT_TIMEOUT_SECONDS=2.0,
                 DUNNING_OUTCOME_WEBHOOK_URLS=[],
+                # The service as it runs once rolled out: enforcing for every account.
+                DUNNING_ROLLOUT_DEFAULT_STAGE="100",
             ),
             _quiet(),
         ):
