@@ -488,3 +488,7 @@ def test_the_report_shows_the_ablation_spread_claims_and_definitions(seeded_repo
     for side in ("legacy", "service"):
         assert {"limbo", "limbo_upgrade_only", "upgrade_only_bad_debt"} <= set(seeded_report[side])
     json.loads(as_json(seeded_report))
+    from dunning.simulation.html import render
+
+    page = render(seeded_report)
+    assert "What each part of the design buys" in page and "upgrade rule off" in page
