@@ -25,19 +25,63 @@ def simulate(
     seed: int,
     mix: Mix | None = None,
     progress: Callable[[str], None] | None = None,
+    seeds: int = 1,
+    service_seeds: int = 1,
+    legacy_retry_days: tuple[float, ...] | None = None,
+    reset: Callable[[], None] | None = None,
 ) -> dict:
-    """Generate the book, run legacy and service on it, return the report."""
+    """Generate the book, run legacy and service on it, return the report. With `seeds`
+    above 1 the ablation runs on seeds seed..seed+seeds-1 and the real service on the first
+    `service_seeds` of them; `reset` empties the database between service runs."""
+    from dunning.simulation import ablation
     from dunning.simulation.driver import run_service
+    from dunning.simulation.fair import DEFINITIONS
     from dunning.simulation.generator import generate
     from dunning.simulation.legacy import legacy_report, run_legacy
     from dunning.simulation.measure import service_report
     from dunning.simulation.report import build_report
 
-    book = generate(accounts=accounts, days=days, seed=seed, mix=mix)
-    legacy = legacy_report(book, run_legacy(book))
-    run = run_service(book, progress=progress)
-    report = build_report(book, legacy, service_report(book, run))
-    report["_seconds"] = dict(run.seconds)  # wall clock: removed before writing JSON
+    seed_list = [seed + n for n in range(max(1, seeds))]
+    service_seeds = max(1, min(service_seeds, len(seed_list)))
+    report: dict = {}
+    per_seed, service_rows, seconds = [], [], {"simulate": 0.0, "converge": 0.0}
+    for number, this_seed in enumerate(seed_list):
+        book = generate(accounts=accounts, days=days, seed=this_seed, mix=mix)
+        per_seed.append(ablation.ablate(book, legacy_retry_days))
+        if number >= service_seeds:
+            continue
+        if number and reset is not None:
+            reset()
+        if progress and len(seed_list) > 1:
+            progress(f"seed {this_seed}: the service")
+        legacy = legacy_report(book, run_legacy(book, legacy_retry_days))
+        run = run_service(book, progress=progress)
+        service = service_report(book, run)
+        service_rows.append(ablation.figures(service))
+        for key, value in run.seconds.items():
+            seconds[key] = seconds.get(key, 0.0) + value
+        if number == 0:
+            report = build_report(book, legacy, service)
+    table = ablation.summarise(per_seed)
+    legacy_name = next(iter(table))
+    real = ablation.SERVICE_ROW
+    table[real] = ablation.summarise([{real: row} for row in service_rows])[real]
+    shared = {name: table[name] for name in (real, legacy_name)}
+    shared[legacy_name] = {
+        key: ablation.spread(figure["per_seed"][: len(service_rows)])
+        for key, figure in table[legacy_name].items()
+    }
+    report["ablation"] = {
+        "seeds": seed_list,
+        "service_seeds": seed_list[: len(service_rows)],
+        "table": table,
+        "claims": {
+            "service_vs_legacy": ablation.claims(shared, real, legacy_name),
+            "design_vs_legacy": ablation.claims(table, ablation.FULL.name, legacy_name),
+        },
+        "definitions": DEFINITIONS,
+    }
+    report["_seconds"] = seconds  # wall clock: removed before writing JSON
     return report
 
 

@@ -98,6 +98,8 @@ class ServiceRun:
     restricted_days: int = 0
     beyond_upgrade_days: int = 0
     no_core_days: int = 0
+    core_days_lost: int = 0  # every account, not only those with a paying history
+    cancelled: set[int] = field(default_factory=set)  # accounts whose subscription ended
     drift_changed: int = 0
     drift_accounts: int = 0
     account_management: dict[str, int] = field(default_factory=dict)
@@ -505,6 +507,7 @@ class Driver:
         ):
             restricted.setdefault(index_of(customer), set()).add(code)
         for index, codes in restricted.items():
+            self.run.core_days_lost += "core_access" in codes
             if self.book.accounts[index].paying_history:
                 self.run.restricted_days += 1
                 self.run.beyond_upgrade_days += bool(codes - {"upgraded_features"})
@@ -659,6 +662,7 @@ def run_service(book: Book, *, progress: Callable[[str], None] | None = None) ->
             "refused_during_outage": driver.am.refused,
         }
         driver.run.am_standing = dict(driver.am.standing)
+        driver.run.cancelled = set(driver.cancelled)
     driver.run.failure_lookup_available = (
         FailureLookup is not None and getattr(SIMULATED, "script_failure", None) is not None
     )

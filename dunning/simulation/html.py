@@ -4,6 +4,7 @@
 from html import escape
 from pathlib import Path
 
+from dunning.simulation.ablation import claim_lines, table_rows
 from dunning.simulation.report import rows
 
 LEVEL_COLOURS = {
@@ -15,8 +16,7 @@ LEVEL_COLOURS = {
 }
 LEGACY_COLOURS = {
     "retrying": "#c6dbef",
-    "bad_debt_flag": "#a50f15",
-    "exhausted_unflagged": "#636363",
+    "bad_debt": "#a50f15",
 }
 LEGACY_GREY, SERVICE_BLUE = "#969696", "#2171b5"
 WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM, PAD_TOP = 640, 240, 48, 36, 12
@@ -272,12 +272,45 @@ Amounts in USD. Green: the service does better; red: worse.</p>
 <p class="muted">The service restricts premium features first and keeps core access until
 suspension; the legacy flag bans outright. Cancelled at the end of the ladder during the run:
 {service["cancelled_by_the_ladder"]}.</p>
+{ablation_html(report)}
 <h2>How to read it</h2>{HOW_TO_READ}
 <h2>Behaviour mix</h2>
 <p class="muted">Defaults and their sources: <code>manage.py simulate --show-mix</code>.</p>
 <table>{mix_rows}</table>
 </body></html>
 """
+
+
+def ablation_html(report: dict) -> str:
+    """The ablation table (mean [min-max] across seeds), the claims and the definitions."""
+    ablation = report.get("ablation")
+    if not ablation:
+        return ""
+    header, *body = table_rows(ablation["table"])
+    head = "".join(f"<th>{escape(cell)}</th>" for cell in header)
+    lines = "".join(
+        "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in body
+    )
+    legacy = next(iter(ablation["table"]))
+    claims = [
+        *claim_lines(ablation["claims"]["service_vs_legacy"], "this service", legacy),
+        *claim_lines(ablation["claims"]["design_vs_legacy"], "the whole design (modelled)", legacy),
+    ]
+    seeds = ", ".join(map(str, ablation["seeds"]))
+    service_seeds = ", ".join(map(str, ablation["service_seeds"]))
+    return (
+        "<h2>What each part of the design buys (ablation)</h2>"
+        f'<p class="muted">Seeds {escape(seeds)}: mean [min-max]. Every row but the last is '
+        "the policy model with one part switched off; the last is the real service on seed(s) "
+        f"{escape(service_seeds)}.</p><table><tr>{head}</tr>{lines}</table>"
+        "<ul>" + "".join(f"<li>{escape(line)}</li>" for line in claims) + "</ul>"
+        "<h3>Definitions (the same code counts them for every row)</h3><ul>"
+        + "".join(
+            f"<li><b>{escape(key)}</b>: {escape(text)}</li>"
+            for key, text in ablation["definitions"].items()
+        )
+        + "</ul>"
+    )
 
 
 def write_html(report: dict, path: str | Path) -> None:

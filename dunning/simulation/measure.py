@@ -14,9 +14,10 @@ from dunning.models import (
     DunningCase,
     OutboxItem,
 )
+from dunning.simulation import fair
 from dunning.simulation.driver import START, ServiceRun, at, index_of
 from dunning.simulation.generator import Book
-from dunning.simulation.hardcases import ledger_measures, owed_at, written_off_upgrade_alone
+from dunning.simulation.hardcases import ledger_measures, owed_at
 from dunning.simulation.ledger import Ledger, money_and_retries
 
 UNFINISHED_EVENTS = ("received", "failed", "dead")
@@ -27,36 +28,31 @@ FASTEST_SUSPENSION_SECONDS = 15 * 86400
 
 
 def bad_debt(book: Book, ledger: Ledger) -> dict:
-    """Every bad-debt episode, and those an upgrade invoice alone caused: at entry, every
-    failed invoice still owed was an upgrade/proration invoice (the base plan was paid)."""
+    """Every bad-debt episode, counted by `fair.bad_debt` as the legacy flag is; and the
+    episodes the base ladder entered sooner than the base plan's own failure allows."""
     reasons: Counter = Counter()
-    upgrade_only, upgrade_accounts, dated_by_upgrade, after_write_off = 0, set(), 0, 0
+    entries, dated_by_upgrade = [], 0
     for customer, entered_at, reason in BadDebtEpisode.objects.values_list(
         "account__stripe_customer_id", "entered_at", "reason"
     ):
         reasons[reason] += 1
-        account = index_of(customer)
-        owed = owed_at(ledger, account, (entered_at - START).total_seconds())
-        if owed and all(state.upgrade for state in owed):
-            upgrade_only += 1
-            upgrade_accounts.add(account)
-            after_write_off += written_off_upgrade_alone(owed, (entered_at - START).total_seconds())
-        elif owed and reason == "ladder_suspended" and min(owed, key=lambda s: s.charge.at).upgrade:
+        account, entered = index_of(customer), (entered_at - START).total_seconds()
+        entries.append((account, entered))
+        owed = owed_at(ledger, account, entered)
+        if (
+            owed
+            and not all(state.upgrade for state in owed)
+            and reason == "ladder_suspended"
+            and min(owed, key=lambda s: s.charge.at).upgrade
+        ):
             # Suspended by the ladder sooner than the base plan's own failure allows even on
             # the fastest ladder (a fraud decline halves the 30 days): dated by the upgrade.
-            entered = (entered_at - START).total_seconds()
             base_failed = min(s.failed_at for s in owed if not s.upgrade)
             if entered - base_failed < FASTEST_SUSPENSION_SECONDS:
                 dated_by_upgrade += 1
-    per_day = upgrade_only / book.days if book.days else 0.0
     return {
-        "bad_debt_entries": sum(reasons.values()),
+        **fair.bad_debt(entries, ledger, book.days),
         "bad_debt_entries_by_reason": dict(sorted(reasons.items())),
-        "upgrade_only_bad_debt": upgrade_only,
-        "upgrade_only_bad_debt_accounts": len(upgrade_accounts),
-        "upgrade_only_bad_debt_per_day": round(per_day, 4),
-        "upgrade_only_bad_debt_per_year": round(per_day * 365, 1),
-        "upgrade_only_bad_debt_after_an_upgrade_write_off": after_write_off,
         "bad_debt_dated_by_an_older_upgrade_invoice": dated_by_upgrade,
     }
 
@@ -118,30 +114,36 @@ def hard_cases_met(run: ServiceRun) -> dict:
     }
 
 
-def limbo(book: Book) -> dict:
-    """Open cases with no next step: no review planned, no retry or cancellation pending.
-    An upgrade held back (the base plan paid) is reported apart: the design keeps it
-    restricted until paid, and it never escalates."""
+def limbo(book: Book, run: ServiceRun) -> dict:
+    """Limbo by `fair.limbo`, as for the legacy model: an account has a next step while
+    its case is open with a review planned, or a retry, cancellation or revert pending.
+    The open cases by level, and unpaid upgrades held back with nothing scheduled, besides."""
     pending = set(
         OutboxItem.objects.filter(
             status=OutboxItem.Status.PENDING,
-            kind__in=[OutboxItem.Kind.PAYMENT_RETRY, OutboxItem.Kind.CANCEL_SUBSCRIPTION],
-        ).values_list("account_id", flat=True)
+            kind__in=[
+                OutboxItem.Kind.PAYMENT_RETRY,
+                OutboxItem.Kind.CANCEL_SUBSCRIPTION,
+                OutboxItem.Kind.REVERT_UPGRADE,
+            ],
+        ).values_list("account__stripe_customer_id", flat=True)
     )
+    planned = {index_of(customer) for customer in pending}
     stalled: Counter = Counter()
-    for account_id, level in DunningCase.objects.filter(
-        state__in=IN_DUNNING, next_review_at__isnull=True
-    ).values_list("account_id", "level"):
-        if account_id not in pending:
+    for customer, level, review in DunningCase.objects.filter(state__in=IN_DUNNING).values_list(
+        "account__stripe_customer_id", "level", "next_review_at"
+    ):
+        if review is not None:
+            planned.add(index_of(customer))
+        elif index_of(customer) not in planned:
             stalled[level] += 1
-    held = stalled.pop("upgrade_restricted", 0)
     open_cases = Counter(
         DunningCase.objects.filter(state__in=IN_DUNNING).values_list("level", flat=True)
     )
     return {
-        "limbo": sum(stalled.values()),
+        **fair.limbo(run.ledger, cancelled=run.cancelled, planned=planned),
         "limbo_by_level": dict(sorted(stalled.items())),
-        "upgrade_held_back_open": held,
+        "upgrade_held_back_open": stalled.get("upgrade_restricted", 0),
         "open_cases_at_end": dict(sorted(open_cases.items())),
     }
 
@@ -224,7 +226,7 @@ def service_report(book: Book, run: ServiceRun) -> dict:
         **ledger_measures(run.ledger),
         **first_decisions(book),
         **hard_cases_met(run),
-        **limbo(book),
+        **limbo(book, run),
         **disagreement(run),
         **lost_or_stuck(book, run),
         "escalations_during_outage": outage_escalations(book),
@@ -233,6 +235,7 @@ def service_report(book: Book, run: ServiceRun) -> dict:
         "paying_history_restricted_days": run.restricted_days,
         "paying_history_beyond_upgrade_days": run.beyond_upgrade_days,
         "paying_history_no_core_days": run.no_core_days,
+        "core_access_days_lost": run.core_days_lost,
         "deliveries": {
             "events_created": run.events_created,
             "delivered": sum(run.deliveries.values()),

@@ -7,10 +7,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from dunning.simulation.ablation import claim_lines, format_ablation
 from dunning.simulation.driver import START
 from dunning.simulation.generator import DAY, Book
 from dunning.simulation.hardcases import drawn
-from dunning.simulation.legacy import LEGACY_RETRY_DAYS
 
 
 def book_summary(book: Book) -> dict:
@@ -41,7 +41,7 @@ def build_report(book: Book, legacy: dict, service: dict) -> dict:
             "seed": book.seed,
             "start": START.isoformat(),
             "currency": "usd",
-            "legacy_retry_days": list(LEGACY_RETRY_DAYS),
+            "legacy_retry_days": legacy["retry_days"],
         },
         "mix": book.mix.as_dict(),
         "book": book_summary(book),
@@ -121,12 +121,8 @@ def rows(report: dict) -> list[tuple[str, str, str]]:
             "n/a",
             _int(service["bad_debt_dated_by_an_older_upgrade_invoice"]),
         ),
-        ("accounts in limbo after exhaustion (end of run)", *both("limbo")),
-        (
-            "  unpaid upgrades held back, nothing scheduled",
-            "n/a",
-            _int(service["upgrade_held_back_open"]),
-        ),
+        ("accounts in limbo (end of run)", *both("limbo")),
+        ("  of which owing only upgrades", *both("limbo_upgrade_only")),
         ("retries", *both("retries")),
         ("retries on hard declines", *both("retries_on_hard")),
         ("retries on fraud declines", *both("retries_on_fraud")),
@@ -166,6 +162,7 @@ def rows(report: dict) -> list[tuple[str, str, str]]:
             "  of which without core access",
             *both("paying_history_no_core_days", lambda v: f"{v:,.0f}"),
         ),
+        ("core-access account-days lost, all accounts", *both("core_access_days_lost")),
         ("escalations during the AM outage (applied / blocked)", outage(legacy), outage(service)),
         *hard_case_rows(report),
     ]
@@ -242,4 +239,28 @@ def format_table(report: dict) -> str:
         "standing update(s) during the outage, all retried",
         hard_case_note(report),
     ]
-    return "\n".join([*lines, "", *notes])
+    return "\n".join([*lines, "", *notes, *ablation_section(report)])
+
+
+def ablation_section(report: dict) -> list[str]:
+    """The ablation table with its spread across seeds, the claims and the definitions."""
+    ablation = report.get("ablation")
+    if not ablation:
+        return []
+    seeds, service_seeds = ablation["seeds"], ablation["service_seeds"]
+    legacy, design = next(iter(ablation["table"])), "the whole design (modelled)"
+    lines = [
+        "",
+        f"ablation: the same books, seeds {seeds[0]}-{seeds[-1]} ({len(seeds)}); mean "
+        "[min-max] across seeds; every row but the last is the model "
+        f"(dunning/simulation/model.py), the last is the real service on seed(s) "
+        f"{', '.join(map(str, service_seeds))}",
+        format_ablation(ablation["table"]),
+        "",
+        *claim_lines(ablation["claims"]["service_vs_legacy"], "this service", legacy),
+        *claim_lines(ablation["claims"]["design_vs_legacy"], design, legacy),
+        "",
+        "definitions (the same code counts them for every row):",
+        *(f"  {key}: {text}" for key, text in ablation["definitions"].items()),
+    ]
+    return lines

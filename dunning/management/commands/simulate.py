@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
@@ -38,6 +39,26 @@ class Command(BaseCommand):
         parser.add_argument("--accounts", type=int, default=1000)
         parser.add_argument("--days", type=int, default=90)
         parser.add_argument("--seed", type=int, default=7)
+        parser.add_argument(
+            "--seeds",
+            type=int,
+            default=5,
+            help="run the ablation on this many seeds (seed, seed+1, ...) and print the spread",
+        )
+        parser.add_argument(
+            "--service-seeds",
+            type=int,
+            default=1,
+            help="run the real service on the first this many of those seeds (each takes "
+            "minutes; the model's rows take about a second)",
+        )
+        parser.add_argument(
+            "--legacy-retry-days",
+            default="",
+            metavar="D,D,...",
+            help="the legacy cadence, days after the first failure (default: the service's "
+            "soft cadence, 1,3,5,8,12,17,23; the seed's model was 3,8,15,22)",
+        )
         parser.add_argument("--json", dest="json_path", help="write the report as JSON here")
         parser.add_argument("--html", dest="html_path", help="write the HTML report here")
         parser.add_argument(
@@ -69,15 +90,24 @@ class Command(BaseCommand):
         if options["show_mix"]:
             self.stdout.write(mix_table(mix))
             return
-        if options["accounts"] < 1 or options["days"] < 1:
-            raise CommandError("--accounts and --days must be at least 1")
+        if options["accounts"] < 1 or options["days"] < 1 or options["seeds"] < 1:
+            raise CommandError("--accounts, --days and --seeds must be at least 1")
+        try:
+            options["legacy_retry_days"] = tuple(
+                float(day) for day in options["legacy_retry_days"].split(",") if day.strip()
+            )
+        except ValueError as error:
+            raise CommandError("--legacy-retry-days takes days, e.g. 3,8,15,22") from error
+        if options["service_seeds"] > 1 and options["in_place"]:
+            raise CommandError("--service-seeds above 1 needs the scratch database")
         if options["in_place"]:
             report = self._run(options, mix)
         else:
             report = self._run_in_scratch_database(options, mix)
         seconds = report.pop("_seconds")
         self.stdout.write(format_table(report))
-        account_days = options["accounts"] * options["days"]
+        service_seeds = len(report.get("ablation", {}).get("service_seeds", [1]))
+        account_days = options["accounts"] * options["days"] * service_seeds
         self.stdout.write(
             f"\nran {account_days:,} account-days in {seconds['simulate']:.1f} s "
             f"({account_days / seconds['simulate']:,.0f} account-days/s), converged and "
@@ -100,6 +130,11 @@ class Command(BaseCommand):
                 seed=options["seed"],
                 mix=mix,
                 progress=lambda text: self.stderr.write(f"  {text}"),
+                seeds=options["seeds"],
+                service_seeds=options["service_seeds"],
+                legacy_retry_days=options["legacy_retry_days"] or None,
+                # Only ever the scratch database: --in-place runs one service seed.
+                reset=lambda: call_command("flush", interactive=False, verbosity=0),
             )
         except SimulationError as error:
             raise CommandError(str(error)) from error
