@@ -81,9 +81,14 @@ class DunningCollector(Collector):
     # --- webhook events ------------------------------------------------------------------
     def _webhook_events(self, now) -> Iterator[Metric]:
         totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        rows = WebhookEvent.objects.values_list("type", "status").annotate(n=Count("pk"))
-        for event_type, status, count in rows.order_by():
+        recovered: dict[str, int] = defaultdict(int)
+        rows = WebhookEvent.objects.values_list("type", "status", "recovered_by_polling").annotate(
+            n=Count("pk")
+        )
+        for event_type, status, by_polling, count in rows.order_by():
             totals[event_type][status] += count
+            if by_polling:
+                recovered[event_type] += count
 
         ingested = CounterMetricFamily(
             "dunning_webhook_events_ingested",
@@ -117,6 +122,15 @@ class DunningCollector(Collector):
         yield ingested
         yield from finished.values()
         yield from waiting.values()
+
+        gaps = CounterMetricFamily(
+            "dunning_webhook_events_recovered_by_polling",
+            "Events no webhook delivered, stored by the polling backstop, by event type.",
+            labels=["type"],
+        )
+        for event_type in sorted(totals):
+            gaps.add_metric([event_type], recovered.get(event_type, 0))
+        yield gaps
 
         latency = ExpressionWrapper(F("processed_at") - F("received_at"), DurationField())
         row = (
