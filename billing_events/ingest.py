@@ -64,20 +64,10 @@ def ingest_stripe_webhook(*, payload: bytes, signature_header: str | None) -> In
     if problem := validation.envelope_problem(event):
         return _reject(400, problem)
 
-    status = WebhookEvent.Status.RECEIVED
-    note = ""
-    if event["type"] not in HANDLED_EVENT_TYPES:
-        status, note = WebhookEvent.Status.IGNORED, "event type not handled by dunning"
-    else:
-        try:
-            fact, _ = parse_event(event)
-        except NoCustomer as error:
-            status, note = WebhookEvent.Status.IGNORED, str(error)
-        except PARSE_ERRORS as error:
-            return _reject(400, f"malformed {event['type']}: {_reason(error)}")
-        else:
-            if problem := validation.fact_problem(fact):
-                return _reject(400, f"malformed {event['type']}: {problem}")
+    try:
+        status, note = screen_event(event)
+    except EventRejected as error:
+        return _reject(400, str(error))
 
     stored_id = store_event(
         event=event,
@@ -93,20 +83,50 @@ def ingest_stripe_webhook(*, payload: bytes, signature_header: str | None) -> In
     return IngestOutcome(200, {"received": True, "status": status})
 
 
+class EventRejected(ValueError):
+    """The event is malformed for its type; the message says how."""
+
+
+def screen_event(event: dict) -> tuple[str, str]:
+    """The status (and note) a well-enveloped event is stored with: received when dunning
+    acts on it, ignored otherwise. Raises EventRejected for an event that processing could
+    never apply. Shared by the webhook and the polling backstop, so both store alike."""
+    if event["type"] not in HANDLED_EVENT_TYPES:
+        return WebhookEvent.Status.IGNORED, "event type not handled by dunning"
+    try:
+        fact, _ = parse_event(event)
+    except NoCustomer as error:
+        return WebhookEvent.Status.IGNORED, str(error)
+    except PARSE_ERRORS as error:
+        raise EventRejected(f"malformed {event['type']}: {_reason(error)}") from error
+    if problem := validation.fact_problem(fact):
+        raise EventRejected(f"malformed {event['type']}: {problem}")
+    return WebhookEvent.Status.RECEIVED, ""
+
+
 def _insert_sql() -> str:
     table = connection.ops.quote_name(WebhookEvent._meta.db_table)
     return (
         f"INSERT INTO {table} (stripe_event_id, type, stripe_created, livemode, raw_body, "
-        "status, attempts, last_error, next_attempt_at, received_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s, 0, %s, %s, %s) "
+        "status, attempts, last_error, next_attempt_at, received_at, recovered_by_polling) "
+        "VALUES (%s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s) "
         "ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id"
     )
 
 
-def store_event(*, event: dict, raw_body: str, status: str, note: str, now: datetime) -> int | None:
+def store_event(
+    *,
+    event: dict,
+    raw_body: str,
+    status: str,
+    note: str,
+    now: datetime,
+    recovered_by_polling: bool = False,
+) -> int | None:
     """One statement, in autocommit: insert the event unless its id is known already.
     Returns the new row's id, or None for a duplicate delivery. A received event is due
-    for processing at once; the pump (or the request itself) hands it to a worker."""
+    for processing at once; the pump (or the request itself) hands it to a worker.
+    `recovered_by_polling` marks an event the backstop found that no webhook delivered."""
     adapt = connection.ops.adapt_datetimefield_value
     with connection.cursor() as cursor:
         cursor.execute(
@@ -121,6 +141,7 @@ def store_event(*, event: dict, raw_body: str, status: str, note: str, now: date
                 note,
                 adapt(now) if status == WebhookEvent.Status.RECEIVED else None,
                 adapt(now),
+                recovered_by_polling,
             ],
         )
         row = cursor.fetchone()

@@ -37,6 +37,9 @@ class WebhookEvent(models.Model):
     account = models.ForeignKey(
         "billing_events.Account", null=True, blank=True, on_delete=models.SET_NULL
     )
+    # Stored by the polling backstop (billing_events.polling): Stripe listed it, no webhook
+    # had delivered it. Each one is a gap in delivery worth a look.
+    recovered_by_polling = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         indexes = [
@@ -64,6 +67,18 @@ class WebhookEvent(models.Model):
     def payload(self, event: dict) -> None:
         self._payload = event
         self.raw_body = json.dumps(event, separators=(",", ":"))
+
+
+class StripeEventPoll(models.Model):
+    """The polling backstop's cursor: Stripe's events are listed up to `listed_until`."""
+
+    SINGLETON = 1
+
+    listed_until = models.DateTimeField()
+    checked_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"events listed until {self.listed_until.isoformat()}"
 
 
 class Account(models.Model):

@@ -1,7 +1,7 @@
 from celery import shared_task
 from django.db import DatabaseError
 
-from billing_events import processing
+from billing_events import polling, processing
 
 
 @shared_task(
@@ -29,3 +29,9 @@ def process_webhook_events(event_ids: list[int]) -> list[str]:
 @shared_task(acks_late=True)
 def sweep_webhook_events() -> int:
     return processing.sweep()
+
+
+@shared_task(acks_late=True)
+def poll_stripe_events() -> int:
+    """The backstop for missed webhooks; returns how many events it recovered."""
+    return polling.poll_once().recovered

@@ -33,8 +33,15 @@ from prometheus_client.registry import Collector
 
 from billing_events.models import WebhookEvent
 from dunning import clock
-from dunning.models import BadDebtEpisode, CaseState, DunningCase, OutboxItem
+from dunning.models import (
+    AccountStanding,
+    BadDebtEpisode,
+    CaseState,
+    DunningCase,
+    OutboxItem,
+)
 from dunning.policy import current_policy
+from dunning.stripe_conflicts import KINDS, conflicted_cases
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +84,21 @@ class DunningCollector(Collector):
         yield from self._retries()
         yield from self._bad_debt()
         yield from self._outbox(now)
+        yield from self._standings(now)
+        yield from self._stripe_conflicts()
+        yield from self._health()
 
     # --- webhook events ------------------------------------------------------------------
     def _webhook_events(self, now) -> Iterator[Metric]:
         totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        rows = WebhookEvent.objects.values_list("type", "status").annotate(n=Count("pk"))
-        for event_type, status, count in rows.order_by():
+        recovered: dict[str, int] = defaultdict(int)
+        rows = WebhookEvent.objects.values_list("type", "status", "recovered_by_polling").annotate(
+            n=Count("pk")
+        )
+        for event_type, status, by_polling, count in rows.order_by():
             totals[event_type][status] += count
+            if by_polling:
+                recovered[event_type] += count
 
         ingested = CounterMetricFamily(
             "dunning_webhook_events_ingested",
@@ -117,6 +132,15 @@ class DunningCollector(Collector):
         yield ingested
         yield from finished.values()
         yield from waiting.values()
+
+        gaps = CounterMetricFamily(
+            "dunning_webhook_events_recovered_by_polling",
+            "Events no webhook delivered, stored by the polling backstop, by event type.",
+            labels=["type"],
+        )
+        for event_type in sorted(totals):
+            gaps.add_metric([event_type], recovered.get(event_type, 0))
+        yield gaps
 
         latency = ExpressionWrapper(F("processed_at") - F("received_at"), DurationField())
         row = (
@@ -291,6 +315,59 @@ class DunningCollector(Collector):
         for row in sorted(rows, key=lambda row: row["kind"]):
             histograms.add_metric([row["kind"]], _buckets(row), _seconds(row["sum"]))
         yield histograms
+
+    # --- Account Management --------------------------------------------------------------
+    def _standings(self, now) -> Iterator[Metric]:
+        row = AccountStanding.objects.exclude(acknowledged=F("requested")).aggregate(
+            n=Count("pk"), oldest=Min("requested_at")
+        )
+        waiting = GaugeMetricFamily(
+            "dunning_account_standings_unacknowledged",
+            "Accounts whose standing Account Management has not acknowledged as requested.",
+        )
+        waiting.add_metric([], row["n"] or 0)
+        oldest = GaugeMetricFamily(
+            "dunning_account_standing_oldest_unacknowledged_age_seconds",
+            "Seconds since the oldest standing still unacknowledged was requested (0 if none).",
+        )
+        since = row["oldest"]
+        oldest.add_metric([], max((now - since).total_seconds(), 0.0) if since else 0.0)
+        yield waiting
+        yield oldest
+
+    # --- Stripe's own retries and cancellations --------------------------------------------
+    def _stripe_conflicts(self) -> Iterator[Metric]:
+        found = conflicted_cases()
+        gauge = GaugeMetricFamily(
+            "dunning_stripe_conflict_cases",
+            "Open cases where Stripe Billing retried an invoice (stripe_retried) or cancelled "
+            "a subscription (stripe_cancelled) on its own: a Stripe setting to turn off.",
+            labels=["kind"],
+        )
+        for kind in KINDS:
+            gauge.add_metric([kind], len(found[kind]))
+        yield gauge
+
+    # --- health ----------------------------------------------------------------------------
+    def _health(self) -> Iterator[Metric]:
+        from config.health import CHECKS
+
+        gauge = GaugeMetricFamily(
+            "dunning_health_check_up",
+            "1 when the health endpoint's check passes from this process, 0 when it fails.",
+            labels=["check"],
+        )
+        for name, check in CHECKS.items():
+            if name == "database":
+                gauge.add_metric([name], 1)  # this scrape read it; down, /metrics answers 503
+                continue
+            try:
+                check()
+            except Exception:  # noqa: BLE001 - any failure is the answer
+                gauge.add_metric([name], 0)
+            else:
+                gauge.add_metric([name], 1)
+        yield gauge
 
 
 registry = CollectorRegistry(auto_describe=False)

@@ -169,6 +169,14 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(os.environ.get("CASE_REVIEW_SECONDS", "60")),
     },
 }
+# The backstop for missed webhooks (billing_events.polling); the task itself does nothing
+# without STRIPE_API_KEY, and STRIPE_EVENT_POLL_SECONDS=0 takes it off the schedule.
+STRIPE_EVENT_POLL_SECONDS = float(os.environ.get("STRIPE_EVENT_POLL_SECONDS", "300"))
+if STRIPE_EVENT_POLL_SECONDS > 0:
+    CELERY_BEAT_SCHEDULE["poll-stripe-events"] = {
+        "task": "billing_events.tasks.poll_stripe_events",
+        "schedule": STRIPE_EVENT_POLL_SECONDS,
+    }
 
 # --- Stripe -------------------------------------------------------------------
 # Several secrets (comma-separated) are accepted while a webhook secret is rotated.
@@ -177,6 +185,8 @@ STRIPE_WEBHOOK_TOLERANCE_SECONDS = int(os.environ.get("STRIPE_WEBHOOK_TOLERANCE"
 STRIPE_API_KEY = os.environ.get("STRIPE_API_KEY", "")
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "https://api.stripe.com")
 STRIPE_API_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_API_TIMEOUT_SECONDS", "10"))
+# The polling backstop leaves events younger than this to their webhook.
+STRIPE_EVENT_POLL_GRACE_SECONDS = int(os.environ.get("STRIPE_EVENT_POLL_GRACE_SECONDS", "600"))
 
 # --- Webhook event processing -----------------------------------------------------
 WEBHOOK_MAX_BODY_BYTES = int(os.environ.get("WEBHOOK_MAX_BODY_BYTES", str(512 * 1024)))

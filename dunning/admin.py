@@ -445,3 +445,33 @@ class BadDebtPaymentAdmin(SupportReadOnlyAdmin):
 
 
 from dunning import rollout_admin  # noqa: E402, F401 - registers the rollout and drift admins
+
+
+# --- Stripe's own retries and cancellations (dunning.stripe_conflicts) ----------------------
+class StripeConflictFilter(admin.SimpleListFilter):
+    """Open cases where Stripe Billing still retries or cancels on its own: the same cases
+    the metrics gauge dunning_stripe_conflict_cases counts."""
+
+    title = "Stripe conflict"
+    parameter_name = "stripe_conflict"
+
+    def lookups(self, request, model_admin):
+        from dunning.stripe_conflicts import CANCELLED, RETRIED
+
+        return [
+            ("any", "Any Stripe conflict"),
+            (RETRIED, "Stripe retried an invoice"),
+            (CANCELLED, "Stripe cancelled a subscription"),
+        ]
+
+    def queryset(self, request, queryset: QuerySet[DunningCase]):
+        from dunning.stripe_conflicts import KINDS, conflicted_cases
+
+        if self.value() not in (*KINDS, "any"):
+            return queryset
+        found = conflicted_cases()
+        kinds = KINDS if self.value() == "any" else (self.value(),)
+        return queryset.filter(pk__in={pk for kind in kinds for pk in found[kind]})
+
+
+DunningCaseAdmin.list_filter = (*DunningCaseAdmin.list_filter, StripeConflictFilter)

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import Min
 
+from billing_events import polling
 from billing_events.models import WebhookEvent
 from billing_events.processing import PENDING, due_event_ids, process_event
 from dunning import clock, outbox, schedule
@@ -26,7 +27,12 @@ class AdvanceReport:
     previous: datetime
     now: datetime
     ran: dict[str, int] = field(
-        default_factory=lambda: {"webhook_events": 0, "case_reviews": 0, "outbox_items": 0}
+        default_factory=lambda: {
+            "webhook_events": 0,
+            "case_reviews": 0,
+            "outbox_items": 0,
+            "recovered_events": 0,  # stored by the polling backstop
+        }
     )
 
 
@@ -51,6 +57,8 @@ def _set(now: datetime) -> None:
 
 
 def run_due(report: AdvanceReport) -> None:
+    # The backstop first, so an event it recovers is processed in this same step.
+    report.ran["recovered_events"] += polling.poll_once().recovered
     for event_id in due_event_ids(now=clock.now(), limit=10_000):
         process_event(event_id=event_id)
         report.ran["webhook_events"] += 1

@@ -16,6 +16,9 @@ What it does as Stripe does:
   `latest_charge`), before it `charge` and `payment_intent`. Any other expansion answers 400.
 - Voiding works on open and uncollectible invoices only; subscription updates take `items`
   to delete, change the quantity of, or add.
+- GET /v1/events lists the events given to `add_event` (delivered by webhook or not) as
+  Stripe does: newest first, filtered by `type`, `types[]` and `created[gt|gte|lt|lte]`,
+  `limit` (default 10, at most 100) and `starting_after` pagination with `has_more`.
 
 Use it with the `fake_stripe` fixture (import `fake_stripe_fixture` from this module into a
 test module) and script each invoice:
@@ -145,6 +148,7 @@ class FakeStripe:
         self.subscriptions: dict[str, dict] = {}
         # invoice -> its payment intent and latest charge, as Stripe would return them
         self.latest_attempt: dict[str, tuple[dict, dict]] = {}
+        self.events: list[dict] = []  # every event Stripe holds, in the order created
         self._update_refusals: dict[str, list] = {}  # subscription -> [status, message, times]
         self._scripts: dict[str, list[Scenario]] = {}
         # kind ("customers", "subscriptions", "invoices") -> id -> object, for the list calls
@@ -280,6 +284,12 @@ class FakeStripe:
             and r.path in ("/v1/customers", "/v1/subscriptions", "/v1/invoices")
         ]
 
+    def add_event(self, event: dict) -> dict:
+        """An event Stripe holds and lists, whether or not it was ever delivered."""
+        with self._lock:
+            self.events.append(copy.deepcopy(event))
+        return event
+
     def requests_to(self, method: str, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and r.path == path]
 
@@ -381,6 +391,8 @@ class FakeStripe:
                 return self._update_subscription(subscription_id, request.form)
             case "DELETE", ["v1", "subscriptions", subscription_id]:
                 return self._cancel_subscription(subscription_id)
+            case "GET", ["v1", "events"]:
+                return self._list_events(request.query)
         return error_answer(
             404, "invalid_request_error", f"Unrecognized request URL ({request.method}: ...)"
         )
@@ -653,6 +665,58 @@ class FakeStripe:
             "has_more": False,
             "url": f"/v1/invoice_payments?invoice={invoice['id']}",
         }
+
+    def _list_events(self, query: dict[str, str]) -> Answer:
+        try:
+            limit = int(query.get("limit", "10"))
+            bounds = {
+                op: int(query[f"created[{op}]"])
+                for op in ("gt", "gte", "lt", "lte")
+                if f"created[{op}]" in query
+            }
+        except ValueError:
+            return error_answer(400, "invalid_request_error", "Invalid integer")
+        if not 1 <= limit <= 100:
+            return error_answer(
+                400, "invalid_request_error", "This value must be between 1 and 100.", param="limit"
+            )
+        types = {value for key, value in query.items() if key.startswith("types[")}
+        if len(types) > 20:
+            return error_answer(
+                400, "invalid_request_error", "You may pass at most 20 types.", param="types"
+            )
+        if "type" in query:
+            types.add(query["type"])
+        within = {
+            "gt": lambda created, bound: created > bound,
+            "gte": lambda created, bound: created >= bound,
+            "lt": lambda created, bound: created < bound,
+            "lte": lambda created, bound: created <= bound,
+        }
+        with self._lock:
+            # Newest first; among events of one second, the one added last first.
+            listed = [
+                copy.deepcopy(event)
+                for event in sorted(
+                    reversed(self.events), key=lambda event: event["created"], reverse=True
+                )
+                if (not types or event["type"] in types)
+                and all(within[op](event["created"], bound) for op, bound in bounds.items())
+            ]
+        if after := query.get("starting_after"):
+            ids = [event["id"] for event in listed]
+            if after not in ids:
+                return _no_such("event", after)
+            listed = listed[ids.index(after) + 1 :]
+        return Answer(
+            200,
+            {
+                "object": "list",
+                "data": listed[:limit],
+                "has_more": len(listed) > limit,
+                "url": "/v1/events",
+            },
+        )
 
     def _void(self, invoice_id: str) -> Answer:
         with self._lock:

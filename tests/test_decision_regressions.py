@@ -11,7 +11,7 @@ from dunning import clock, outbox
 from dunning import test_clock as clock_service
 from dunning.models import DunningCase, OutboxItem, TestClock
 from tests.dunning_helpers import case_of, deliver_now
-from tests.fake_stripe import API_KEY
+from tests.fake_stripe import API_KEY, Decline
 
 pytestmark = pytest.mark.django_db(transaction=False)
 DAY = timedelta(days=1)
@@ -204,3 +204,57 @@ def test_an_old_invoice_seen_for_the_first_time_starts_at_notice_and_climbs(
             levels.append(case.level)
     assert levels[:4] == ["notice", "premium_restricted", "read_only", "suspended"]
     assert DunningCase.objects.count() == 1
+
+
+def upgrade_then_fail(sender, cus: StripeCustomer) -> None:
+    from tests.test_engine_cases import upgrade
+
+    deliver_now(sender, cus, upgrade)
+    deliver_now(
+        sender,
+        cus,
+        lambda c: c.charge_event("charge.failed", "ch_up", decline_code="insufficient_funds"),
+        lambda c: c.invoice_event(
+            "invoice.payment_failed", attempt_count=1, billing_reason="subscription_update"
+        ),
+    )
+
+
+def test_an_unpaid_upgrade_is_reverted_and_its_invoice_voided_at_stripe(
+    stripe_sender, test_clock, stripe_api
+):
+    cus = StripeCustomer()
+    stripe_api.add_subscription(cus.subscription, ["price_base", "price_addon"])
+    stripe_api.script(cus.invoice_id, [Decline("insufficient_funds")] * 10)
+    upgrade_then_fail(stripe_sender, cus)
+
+    advance(days=40)
+
+    assert stripe_api.items_of(cus.subscription) == {"price_base": 1}
+    update = [r for r in stripe_api.requests if r.method == "POST" and "subscriptions/" in r.path]
+    assert update and all(r.form.get("proration_behavior") == "none" for r in update)
+    assert [r.path for r in stripe_api.requests if r.path.endswith("/void")] == [
+        f"/v1/invoices/{cus.invoice_id}/void"
+    ]
+    case = case_of(cus)
+    assert (case.state, case.resolution) == ("resolved", "upgrade_reverted")
+    assert not [r for r in stripe_api.requests if r.method == "DELETE"]  # never cancelled
+
+
+def test_a_revert_stripe_refuses_is_recorded_once_and_never_escalates(
+    stripe_sender, test_clock, stripe_api
+):
+    cus = StripeCustomer()
+    stripe_api.add_subscription(cus.subscription, ["price_base", "price_addon"])
+    stripe_api.refuse_updates(cus.subscription, status=400, message="This update is not allowed.")
+    stripe_api.script(cus.invoice_id, [Decline("insufficient_funds")] * 10)
+    upgrade_then_fail(stripe_sender, cus)
+
+    advance(days=60)
+
+    updates = [r for r in stripe_api.requests if r.method == "POST" and "subscriptions/" in r.path]
+    assert len(updates) == 1  # refused once, not asked again
+    case = case_of(cus)
+    assert case.level == "upgrade_reverted" and case.state != "escalated"
+    assert OutboxItem.objects.get(kind="revert_upgrade").status == "dead"
+    assert not [r for r in stripe_api.requests if r.method == "DELETE"]
