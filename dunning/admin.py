@@ -21,6 +21,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
 from dunning import clock, support
+from dunning.bad_debt_payment import NotProcessing, release
 from dunning.models import (
     AccountStanding,
     BadDebtEpisode,
@@ -33,6 +34,7 @@ from dunning.models import (
     OutcomeEvent,
     SupportAction,
 )
+from dunning.payment_sweeper import is_stale
 from dunning.stuck import stuck_cases
 from dunning.support_api import selectors
 from dunning.support_api.permissions import can_act, can_read
@@ -435,13 +437,54 @@ class AccountStandingAdmin(SupportReadOnlyAdmin):
     search_fields = ("account__stripe_customer_id",)
 
 
+class CrashedPaymentFilter(admin.SimpleListFilter):
+    title = "crashed"
+    parameter_name = "crashed"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "processing past its time (crashed)"),)
+
+    def queryset(self, request, queryset: QuerySet[BadDebtPayment]):
+        if self.value() != "yes":
+            return queryset
+        now = clock.now()
+        stale = [p.pk for p in queryset.filter(status="processing") if is_stale(p, now)]
+        return queryset.filter(pk__in=stale)
+
+
 @admin.register(BadDebtPayment)
 class BadDebtPaymentAdmin(SupportReadOnlyAdmin):
-    list_display = ("created_at", "account", "idempotency_key", "status", "http_status")
+    """Pay-bad-debt requests. One left `processing` past its time crashed mid-way: the
+    sweeper resolves it with Stripe within minutes, or support releases it (audited)."""
+
+    list_display = ("created_at", "account", "idempotency_key", "status", "http_status", "crashed")
     list_select_related = ("account",)
-    list_filter = ("status", "http_status")
+    list_filter = (CrashedPaymentFilter, "status", "http_status")
     search_fields = ("account__stripe_customer_id", "idempotency_key")
     ordering = ("-created_at", "-pk")
+    actions = ("release",)
+
+    def has_support_action_permission(self, request: HttpRequest) -> bool:
+        return can_act(request.user)
+
+    @admin.display(boolean=True, description="crashed")
+    def crashed(self, payment: BadDebtPayment) -> bool:
+        return is_stale(payment, clock.now())
+
+    @admin.action(description="Release (stuck in processing)", permissions=["support_action"])
+    def release(self, request: HttpRequest, queryset: QuerySet[BadDebtPayment]) -> None:
+        actor = request.user.get_username()
+        for payment in queryset.order_by("pk"):
+            try:
+                release(payment_id=payment.pk, actor=actor, reason="released in the admin")
+            except NotProcessing as error:
+                self.message_user(request, str(error), messages.WARNING)
+            else:
+                self.message_user(
+                    request,
+                    f"Released request {payment.pk} ({payment.idempotency_key}).",
+                    messages.SUCCESS,
+                )
 
 
 from dunning import rollout_admin  # noqa: E402, F401 - registers the rollout and drift admins

@@ -14,10 +14,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing_events.models import Account
-from dunning import clock, rollout, test_clock
+from dunning import bad_debt_payment, clock, payment_sweeper, rollout, test_clock
 from dunning.bad_debt import bad_debt_metrics
 from dunning.bad_debt_payment import pay_bad_debt
-from dunning.models import RolloutStage
+from dunning.models import BadDebtPayment, RolloutStage
 from dunning.support_api.permissions import SupportRole
 
 
@@ -127,6 +127,64 @@ class PayBadDebtView(APIView):
             **body.validated_data,
         )
         return Response(answer.body, status=answer.http_status)
+
+
+def payment_request_view(payment: BadDebtPayment, now) -> dict:
+    """One pay-bad-debt request as support sees it: a `stale` one crashed mid-way and waits
+    for the sweeper (or for support to release it)."""
+    return {
+        "id": payment.pk,
+        "idempotency_key": payment.idempotency_key,
+        "status": payment.status,
+        "http_status": payment.http_status,
+        "created_at": payment.created_at,
+        "processing_seconds": bad_debt_payment.stuck_since(payment, now),
+        "stale": payment_sweeper.is_stale(payment, now),
+        "request": payment.response.get("request"),
+        "response": payment.response,
+    }
+
+
+class BadDebtPaymentsView(APIView):
+    """The account's pay-bad-debt requests, newest first (support)."""
+
+    permission_classes = [SupportRole]
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, account_id: int) -> Response:
+        get_object_or_404(Account, pk=account_id)
+        now = clock.now()
+        payments = BadDebtPayment.objects.filter(account_id=account_id).order_by(
+            "-created_at", "-pk"
+        )[:100]
+        return Response({"requests": [payment_request_view(p, now) for p in payments]})
+
+
+class ReleaseSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500)
+
+
+class ReleaseBadDebtPaymentView(APIView):
+    """Release a pay-bad-debt request stuck in processing (support_actions; audited)."""
+
+    permission_classes = [SupportRole]
+
+    @extend_schema(request=ReleaseSerializer, responses=OpenApiTypes.OBJECT)
+    def post(self, request: Request, account_id: int, payment_id: int) -> Response:
+        payment = get_object_or_404(BadDebtPayment, pk=payment_id, account_id=account_id)
+        body = ReleaseSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            payment = bad_debt_payment.release(
+                payment_id=payment.pk,
+                actor=request.user.get_username(),
+                reason=body.validated_data["reason"],
+            )
+        except bad_debt_payment.NotProcessing as error:
+            return Response(
+                {"error": "not_processing", "detail": str(error)}, status=status.HTTP_409_CONFLICT
+            )
+        return Response(payment_request_view(payment, clock.now()))
 
 
 class RolloutSerializer(serializers.Serializer):

@@ -7,8 +7,11 @@
                      no lock held, then record the result in a short transaction and
                      hand the account back to the engine as a trigger.
 
-A crashed worker's item is picked up again when its lease runs out; the other side
-sees the same idempotency key (the item's `key`).
+A crashed worker's item, or one whose task message the broker lost (Redis killed), is
+picked up again when its lease runs out, about a minute later, as the webhook pump does
+for events; the other side sees the same idempotency key (the item's `key`). Every call
+an effect makes is bounded by a client timeout well under the lease, so a live worker
+finishes before anyone else may claim its item.
 """
 
 import logging
@@ -25,7 +28,9 @@ from dunning.triggers import Trigger, TriggerKind
 
 logger = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=5)
+# Long enough for the slowest effect (a Stripe call times out after 10 s), short enough
+# that a lost message costs about a minute, not a standing or a retry that comes late.
+LEASE = timedelta(seconds=getattr(settings, "OUTBOX_LEASE_SECONDS", 60))
 ORDER_WAIT = timedelta(seconds=2)
 RETRY_BASE_SECONDS = 30
 RETRY_CAP_SECONDS = 3600
@@ -77,9 +82,16 @@ def kick_dispatcher() -> None:
         logger.warning("event=outbox_kick_failed")
 
 
-def run_item(*, item_id: int) -> str:
-    item = OutboxItem.objects.filter(pk=item_id, status=OutboxItem.Status.PENDING).first()
+def run_item(*, item_id: int, finish_hand_back: bool = False) -> str:
+    """Run one item. `finish_hand_back`: this is a retry of a task that may have died
+    between closing the item and handing the account back (a database fault), so a closed
+    item is handed back again; the engine is idempotent, a second hand-back changes nothing."""
+    item = OutboxItem.objects.filter(pk=item_id).first()
     if item is None:
+        return "skipped"
+    if item.status != OutboxItem.Status.PENDING:
+        if finish_hand_back:
+            hand_back(item)
         return "skipped"
     effect = effect_for(item.kind)
     # Network I/O happens here, with no transaction open and no lock held.
@@ -112,18 +124,23 @@ def run_item(*, item_id: int) -> str:
                 item.next_attempt_at = now + retry_delay(item.attempts)
         item.save()
     if item.status != OutboxItem.Status.PENDING:
-        from dunning.engine import handle
-
-        retry = item.kind == OutboxItem.Kind.PAYMENT_RETRY
-        handle(
-            Trigger(
-                kind=TriggerKind.RETRY_RESULT if retry else TriggerKind.SIDE_EFFECT_COMPLETED,
-                account_id=item.account_id,
-                source=f"outbox:{item.kind}:{item.pk}",
-                detail={"invoice": item.payload.get("stripe_invoice_id", "")},
-            )
-        )
+        hand_back(item)
     return item.status
+
+
+def hand_back(item: OutboxItem) -> None:
+    """A closed item's account goes back to the engine, which re-plans from the stores."""
+    from dunning.engine import handle
+
+    retry = item.kind == OutboxItem.Kind.PAYMENT_RETRY
+    handle(
+        Trigger(
+            kind=TriggerKind.RETRY_RESULT if retry else TriggerKind.SIDE_EFFECT_COMPLETED,
+            account_id=item.account_id,
+            source=f"outbox:{item.kind}:{item.pk}",
+            detail={"invoice": item.payload.get("stripe_invoice_id", "")},
+        )
+    )
 
 
 def drain(*, max_rounds: int = 20) -> int:

@@ -11,6 +11,16 @@ urlpatterns = [
         api.PayBadDebtView.as_view(),
         name="pay-bad-debt",
     ),
+    path(
+        "accounts/<int:account_id>/bad-debt-payments/",
+        api.BadDebtPaymentsView.as_view(),
+        name="bad-debt-payments",
+    ),
+    path(
+        "accounts/<int:account_id>/bad-debt-payments/<int:payment_id>/release/",
+        api.ReleaseBadDebtPaymentView.as_view(),
+        name="bad-debt-payment-release",
+    ),
     path("bad-debt/metrics/", api.BadDebtMetricsView.as_view(), name="bad-debt-metrics"),
     path("test-clock/advance/", api.AdvanceTestClockView.as_view(), name="test-clock-advance"),
 ]

@@ -1,6 +1,7 @@
 """POST /api/v1/accounts/{id}/pay-bad-debt/: the guarded way out of bad debt."""
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -8,14 +9,16 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from billing_events.gateway import declined, succeeded
+from billing_events.gateway import FailureLookup, declined, succeeded
 from billing_events.scenarios import StripeCustomer
+from dunning import clock, payment_sweeper
 from dunning import test_clock as clock_service
 from dunning.models import BadDebtEpisode, BadDebtPayment, OutboxItem, SupportAction
 from entitlements.models import Restriction
 from tests.dunning_helpers import account_of, case_of, deliver_now
 
 pytestmark = pytest.mark.django_db
+set_clock = clock_service._set
 
 
 @pytest.fixture
@@ -229,3 +232,160 @@ def test_concurrent_calls_charge_once(stripe_sender, test_clock, simulated_gatew
     assert len(charges) == 1
     assert sorted(answers).count(200) >= 1 and all(code in (200, 409) for code in answers)
     assert OutboxItem.objects.filter(status="dead").count() == 0
+
+
+# --- a crashed payment: answered, resolved by the sweeper, visible and releasable ------------
+
+
+def crash_on_pay(gateway) -> None:
+    def boom(invoice_id: str, attempt: int):
+        raise RuntimeError("gateway blew up")
+
+    gateway.decide = boom
+
+
+@pytest.fixture
+def support_actor(api_client):
+    User.objects.get(username="support").groups.add(
+        Group.objects.get_or_create(name="support_actions")[0]
+    )
+    return api_client
+
+
+def crashed_request(payments_app, sender, cus, gateway):
+    in_bad_debt(sender, cus)
+    crash_on_pay(gateway)
+    response = pay(payments_app, cus)
+    gateway.decide = None
+    return response
+
+
+def test_a_crashing_gateway_is_answered_and_the_request_stays_processing(
+    payments_app, stripe_sender, test_clock, simulated_gateway
+):
+    cus = StripeCustomer()
+
+    response = crashed_request(payments_app, stripe_sender, cus, simulated_gateway)
+
+    assert response.status_code == 502
+    assert response.json()["status"] == "processing"
+    assert BadDebtPayment.objects.get().status == "processing"
+    assert pay(payments_app, cus).json()["error"] == "in_progress"
+    assert pay(payments_app, cus, key="key-2").json()["error"] == "payment_in_progress"
+
+
+def test_the_sweeper_finishes_a_crashed_payment_that_stripe_took(
+    payments_app, stripe_sender, test_clock, simulated_gateway
+):
+    cus = StripeCustomer()
+    crashed_request(payments_app, stripe_sender, cus, simulated_gateway)
+    simulated_gateway.script_failure(
+        cus.invoice_id, FailureLookup(found=False, outcome="succeeded", charge_id="ch_paid")
+    )
+    assert payment_sweeper.resolve_crashed_payments() == []  # not stale yet: it may be live
+
+    set_clock(clock.now() + timedelta(minutes=2))
+    [resolved] = payment_sweeper.resolve_crashed_payments()
+
+    assert BadDebtPayment.objects.get(pk=resolved).status == "paid"
+    assert pay(payments_app, cus).status_code == 200  # the replay reads the outcome
+    assert case_of(cus).resolution == "paid"
+    assert BadDebtEpisode.objects.get().exit_reason == "paid"
+    assert not Restriction.objects.exists()
+    assert SupportAction.objects.get(action="pay_bad_debt").actor == "sweeper"
+
+
+def test_the_sweeper_releases_a_crashed_payment_stripe_never_took(
+    payments_app, stripe_sender, test_clock, simulated_gateway
+):
+    cus = StripeCustomer()
+    crashed_request(payments_app, stripe_sender, cus, simulated_gateway)
+    set_clock(clock.now() + timedelta(minutes=2))
+
+    payment_sweeper.resolve_crashed_payments()
+
+    assert BadDebtPayment.objects.get().status == "error"
+    assert [c[0] for c in simulated_gateway.calls if c[1] == cus.invoice_id][-1] == (
+        "latest_failure"
+    )  # it looked, it did not charge
+    simulated_gateway.script(cus.invoice_id, [succeeded()])
+    assert pay(payments_app, cus, key="key-2").status_code == 200  # the account is free again
+
+
+def test_the_sweeper_waits_while_stripe_cannot_be_asked(
+    payments_app, stripe_sender, test_clock, simulated_gateway
+):
+    cus = StripeCustomer()
+    crashed_request(payments_app, stripe_sender, cus, simulated_gateway)
+    simulated_gateway.script_failure(
+        cus.invoice_id, FailureLookup(found=False, retryable_error=True, message="timeout")
+    )
+    set_clock(clock.now() + timedelta(minutes=2))
+
+    assert payment_sweeper.resolve_crashed_payments() == []
+    assert BadDebtPayment.objects.get().status == "processing"
+
+
+def test_support_sees_a_crashed_request_and_releases_it_audited(
+    payments_app, support_actor, stripe_sender, test_clock, simulated_gateway
+):
+    cus = StripeCustomer()
+    crashed_request(payments_app, stripe_sender, cus, simulated_gateway)
+    set_clock(clock.now() + timedelta(minutes=5))
+    url = f"/api/v1/accounts/{account_of(cus).pk}/bad-debt-payments/"
+
+    [seen] = support_actor.get(url).json()["requests"]
+    assert (seen["status"], seen["stale"], seen["processing_seconds"]) == (
+        "processing",
+        True,
+        300.0,
+    )
+    assert seen["request"] == {"invoices": [cus.invoice_id], "amount": 4900, "currency": "usd"}
+
+    released = support_actor.post(
+        f"{url}{seen['id']}/release/", {"reason": "customer called"}, format="json"
+    )
+
+    assert released.status_code == 200 and released.json()["status"] == "released"
+    audit = SupportAction.objects.get(action="release_bad_debt_payment")
+    assert (audit.actor, audit.payload["reason"]) == ("support", "customer called")
+    assert pay(payments_app, cus).json()["error"] == "payment_released"
+    again = support_actor.post(f"{url}{seen['id']}/release/", {"reason": "x"}, format="json")
+    assert again.status_code == 409
+    simulated_gateway.script(cus.invoice_id, [succeeded()])
+    assert pay(payments_app, cus, key="key-2").status_code == 200
+
+
+def test_release_needs_support_actions_and_a_reason(
+    payments_app, support_reader, stripe_sender, test_clock, simulated_gateway
+):
+    cus = StripeCustomer()
+    crashed_request(payments_app, stripe_sender, cus, simulated_gateway)
+    url = f"/api/v1/accounts/{account_of(cus).pk}/bad-debt-payments/"
+    payment = BadDebtPayment.objects.get()
+
+    assert support_reader.get(url).status_code == 200
+    assert support_reader.post(f"{url}{payment.pk}/release/", {"reason": "x"}).status_code == 403
+    User.objects.get(username="support").groups.add(
+        Group.objects.get_or_create(name="support_actions")[0]
+    )
+    del User.objects.get(username="support").__dict__  # no cached roles across requests
+    assert support_reader.post(f"{url}{payment.pk}/release/", {}, format="json").status_code == 400
+
+
+def test_the_admin_lists_crashed_requests_and_releases_them(
+    payments_app, admin_client, stripe_sender, test_clock, simulated_gateway
+):
+    cus = StripeCustomer()
+    crashed_request(payments_app, stripe_sender, cus, simulated_gateway)
+    set_clock(clock.now() + timedelta(minutes=5))
+    url = "/admin/dunning/baddebtpayment/"
+    payment = BadDebtPayment.objects.get()
+
+    listed = admin_client.get(url, {"crashed": "yes"})
+    assert payment.idempotency_key in listed.content.decode()
+
+    admin_client.post(url, {"action": "release", "_selected_action": [payment.pk]})
+
+    assert BadDebtPayment.objects.get().status == "released"
+    assert SupportAction.objects.get(action="release_bad_debt_payment").actor == "admin"

@@ -1,7 +1,10 @@
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from billing_events.scenarios import StripeCustomer
 from dunning import clock
@@ -82,3 +85,73 @@ def test_management_command_advances_the_clock(test_clock, capsys):
 def test_management_command_rejects_bad_times(test_clock):
     with pytest.raises(CommandError, match="not an ISO 8601 time"):
         call_command("advance_clock", "--to", "yesterday")
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_an_advance_runs_every_retry_on_its_day_with_beat_and_workers_running(
+    stripe_sender, test_clock, celery_worker_thread, simulated_gateway
+):
+    """Beat keeps dispatching due items to a real worker while the advance walks 7.5 days:
+    three soft declines are still retried on days 1, 3 and 5, not whenever a worker got
+    to an item claimed at another moment of the walk."""
+    from billing_events.models import PaymentAttempt
+    from billing_events.tasks import sweep_webhook_events
+    from dunning import test_clock as clock_service
+    from dunning.tasks import dispatch_outbox, recompute_due_cases
+
+    customers = [StripeCustomer() for _ in range(3)]
+    for cus in customers:
+        deliver_now(
+            stripe_sender,
+            cus,
+            lambda c: c.charge_event("charge.failed", "ch_1", decline_code="insufficient_funds"),
+            lambda c: c.invoice_event("invoice.payment_failed", attempt_count=1),
+        )
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            for task in (dispatch_outbox, recompute_due_cases, sweep_webhook_events):
+                task.apply_async()
+            time.sleep(0.2)
+
+    ticking = threading.Thread(target=beat, daemon=True)
+    ticking.start()
+    try:
+        time.sleep(0.5)
+        clock_service.advance(seconds=int(7.5 * 86400))
+    finally:
+        stop.set()
+        ticking.join(timeout=10)
+
+    for cus in customers:
+        retried = PaymentAttempt.objects.filter(
+            account__stripe_customer_id=cus.id, attempt_key__startswith="ch_sim_"
+        ).order_by("attempted_at")
+        days = [round((a.attempted_at - test_clock).total_seconds() / 86400, 2) for a in retried]
+        assert days == [1.0, 3.0, 5.0], (cus.id, days)
+
+
+def test_beat_stands_aside_only_while_another_session_advances(test_clock, transactional_db):
+    from dunning import test_clock as clock_service
+
+    holder = threading.Event()
+    release = threading.Event()
+
+    def advancing() -> None:
+        with clock_service._holding_the_clock():
+            holder.set()
+            release.wait(timeout=10)
+        connection.close()
+
+    assert clock_service.advance_in_progress() is False
+    other = threading.Thread(target=advancing)
+    other.start()
+    try:
+        assert holder.wait(timeout=10)
+        assert clock_service.advance_in_progress() is True
+    finally:
+        release.set()
+        other.join(timeout=10)
+    assert clock_service.advance_in_progress() is False
