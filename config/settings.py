@@ -201,6 +201,8 @@ WEBHOOK_ENQUEUE_ON_INGEST = env_bool("WEBHOOK_ENQUEUE_ON_INGEST", CELERY_TASK_AL
 
 # --- Outbox and Account Management ----------------------------------------------------
 OUTBOX_MAX_ATTEMPTS = int(os.environ.get("OUTBOX_MAX_ATTEMPTS", "12"))
+# A side effect whose worker or task message was lost is claimed again after this.
+OUTBOX_LEASE_SECONDS = int(os.environ.get("OUTBOX_LEASE_SECONDS", "60"))
 ACCOUNT_MANAGEMENT_URL = os.environ.get("ACCOUNT_MANAGEMENT_URL", "")
 ACCOUNT_MANAGEMENT_TIMEOUT_SECONDS = float(os.environ.get("ACCOUNT_MANAGEMENT_TIMEOUT", "5"))
 
