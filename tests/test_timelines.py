@@ -177,7 +177,7 @@ REFERENCE: dict[Story, dict] = {}
 
 
 @settings(
-    max_examples=int(os.environ.get("TIMELINE_EXAMPLES", "120")),
+    max_examples=int(os.environ.get("TIMELINE_EXAMPLES", "500")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -144,6 +144,7 @@ class Driver:
         self.echoes: list[tuple[float, int, str, int, Spell | None]] = []
         self.cancelled: dict[int, float] = {}
         self.last_cancel_pk = 0
+        self.last_revert_pk = 0
         self.now = 0.0
         self.am = AccountManagementStub()
         # invoice -> time of its failed first attempt, while that is its latest failure
@@ -268,6 +269,20 @@ class Driver:
         )
         self.send(self.event(type, obj, t), t)
 
+    def upgraded(self, truth: AccountTruth, charge: Charge, t: float) -> None:
+        """The subscription change Stripe reports with the upgrade, with the items it had
+        before in `previous_attributes` (what a revert puts back)."""
+        base, addon = "price_sim_base", f"price_sim_up_{charge.invoice_id.removeprefix('in_')}"
+        obj = samples.subscription(
+            id=truth.subscription,
+            customer=truth.customer,
+            created=_ts(t),
+            status="active",
+            items=[(base, 1), (addon, 1)],
+        )
+        previous = {"items": samples.subscription_items(truth.subscription, [(base, 1)])}
+        self.send(self.event("customer.subscription.updated", obj, t, previous), t)
+
     def payment_method(self, account: int) -> str:
         return f"pm_sim{account:06d}_{self.ledger.cards[account].generation}"
 
@@ -328,6 +343,8 @@ class Driver:
                 truth, state, t, charge_id, spell, delay=charge.charge_event_delay, with_intent=True
             )
         self.script_failure_lookup(truth, state, charge_id, spell)
+        if charge.kind == "upgrade":
+            self.upgraded(truth, charge, t)
         self.invoice_event("invoice.payment_failed", truth, state, t)
         if charge.kind == "renewal":
             self.subscription_event("customer.subscription.updated", truth, t, "past_due")
@@ -440,6 +457,28 @@ class Driver:
             self.subscription_event(
                 "customer.subscription.deleted", self.book.accounts[index], t, "canceled"
             )
+        self.echo_reverts()
+
+    def echo_reverts(self) -> None:
+        """Stripe's side of a reverted upgrade: its invoice voided, and the webhook for it."""
+        done = (
+            OutboxItem.objects.filter(
+                kind=OutboxItem.Kind.REVERT_UPGRADE,
+                status=OutboxItem.Status.DONE,
+                pk__gt=self.last_revert_pk,
+            )
+            .order_by("pk")
+            .values_list("pk", "account__stripe_customer_id", "completed_at", "result")
+        )
+        for pk, customer, completed_at, result in done:
+            self.last_revert_pk = pk
+            truth = self.book.accounts[index_of(customer)]
+            t = (completed_at - START).total_seconds()
+            for invoice_id in result.get("voided", []):
+                state = self.ledger.invoices.get(invoice_id)
+                if state is not None and state.status in ("open", "uncollectible"):
+                    state.status, state.closed_at = "void", t
+                    self.invoice_event("invoice.voided", truth, state, t, status="void")
 
     # --- delivering ---------------------------------------------------------------------
 
