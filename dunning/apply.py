@@ -93,19 +93,16 @@ def apply(
         AccountStanding.objects.update_or_create(
             account=account, defaults={"requested": desired.standing, "requested_at": now}
         )
-        item = OutboxItem.objects.create(
-            account=account,
-            decision=decision,
-            kind=OutboxItem.Kind.ACCOUNT_STANDING,
-            key=f"standing:{account.pk}:{decision.pk}",
-            payload={
-                "standing": desired.standing,
-                "stripe_customer_id": account.stripe_customer_id,
-            },
-            next_attempt_at=now,
-            created_at=now,
+        outbox_ids.append(
+            _request(
+                OutboxItem.Kind.ACCOUNT_STANDING,
+                f"standing:{account.pk}:{decision.pk}",
+                {"standing": desired.standing, "stripe_customer_id": account.stripe_customer_id},
+                decision=decision,
+                due=now,
+                now=now,
+            )
         )
-        outbox_ids.append(item.pk)
     if "retry" in stores:
         outbox_ids += _reschedule_retry(account, desired, decision, now)
     if "bad_debt" in stores:
@@ -198,20 +195,17 @@ def _reschedule_retry(
     plan = desired.case.retry if desired.case is not None else None
     if plan is None:
         return []
-    item = OutboxItem.objects.create(
-        account=account,
-        decision=decision,
-        kind=OutboxItem.Kind.PAYMENT_RETRY,
-        # One idempotency key per attempt: a re-run after a crash reuses it.
-        key=f"retry:{plan.stripe_invoice_id}:{plan.attempt_number}:{decision.pk}",
-        payload={
-            "stripe_invoice_id": plan.stripe_invoice_id,
-            "attempt_number": plan.attempt_number,
-        },
-        next_attempt_at=plan.at,
-        created_at=now,
-    )
-    return [item.pk]
+    return [
+        _request(
+            OutboxItem.Kind.PAYMENT_RETRY,
+            # One idempotency key per attempt: a re-run after a crash reuses it.
+            f"retry:{plan.stripe_invoice_id}:{plan.attempt_number}:{decision.pk}",
+            {"stripe_invoice_id": plan.stripe_invoice_id, "attempt_number": plan.attempt_number},
+            decision=decision,
+            due=plan.at,
+            now=now,
+        )
+    ]
 
 
 def _move_bad_debt(
@@ -240,19 +234,17 @@ def _request_cancellation(
     account: Account, changes: tuple[Change, ...], decision: Decision, now: datetime
 ) -> list[int]:
     [change] = [c for c in changes if c.store == "subscriptions"]
-    ids = []
-    for subscription_id in change.after:
-        item = OutboxItem.objects.create(
-            account=account,
+    return [
+        _request(
+            OutboxItem.Kind.CANCEL_SUBSCRIPTION,
+            f"cancel:{subscription_id}:{decision.pk}",
+            {"subscription_id": subscription_id},
             decision=decision,
-            kind=OutboxItem.Kind.CANCEL_SUBSCRIPTION,
-            key=f"cancel:{subscription_id}:{decision.pk}",
-            payload={"subscription_id": subscription_id},
-            next_attempt_at=now,
-            created_at=now,
+            due=now,
+            now=now,
         )
-        ids.append(item.pk)
-    return ids
+        for subscription_id in change.after
+    ]
 
 
 def _request_revert(
@@ -273,20 +265,17 @@ def _request_revert(
             if i.subscription_id == subscription_id and i.status in ("open", "uncollectible")
         )
         items = snapshot.items_before_upgrade.get(subscription_id, ())
-        item = OutboxItem.objects.create(
-            account=account,
-            decision=decision,
-            kind=OutboxItem.Kind.REVERT_UPGRADE,
-            key=f"revert:{subscription_id}:{decision.pk}",
-            payload={
-                "subscription_id": subscription_id,
-                "items": [{"price": price, "quantity": quantity} for price, quantity in items],
-                "invoices": invoices,
-            },
-            next_attempt_at=now,
-            created_at=now,
+        payload = {
+            "subscription_id": subscription_id,
+            "items": [{"price": price, "quantity": quantity} for price, quantity in items],
+            "invoices": invoices,
+        }
+        key = f"revert:{subscription_id}:{decision.pk}"
+        ids.append(
+            _request(
+                OutboxItem.Kind.REVERT_UPGRADE, key, payload, decision=decision, due=now, now=now
+            )
         )
-        ids.append(item.pk)
     return ids
 
 
@@ -294,17 +283,30 @@ def _request_lookups(
     account: Account, changes: tuple[Change, ...], decision: Decision, now: datetime
 ) -> list[int]:
     [change] = [c for c in changes if c.store == "lookups"]
-    ids = []
-    for lookup in change.after:
-        invoice_id, _, _attempt = lookup.rpartition(":")
-        item = OutboxItem.objects.create(
-            account=account,
+    return [
+        _request(
+            OutboxItem.Kind.FAILURE_LOOKUP,
+            f"lookup:{lookup}:{decision.pk}",
+            {"lookup": lookup, "stripe_invoice_id": lookup.rpartition(":")[0]},
             decision=decision,
-            kind=OutboxItem.Kind.FAILURE_LOOKUP,
-            key=f"lookup:{lookup}:{decision.pk}",
-            payload={"lookup": lookup, "stripe_invoice_id": invoice_id},
-            next_attempt_at=now,
-            created_at=now,
+            due=now,
+            now=now,
         )
-        ids.append(item.pk)
-    return ids
+        for lookup in change.after
+    ]
+
+
+def _request(
+    kind: str, key: str, payload: dict, *, decision: Decision, due: datetime, now: datetime
+) -> int:
+    """One side effect for the outbox, due at `due`; its key is its idempotency key."""
+    item = OutboxItem.objects.create(
+        account_id=decision.account_id,
+        decision=decision,
+        kind=kind,
+        key=key,
+        payload=payload,
+        next_attempt_at=due,
+        created_at=now,
+    )
+    return item.pk
