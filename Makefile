@@ -67,7 +67,7 @@ bench-simulate: $(BIN)/python services
 
 # The fault suite: its own PostgreSQL and Redis, about 12 minutes; not part of `make test`.
 chaos: $(BIN)/python
-	env -u DATABASE_URL $(BIN)/python -m chaos.run
+	env -u DATABASE_URL $(BIN)/python -u -m chaos.run
 
 clean:
 	rm -rf $(VENV) db.sqlite3
