@@ -6,7 +6,7 @@ from datetime import datetime
 
 from billing_events.gateway import PaymentGateway, PaymentResult, gateway_from_settings
 from billing_events.mirror import merge_attempt
-from billing_events.models import Account, Invoice, Subscription
+from billing_events.models import Account, Invoice, PaymentAttempt, Subscription
 from billing_events.normalize import AttemptFact
 
 __all__ = ["PaymentGateway", "PaymentResult", "gateway", "record_retry_result"]
@@ -20,6 +20,13 @@ def open_invoice(*, stripe_invoice_id: str) -> Invoice | None:
     return Invoice.objects.filter(
         stripe_invoice_id=stripe_invoice_id, status=Invoice.Status.OPEN
     ).first()
+
+
+def failed_attempts(*, stripe_invoice_id: str) -> int:
+    """The failed charges known for an invoice (from webhooks, retries and look-ups)."""
+    return PaymentAttempt.objects.filter(
+        invoice__stripe_invoice_id=stripe_invoice_id, outcome="failed"
+    ).count()
 
 
 def record_retry_result(

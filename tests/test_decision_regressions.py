@@ -258,3 +258,23 @@ def test_a_revert_stripe_refuses_is_recorded_once_and_never_escalates(
     assert case.level == "upgrade_reverted" and case.state != "escalated"
     assert OutboxItem.objects.get(kind="revert_upgrade").status == "dead"
     assert not [r for r in stripe_api.requests if r.method == "DELETE"]
+
+
+def test_a_look_up_answered_by_the_late_charge_event_is_not_asked_again(
+    stripe_sender, test_clock, simulated_gateway
+):
+    cus = StripeCustomer()
+    deliver_now(
+        stripe_sender, cus, lambda c: c.invoice_event("invoice.payment_failed", attempt_count=1)
+    )
+    deliver_now(
+        stripe_sender,
+        cus,
+        lambda c: c.charge_event("charge.failed", "ch_1", decline_code="expired_card"),
+    )
+    advance(hours=2)
+
+    lookup = OutboxItem.objects.get(kind="failure_lookup")
+    assert lookup.status == "superseded"
+    asked = [c for c in simulated_gateway.calls if c[0] == "latest_failure"]
+    assert len(asked) <= 1  # at most the first ask, before the charge event came

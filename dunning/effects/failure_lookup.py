@@ -17,7 +17,14 @@ KEEP_TRYING = False
 
 
 def still_wanted(item: OutboxItem) -> bool:
-    return billing.open_invoice(stripe_invoice_id=item.payload["stripe_invoice_id"]) is not None
+    """Only while the invoice is open and the failure asked about ("invoice:attempt") is still
+    without its decline data: a charge event that arrived meanwhile answers it."""
+    invoice_id = item.payload["stripe_invoice_id"]
+    attempt = int(item.payload["lookup"].rpartition(":")[2])
+    return (
+        billing.open_invoice(stripe_invoice_id=invoice_id) is not None
+        and billing.failed_attempts(stripe_invoice_id=invoice_id) < attempt
+    )
 
 
 def perform(item: OutboxItem) -> EffectResult:
