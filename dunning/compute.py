@@ -143,10 +143,12 @@ def _settle(d: Deliberation) -> Desired:
     if resolution == Resolution.NONE:
         return _no_case(snapshot, rules, d.policy)
     standing = "cancelled" if level == Level.CANCELLED else "good"
+    # In shadow mode no standing is ever sent: there is nothing to wait for.
+    awaited = standing if snapshot.enforced else "good"
     case = d.case
     already_resolved = case is not None and case.state == CaseState.RESOLVED
     in_flight = not already_resolved and (
-        snapshot.side_effects_in_flight > 0 or snapshot.standing_acknowledged != standing
+        snapshot.side_effects_in_flight > 0 or snapshot.standing_acknowledged != awaited
     )
     if in_flight:
         rules.append(

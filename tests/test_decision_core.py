@@ -278,3 +278,22 @@ def test_requesting_a_look_up_and_seeing_it_requested_decide_the_same_review_tim
     first = decide(snapshot([failed], []), T0)
     second = decide(snapshot([failed], [], lookups_asked={"in_1:1": T0}), T0 + timedelta(minutes=1))
     assert first.case.next_review_at == second.case.next_review_at
+
+
+@pytest.mark.parametrize("enforced", [True, False])
+def test_a_case_settled_by_cancellation_resolves_in_shadow_mode_too(enforced):
+    """Found by the demo on a fresh install (shadow for everyone): a written-off account whose
+    subscription Stripe cancelled waited for a standing that shadow mode never sends."""
+    written_off = invoice(1, status="uncollectible", attempts=4)
+    snap = in_case(
+        snapshot(
+            [written_off],
+            [decline(1, "generic_decline")],
+            subscription_status={"sub_1": "canceled"},
+            enforced=enforced,
+            standing_acknowledged="cancelled" if enforced else "good",
+        ),
+        case("notice", state="escalated"),
+    )
+    desired = decide(snap, T0 + days(1))
+    assert (desired.case.state, desired.case.resolution) == ("resolved", "written_off")
