@@ -24,7 +24,8 @@ from tests.events import deliver
 pytestmark = pytest.mark.django_db
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 DAY = 86400
-END = START + timedelta(days=100)
+# Every ladder has run its course by then (cancellation by day ~52 with dwell and delays).
+END = START + timedelta(days=70)
 CODES = {
     "soft": "insufficient_funds",
     "hard": "expired_card",
@@ -46,9 +47,9 @@ stories = st.builds(
     Story,
     st.sampled_from(sorted(CODES)),
     st.booleans(),
-    st.none() | st.integers(2, 9),
+    st.sampled_from([None, 2, 5, 9]),
     st.sampled_from([None, None, "base", "upgrade"]),
-    st.none() | st.integers(3, 12),
+    st.sampled_from([None, 3, 7, 12]),
 )
 
 
