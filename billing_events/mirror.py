@@ -222,6 +222,7 @@ def merge_customer(account: Account, fact: CustomerFact) -> Account:
     if account.customer_version is None or (fact.version.created, fact.version.event_id) > current:
         values = {
             "email": fact.email,
+            "preferred_locales": list(fact.preferred_locales),
             "default_payment_method": fact.default_payment_method,
             "customer_version": fact.version.created,
             "customer_version_event_id": fact.version.event_id,

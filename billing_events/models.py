@@ -86,6 +86,8 @@ class Account(models.Model):
 
     stripe_customer_id = models.CharField(max_length=255, unique=True)
     email = models.CharField(max_length=255, blank=True, default="")
+    # Stripe's `preferred_locales` ("fr-FR", "en"), most preferred first.
+    preferred_locales = models.JSONField(default=list, blank=True, db_default=[])
     default_payment_method = models.CharField(max_length=255, blank=True, default="")
     # Newest customer.* event applied; older ones do not overwrite.
     customer_version = models.DateTimeField(null=True, blank=True)

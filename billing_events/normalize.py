@@ -131,6 +131,8 @@ class CustomerFact:
     email: str
     default_payment_method: str
     payment_method_changed: bool
+    # Stripe's `preferred_locales`, most preferred first: the language of customer notices.
+    preferred_locales: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -371,6 +373,9 @@ def parse_customer(obj: dict, version: EventVersion, previous: dict) -> Customer
         default_payment_method=object_id(settings.get("default_payment_method"))
         or object_id(obj.get("default_source")),
         payment_method_changed=bool(PAYMENT_METHOD_KEYS & set(previous)),
+        preferred_locales=tuple(
+            str(locale)[:35] for locale in (obj.get("preferred_locales") or ())[:10]
+        ),
     )
 
 
