@@ -226,6 +226,39 @@ STRIPE_IMPORT_PAID_HISTORY_DAYS = int(os.environ.get("STRIPE_IMPORT_PAID_HISTORY
 DRIFT_GUARD_SECONDS = int(os.environ.get("DRIFT_GUARD_SECONDS", "900"))
 LIFTING_STUCK_AFTER_SECONDS = int(os.environ.get("LIFTING_STUCK_AFTER_SECONDS", "3600"))
 
+# --- Customer notices ---------------------------------------------------------------
+# "email": sent through Django's email API (any backend: SMTP, django-anymail's SES,
+# Postmark, SendGrid ...); "outcome_event": a `customer_notice.due` outcome event instead,
+# for a company whose own messaging service writes to its customers.
+DUNNING_NOTICE_CHANNEL = os.environ.get("DUNNING_NOTICE_CHANNEL", "email")
+if DUNNING_NOTICE_CHANNEL not in {"email", "outcome_event"}:
+    raise ValueError("DUNNING_NOTICE_CHANNEL must be email or outcome_event")
+# Where a customer replaces a card ({stripe_customer_id} is filled in); empty: Stripe's
+# hosted invoice page is the action wherever there is an invoice.
+DUNNING_UPDATE_PAYMENT_METHOD_URL = os.environ.get("DUNNING_UPDATE_PAYMENT_METHOD_URL", "")
+DUNNING_NOTICE_MESSAGE_ID_DOMAIN = os.environ.get("DUNNING_NOTICE_MESSAGE_ID_DOMAIN", "dunning")
+# A directory of templates searched before the shipped ones (notices/<kind>.txt ...).
+DUNNING_NOTICE_TEMPLATES_DIR = os.environ.get("DUNNING_NOTICE_TEMPLATES_DIR", "")
+if DUNNING_NOTICE_TEMPLATES_DIR:
+    TEMPLATES[0]["DIRS"] = [DUNNING_NOTICE_TEMPLATES_DIR]
+# Django's own email settings, from the environment under Django's own names. With no
+# EMAIL_HOST the messages are printed (the console backend: the embedded demo).
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL")
+# Well under the outbox lease: a hung mail server never lets two workers send one message.
+EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT", "10"))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "billing@localhost")
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+
 # --- Clock ----------------------------------------------------------------------
 DUNNING_TEST_CLOCK = env_bool("DUNNING_TEST_CLOCK")
 

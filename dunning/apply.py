@@ -18,6 +18,8 @@ from dunning.models import (
     OutboxItem,
     ShadowDecision,
 )
+from dunning.notifications.records import record_plan
+from dunning.outbox_items import add_item
 from dunning.outcomes import publish_outcome
 from dunning.policy import Policy
 from dunning.snapshot import Snapshot
@@ -113,6 +115,9 @@ def apply(
         outbox_ids += _request_revert(account, snapshot, desired, changes, decision, now)
     if "lookups" in stores:
         outbox_ids += _request_lookups(account, changes, decision, now)
+    if "notices" in stores:
+        [change] = [c for c in changes if c.store == "notices"]
+        outbox_ids += record_plan(desired=desired, planned=change.after, decision=decision, now=now)
     outbox_ids += publish_outcome(
         account=account, desired=desired, changes=changes, decision=decision, now=now
     )
@@ -300,13 +305,12 @@ def _request(
     kind: str, key: str, payload: dict, *, decision: Decision, due: datetime, now: datetime
 ) -> int:
     """One side effect for the outbox, due at `due`; its key is its idempotency key."""
-    item = OutboxItem.objects.create(
+    return add_item(
         account_id=decision.account_id,
-        decision=decision,
+        decision_id=decision.pk,
         kind=kind,
         key=key,
         payload=payload,
-        next_attempt_at=due,
-        created_at=now,
+        due=due,
+        now=now,
     )
-    return item.pk

@@ -15,6 +15,8 @@ from dunning.decision_rules import (
     went_through_dunning,
 )
 from dunning.models import CaseState, Resolution
+from dunning.notifications.plan import Notice, plan_notices
+from dunning.notifications.situation import card_situation, case_situation
 from dunning.policy import Level, Policy
 from dunning.retries import RetryPlan
 from dunning.rules import Rule
@@ -61,6 +63,8 @@ class Desired:
     standing: str
     rules: tuple[Rule, ...] = field(default=())
     enforced: bool = True  # False outside the rollout gate (shadow mode)
+    # Every message the customer should get, as far as can be seen now.
+    notices: tuple[Notice, ...] = ()
 
     def summary(self) -> str:
         return "; ".join(rule.conclusion for rule in self.rules)
@@ -101,11 +105,26 @@ def gate(desired: Desired, snapshot: Snapshot) -> Desired:
         "recorded, consequences not applied",
         would,
     )
-    return Desired(shadowed, {}, "good", (*desired.rules, rule), enforced=False)
+    return Desired(
+        shadowed,
+        {},
+        "good",
+        (*desired.rules, rule),
+        enforced=False,
+        notices=desired.notices,
+    )
 
 
 def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
     d = Deliberation(snapshot=snapshot, now=now, policy=policy)
+    desired = _deliberate(d)
+    notices = plan_notices(
+        case=case_situation(d), card=card_situation(snapshot), now=now, rules=policy.notices
+    )
+    return replace(desired, notices=notices)
+
+
+def _deliberate(d: Deliberation) -> Desired:
     for rule in RULE_ORDER:
         rule(d)
         if d.settled is not None:

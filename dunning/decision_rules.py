@@ -59,6 +59,8 @@ class Deliberation:
     rung: Rung | None = None
     level_since: datetime | None = None
     next_review_at: datetime | None = None
+    # The rung after this one and when it takes effect, if nothing changes (notices).
+    next_step: tuple[Level, datetime] | None = None
     retry: RetryDecision | None = None
     cancel: frozenset[str] = frozenset()
     revert: frozenset[str] = frozenset()  # subscriptions whose upgrade is reverted
@@ -221,6 +223,8 @@ def ladder(d: Deliberation) -> None:
     )
     d.rung, d.level_since = decision.rung, decision.since
     d.review_at(decision.next_review_at)
+    if decision.next_level is not None and decision.next_review_at is not None:
+        d.next_step = (decision.next_level, decision.next_review_at)
     d.rules.append(decision.rule)
     if d.bad_debt_floor:
         d.note(
@@ -251,6 +255,9 @@ def support_hold(d: Deliberation) -> None:
     )
     d.rung, d.level_since = d.policy.rung(held), case.level_since
     d.review_at(until)
+    rungs = d.policy.ladders[d.track]
+    above = [r.level for r in rungs if LADDER_ORDER.index(r.level) > LADDER_ORDER.index(held)]
+    d.next_step = (above[0], until) if above else None
 
 
 def retry(d: Deliberation) -> None:

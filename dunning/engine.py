@@ -20,6 +20,7 @@ from django.db import transaction
 from billing_events.models import Account
 from dunning import clock
 from dunning.compute import Desired, compute
+from dunning.notifications.plan import SETTLED_KINDS
 from dunning.policy import Policy, current_policy
 from dunning.snapshot import Snapshot
 from dunning.snapshot_sql import lock_and_read
@@ -124,6 +125,9 @@ def diff(snapshot: Snapshot, desired: Desired) -> tuple[Change, ...]:
         changes.append(
             Change("upgrades", "revert", sorted(snapshot.revert_requested), sorted(to_revert))
         )
+    notices = notice_changes(snapshot, desired)
+    if notices:
+        changes.append(Change("notices", "planned", None, notices))
     if desired.restrictions != snapshot.restrictions:
         changes.append(
             Change("restrictions", "in_force", snapshot.restrictions, desired.restrictions)
@@ -133,6 +137,30 @@ def diff(snapshot: Snapshot, desired: Desired) -> tuple[Change, ...]:
             Change("standing", "requested", snapshot.standing_requested, desired.standing)
         )
     return tuple(changes)
+
+
+def notice_changes(snapshot: Snapshot, desired: Desired) -> dict[str, list[str]]:
+    """New messages to plan, waiting ones no longer true (withdrawn) or due on another
+    day (rescheduled), and shadow ones to send now that the account is enforced. A key
+    already planned, whatever became of it, is never planned again."""
+    stored = snapshot.notices
+    planned = {notice.key: notice for notice in desired.notices}
+    waiting = {key for key, row in stored.items() if row.status == "scheduled"}
+    changes = {
+        "new": sorted(planned.keys() - stored.keys()),
+        "withdrawn": sorted(
+            key for key in waiting - planned.keys() if stored[key].kind not in SETTLED_KINDS
+        ),
+        "rescheduled": sorted(
+            key for key in waiting & planned.keys() if stored[key].due_at != planned[key].due_at
+        ),
+        "promoted": sorted(
+            key
+            for key in planned.keys() & stored.keys()
+            if desired.enforced and stored[key].status == "shadow"
+        ),
+    }
+    return {name: keys for name, keys in changes.items() if keys}
 
 
 def read_snapshot(

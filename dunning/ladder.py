@@ -27,6 +27,7 @@ class LadderDecision:
     since: datetime  # when this rung took (or takes) effect
     next_review_at: datetime | None
     rule: Rule
+    next_level: Level | None = None  # the rung that starts at next_review_at
 
 
 def severity_factor(
@@ -154,6 +155,7 @@ def consequence_level(
         rung=rung,
         since=since,
         next_review_at=next_review,
+        next_level=rungs[index + 1].level if index + 1 < len(rungs) else None,
         rule=Rule(
             "ladder",
             conclusion,

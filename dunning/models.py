@@ -205,6 +205,7 @@ class OutboxItem(models.Model):
         REVERT_UPGRADE = "revert_upgrade"
         OUTCOME_EVENT = "outcome_event"
         FAILURE_LOOKUP = "failure_lookup"  # ask Stripe for a decline code not yet delivered
+        CUSTOMER_NOTICE = "customer_notice"  # a message to the customer (email or event)
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -241,6 +242,70 @@ class OutboxItem(models.Model):
             ),
             models.Index(fields=["account", "status"]),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} ({self.status})"
+
+
+class CustomerNotice(models.Model):
+    """One message the engine decided the customer should get, and what became of it.
+
+    The key is the message's identity for good: a recompute that plans the same message
+    again finds its row and sends nothing twice."""
+
+    class Kind(models.TextChoices):
+        # Most important first: on a day with two due, the first one goes.
+        FINAL_NOTICE = "final_notice"  # before the subscription is cancelled
+        STEP_AHEAD = "step_ahead"  # a ladder step, days before it takes effect
+        PAYMENT_FAILED = "payment_failed"
+        RECOVERED = "recovered"
+        BAD_DEBT_PAID = "bad_debt_paid"
+        CARD_EXPIRING = "card_expiring"
+
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled"  # waits for its day in the outbox
+        SENDING = "sending"  # the day's slot is taken; delivery under way or retrying
+        SENT = "sent"
+        WITHDRAWN = "withdrawn"  # no longer true before it was sent (paid, step passed)
+        SKIPPED = "skipped"  # not sent: no address, shadow mode since, ...
+        FAILED = "failed"  # the mail server refused it for good (a bad address)
+        SHADOW = "shadow"  # shadow mode: would have been sent, never is
+
+    class Channel(models.TextChoices):
+        EMAIL = "email"
+        OUTCOME_EVENT = "outcome_event"  # the company's own messaging service sends it
+
+    account = models.ForeignKey(
+        "billing_events.Account", on_delete=models.CASCADE, related_name="notices"
+    )
+    case = models.ForeignKey(
+        DunningCase, null=True, blank=True, on_delete=models.SET_NULL, related_name="notices"
+    )
+    decision = models.ForeignKey(
+        Decision, null=True, blank=True, on_delete=models.SET_NULL, related_name="notices"
+    )
+    key = models.CharField(max_length=255)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    channel = models.CharField(max_length=16, choices=Channel.choices, blank=True, default="")
+    due_at = models.DateTimeField()
+    # What the plan knew (level, dates, amount, decline class), then at sending the whole
+    # render context: the admin previews and support reads exactly what went out.
+    facts = models.JSONField(default=dict, blank=True)
+    context = models.JSONField(default=dict, blank=True)
+    recipient = models.CharField(max_length=255, blank=True, default="")
+    language = models.CharField(max_length=8, blank=True, default="")
+    subject = models.CharField(max_length=255, blank=True, default="")
+    reason = models.CharField(max_length=255, blank=True, default="")  # why withdrawn/skipped
+    created_at = models.DateTimeField()
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "key"], name="one_notice_per_key")
+        ]
+        indexes = [models.Index(fields=["kind", "status"])]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.key} ({self.status})"

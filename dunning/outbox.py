@@ -103,7 +103,7 @@ def run_item(*, item_id: int, finish_hand_back: bool = False) -> str:
             return item.status
         item.claimed_until = None
         if result is not None and result.defer:
-            item.next_attempt_at = now + ORDER_WAIT
+            item.next_attempt_at = result.defer_until or now + ORDER_WAIT
             item.save()
             return item.status
         item.attempts += 1
@@ -131,6 +131,9 @@ def run_item(*, item_id: int, finish_hand_back: bool = False) -> str:
 def hand_back(item: OutboxItem) -> None:
     """A closed item's account goes back to the engine, which re-plans from the stores."""
     from dunning.engine import handle
+
+    if not effect_for(item.kind).HANDS_BACK:
+        return
 
     retry = item.kind == OutboxItem.Kind.PAYMENT_RETRY
     handle(

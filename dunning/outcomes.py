@@ -43,18 +43,11 @@ def publish_outcome(
     if event_type is None:
         return []
     case = desired.case
-    last = (
-        OutcomeEvent.objects.filter(account=account)
-        .order_by("-sequence")
-        .values_list("sequence", flat=True)
-        .first()
-    )
-    event = OutcomeEvent.objects.create(
-        account=account,
-        sequence=(last or 0) + 1,
-        type=event_type,
+    return append_event(
+        account_id=account.pk,
+        event_type=event_type,
         decision=decision,
-        created_at=now,
+        now=now,
         payload={
             "stripe_customer_id": account.stripe_customer_id,
             "state": case.state.value if case else None,
@@ -70,10 +63,31 @@ def publish_outcome(
             "enforced": desired.enforced,
         },
     )
+
+
+def append_event(
+    *, account_id: int, event_type: str, payload: dict, decision: Decision | None, now: datetime
+) -> list[int]:
+    """The next event of the account's stream, and one outbox item per subscriber. Call
+    with the account locked (the sequence is read, then written)."""
+    last = (
+        OutcomeEvent.objects.filter(account_id=account_id)
+        .order_by("-sequence")
+        .values_list("sequence", flat=True)
+        .first()
+    )
+    event = OutcomeEvent.objects.create(
+        account_id=account_id,
+        sequence=(last or 0) + 1,
+        type=event_type,
+        decision=decision,
+        created_at=now,
+        payload=payload,
+    )
     ids = []
     for index, url in enumerate(settings.DUNNING_OUTCOME_WEBHOOK_URLS):
         item = OutboxItem.objects.create(
-            account=account,
+            account_id=account_id,
             decision=decision,
             kind=OutboxItem.Kind.OUTCOME_EVENT,
             key=f"outcome:{event.pk}:{index}",

@@ -146,6 +146,16 @@ class SeverityRules:
 
 
 @dataclass(frozen=True)
+class NoticeRules:
+    """When the customer hears of a consequence before it takes effect."""
+
+    step_lead: timedelta = timedelta(days=3)  # a ladder step: this long before it
+    final_lead: timedelta = timedelta(days=7)  # the cancellation: this long before it
+    # Before the card's expiry month ends (Stripe says so at the month's start).
+    card_expiry_leads: tuple[timedelta, ...] = (timedelta(days=14), timedelta(days=3))
+
+
+@dataclass(frozen=True)
 class Policy:
     version: str
     decline_classes: dict[str, DeclineClass]
@@ -154,6 +164,7 @@ class Policy:
     retries: RetryRules
     severity: SeverityRules = field(default_factory=SeverityRules)
     network_rules: object = None  # dunning.network_rules.NetworkRules; None: the defaults
+    notices: NoticeRules = field(default_factory=NoticeRules)
 
     def classify(self, decline_code: str) -> DeclineClass:
         return self.decline_classes.get(decline_code, self.unknown_decline_class)
@@ -209,4 +220,23 @@ def current_policy() -> Policy:
         ladders=DEFAULT_LADDERS,
         retries=DEFAULT_RETRIES,
         network_rules=network_rules_from_json(network) if network else DEFAULT_NETWORK_RULES,
+        notices=notice_rules_from_env(os.environ),
+    )
+
+
+def notice_rules_from_env(env: dict[str, str]) -> NoticeRules:
+    """DUNNING_NOTICE_LEAD_DAYS, DUNNING_FINAL_NOTICE_LEAD_DAYS and
+    DUNNING_CARD_EXPIRY_NOTICE_DAYS ("14,3") over the defaults."""
+    defaults = NoticeRules()
+    step = env.get("DUNNING_NOTICE_LEAD_DAYS", "")
+    final = env.get("DUNNING_FINAL_NOTICE_LEAD_DAYS", "")
+    card = env.get("DUNNING_CARD_EXPIRY_NOTICE_DAYS", "")
+    return NoticeRules(
+        step_lead=_d(float(step)) if step else defaults.step_lead,
+        final_lead=_d(float(final)) if final else defaults.final_lead,
+        card_expiry_leads=tuple(
+            sorted((_d(float(day)) for day in card.split(",") if day.strip()), reverse=True)
+        )
+        if card
+        else defaults.card_expiry_leads,
     )

@@ -79,6 +79,16 @@ class ScheduledRetry:
 
 
 @dataclass(frozen=True)
+class NoticeView:
+    """A customer notice already planned for the account (see dunning.notifications)."""
+
+    key: str
+    kind: str
+    status: str
+    due_at: datetime
+
+
+@dataclass(frozen=True)
 class Snapshot:
     account_id: int
     invoices: tuple[InvoiceView, ...]
@@ -110,6 +120,9 @@ class Snapshot:
     lookups_ended: frozenset[str] = frozenset()
     # The subscription items before an upgrade, by subscription (from the mirror).
     items_before_upgrade: dict[str, tuple] = field(default_factory=dict)
+    # Customer notices of the case and recent ones of the account, by key.
+    notices: dict[str, NoticeView] = field(default_factory=dict)
+    card_expiring_at: datetime | None = None  # the first moment the card stops working
     # Inside the rollout gate: consequences are applied; outside: shadow mode.
     enforced: bool = True
     rollout_stage: str = "100"

@@ -1,4 +1,4 @@
-"""Lock an account and read its snapshot in nine plain SQL statements.
+"""Lock an account and read its snapshot in ten plain SQL statements.
 
 The recompute is the hot path, and building ORM querysets cost more than running them
 (about 0.7 ms of Python per query against 0.1 ms in PostgreSQL), so these statements are
@@ -19,6 +19,7 @@ from dunning.models import (
     AccountStanding,
     BadDebtEpisode,
     CaseInvoice,
+    CustomerNotice,
     DunningCase,
     OutboxItem,
     RolloutGate,
@@ -28,6 +29,7 @@ from dunning.snapshot import (
     AttemptView,
     CaseView,
     InvoiceView,
+    NoticeView,
     ScheduledRetry,
     Snapshot,
 )
@@ -43,6 +45,7 @@ Kind = OutboxItem.Kind
 
 ACCOUNT = f"""
 SELECT a.id, a.stripe_customer_id, a.payment_method_updated_at, a.default_payment_method,
+  a.card_expiring_at,
   (SELECT s.requested FROM {_t(AccountStanding)} s WHERE s.account_id = a.id) AS requested,
   (SELECT s.acknowledged FROM {_t(AccountStanding)} s WHERE s.account_id = a.id) AS acknowledged,
   (SELECT e.reason FROM {_t(BadDebtEpisode)} e
@@ -119,6 +122,12 @@ WHERE o.account_id = %s AND o.status IN ('done', 'dead') AND o.created_at >= %s
 SUBSCRIPTIONS = f"""
 SELECT s.stripe_subscription_id, s.status, s.items_before_upgrade
 FROM {_t(Subscription)} s WHERE s.account_id = %s"""
+
+# The case's notices, and the account's recent or still waiting ones (card expiry).
+NOTICES = f"""
+SELECT n.key, n.kind, n.status, n.due_at FROM {_t(CustomerNotice)} n
+WHERE n.account_id = %s AND (n.case_id = %s OR n.due_at > %s OR n.status = 'scheduled')"""
+NOTICE_MEMORY = timedelta(days=60)
 
 RESTRICTIONS = f"""
 SELECT r.code, r.level FROM {_t(Restriction)} r WHERE r.account_id = %s"""
@@ -238,6 +247,11 @@ def lock_and_read(
                 )
         cursor.execute(RESTRICTIONS, [account_id])
         restrictions = dict(cursor.fetchall())
+        cursor.execute(NOTICES, [account_id, case.pk if case else -1, _param(now - NOTICE_MEMORY)])
+        notices = {
+            key: NoticeView(key, kind, status, _aware(due_at))
+            for key, kind, status, due_at in cursor.fetchall()
+        }
 
     cases = head["cases"]
     earlier_cases = cases - (1 if case is not None and case.opened_at > now - memory else 0)
@@ -259,6 +273,8 @@ def lock_and_read(
         recent_cases=earlier_cases,
         bad_debt=head["episode"],
         items_before_upgrade=items_before_upgrade,
+        notices=notices,
+        card_expiring_at=_aware(head["card_expiring_at"]),
         enforced=rollout.in_gate(
             stripe_customer_id=account.stripe_customer_id,
             stage=stage,
@@ -297,6 +313,8 @@ def _pending_effects(rows, now: datetime) -> dict:
         if kind == Kind.FAILURE_LOOKUP:
             lookups[payload["lookup"]] = _aware(created_at)
             continue  # asking Stripe a question holds nothing back
+        if kind == Kind.CUSTOMER_NOTICE:
+            continue  # a message waiting for its day holds nothing back either
         in_flight += 1
     return {
         "scheduled_retry": scheduled_retry,

@@ -8,12 +8,14 @@ code that runs it or writes an item's status:
     record(item, now) -> None          what success means for the stores, in the
                                        transaction that closes the item
     KEEP_TRYING: bool                  retry at the capped interval until the peer answers
+    HANDS_BACK: bool                   a closed item sends its account back to the engine
 """
 
 from types import ModuleType
 
 from dunning.effects import (
     cancel_subscription,
+    customer_notice,
     failure_lookup,
     outcome_event,
     payment_retry,
@@ -32,6 +34,7 @@ REGISTRY: dict[str, ModuleType] = {
     OutboxItem.Kind.ACCOUNT_STANDING: standing,
     OutboxItem.Kind.OUTCOME_EVENT: outcome_event,
     OutboxItem.Kind.FAILURE_LOOKUP: failure_lookup,
+    OutboxItem.Kind.CUSTOMER_NOTICE: customer_notice,
 }
 
 

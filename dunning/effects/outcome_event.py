@@ -7,6 +7,7 @@ from dunning.effects.result import EffectResult
 from dunning.models import OutboxItem
 
 KEEP_TRYING = True
+HANDS_BACK = True
 
 
 def still_wanted(item: OutboxItem) -> bool:

@@ -1,4 +1,5 @@
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -9,5 +10,6 @@ class EffectResult:
     retryable: bool = False
     detail: str = ""
     data: dict = field(default_factory=dict)
-    # Not a failure: the item must wait for another one first (ordering).
+    # Not a failure: the item must wait for another one first (ordering), or its day.
     defer: bool = False
+    defer_until: datetime | None = None

@@ -8,6 +8,7 @@ from dunning.models import AccountStanding, OutboxItem
 
 # A standing must converge however long Account Management is down.
 KEEP_TRYING = True
+HANDS_BACK = True
 
 
 def still_wanted(item: OutboxItem) -> bool:

@@ -1,0 +1,1 @@
+"""Customer notices: decided by the engine, sent once by the outbox."""

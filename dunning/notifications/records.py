@@ -1,0 +1,80 @@
+"""The engine's side: write the planned messages down, in the recompute's transaction.
+
+A new message becomes a `CustomerNotice` row and one outbox item due on its day; in shadow
+mode only the row ("would send"), never an item. A message no longer true is marked
+withdrawn here; its item, if any, finds that out when it comes due and closes itself, so
+the outbox stays the only writer of an item's status.
+"""
+
+from datetime import datetime
+
+from django.conf import settings
+
+from dunning.models import CustomerNotice, Decision, OutboxItem
+from dunning.outbox_items import add_item
+
+Status = CustomerNotice.Status
+
+
+def outbox_key(account_id: int, key: str) -> str:
+    return f"notice:{account_id}:{key}"
+
+
+def record_plan(
+    *, desired, planned: dict[str, list[str]], decision: Decision, now: datetime
+) -> list[int]:
+    account_id = decision.account_id
+    notices = {notice.key: notice for notice in desired.notices}
+    enforced = desired.enforced
+    ids = []
+    for key in planned.get("new", ()):
+        notice = notices[key]
+        row = CustomerNotice.objects.create(
+            account_id=account_id,
+            case_id=decision.case_id if notice.kind != CustomerNotice.Kind.CARD_EXPIRING else None,
+            decision=decision,
+            key=key,
+            kind=notice.kind,
+            status=Status.SCHEDULED if enforced else Status.SHADOW,
+            channel=settings.DUNNING_NOTICE_CHANNEL,
+            due_at=notice.due_at,
+            facts=notice.facts,
+            created_at=now,
+        )
+        if enforced:
+            ids.append(_enqueue(row, decision, now))
+    if planned.get("promoted"):
+        rows = CustomerNotice.objects.filter(
+            account_id=account_id, key__in=planned["promoted"], status=Status.SHADOW
+        )
+        for row in rows:
+            row.status = Status.SCHEDULED
+            row.due_at = notices[row.key].due_at
+            row.save(update_fields=["status", "due_at"])
+            ids.append(_enqueue(row, decision, now))
+    if planned.get("withdrawn"):
+        CustomerNotice.objects.filter(
+            account_id=account_id, key__in=planned["withdrawn"], status=Status.SCHEDULED
+        ).update(status=Status.WITHDRAWN, reason=f"no longer true: {desired.summary()}"[:255])
+    for key in planned.get("rescheduled", ()):
+        due = notices[key].due_at
+        CustomerNotice.objects.filter(
+            account_id=account_id, key=key, status=Status.SCHEDULED
+        ).update(due_at=due, facts=notices[key].facts)
+        # The waiting item moves with it (one not yet claimed; a claimed one re-checks).
+        OutboxItem.objects.filter(
+            key=outbox_key(account_id, key), status=OutboxItem.Status.PENDING
+        ).exclude(claimed_until__gt=now).update(next_attempt_at=due)
+    return ids
+
+
+def _enqueue(row: CustomerNotice, decision: Decision, now: datetime) -> int:
+    return add_item(
+        account_id=row.account_id,
+        decision_id=decision.pk,
+        kind=OutboxItem.Kind.CUSTOMER_NOTICE,
+        key=outbox_key(row.account_id, row.key),
+        payload={"notice": row.pk, "kind": row.kind},
+        due=row.due_at,
+        now=now,
+    )

@@ -1,0 +1,139 @@
+"""A notice on its day: is it still true, is the day's one message free, then send it.
+
+Checked under the account lock, from the stores as they are now (the plan is computed
+again, as for a payment retry), and released before any mail server is called:
+
+- shadow mode since it was planned: skipped, never sent;
+- no longer in the plan (paid, the step passed, the class changed): withdrawn;
+- support paused the case: waits until the pause ends;
+- one message per account per UTC day: a message already went today, or a more important
+  one is due too, so this one waits for the next day (and is dropped then if no longer
+  true);
+- no address to write to: skipped.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+
+from billing_events.models import Account
+from dunning import clock
+from dunning.compute import compute
+from dunning.engine import read_snapshot
+from dunning.models import CustomerNotice
+from dunning.notifications.context import build_context
+from dunning.notifications.plan import PRIORITY, SETTLED_KINDS
+from dunning.notifications.render import choose_language, render_notice
+from dunning.outcomes import append_event
+from dunning.policy import current_policy
+
+Status = CustomerNotice.Status
+SEND, DROP, WAIT, DONE = "send", "drop", "wait", "done"
+
+
+@dataclass(frozen=True)
+class Claim:
+    verdict: str
+    notice: CustomerNotice | None = None
+    until: datetime | None = None
+    reason: str = ""
+
+
+def claim(notice_id: int) -> Claim:
+    account_id = (
+        CustomerNotice.objects.filter(pk=notice_id).values_list("account_id", flat=True).first()
+    )
+    if account_id is None:
+        return Claim(DROP, reason="no such notice")
+    policy = current_policy()
+    with transaction.atomic():
+        now = clock.now()
+        _, snapshot = read_snapshot(account_id=account_id, now=now, policy=policy)
+        notice = CustomerNotice.objects.get(pk=notice_id)
+        if notice.status not in (Status.SCHEDULED, Status.SENDING):
+            return Claim(DROP, reason=notice.status)
+        if not snapshot.enforced:
+            return _close(notice, Status.SKIPPED, "shadow mode: the account is outside the gate")
+        desired = compute(snapshot, now, policy)
+        planned = {n.key: n for n in desired.notices}.get(notice.key)
+        if planned is None and notice.kind not in SETTLED_KINDS:
+            return _close(notice, Status.WITHDRAWN, f"no longer true: {desired.summary()}")
+        if notice.status == Status.SCHEDULED:
+            waiting = _must_wait(notice, snapshot, now)
+            if waiting is not None:
+                return waiting
+        account = Account.objects.get(pk=account_id)
+        facts = planned.facts if planned is not None else notice.facts
+        notice.context = build_context(notice.kind, facts, account, now)
+        notice.recipient = account.email
+        notice.language = choose_language(account.preferred_locales)
+        if notice.channel == CustomerNotice.Channel.EMAIL and not account.email:
+            return _close(notice, Status.SKIPPED, "the customer has no email address")
+        notice.subject = render_notice(
+            notice.kind, notice.context, preferred_locales=[notice.language]
+        ).subject[:255]
+        notice.status = Status.SENDING
+        notice.claimed_at = notice.claimed_at or now
+        notice.save()
+        if notice.channel == CustomerNotice.Channel.OUTCOME_EVENT:
+            _hand_to_messaging_service(notice, now)
+            return Claim(DONE, notice, reason="handed to the messaging service")
+    return Claim(SEND, notice)
+
+
+def _must_wait(notice: CustomerNotice, snapshot, now: datetime) -> Claim | None:
+    case = snapshot.case
+    if (
+        notice.kind not in SETTLED_KINDS
+        and case is not None
+        and case.paused_until is not None
+        and case.paused_until > now
+    ):
+        return Claim(WAIT, until=case.paused_until, reason="support paused the case")
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    tomorrow = today + timedelta(days=1)
+    others = CustomerNotice.objects.filter(account_id=notice.account_id).exclude(pk=notice.pk)
+    if others.filter(claimed_at__gte=today).exists():
+        return Claim(WAIT, until=tomorrow, reason="a message already went to this customer today")
+    more_important = [k for k, rank in PRIORITY.items() if rank < PRIORITY[notice.kind]]
+    if others.filter(status=Status.SCHEDULED, due_at__lte=now, kind__in=more_important).exists():
+        return Claim(WAIT, until=tomorrow, reason="a more important message goes today")
+    return None
+
+
+def _close(notice: CustomerNotice, status: str, reason: str) -> Claim:
+    notice.status = status
+    notice.reason = reason[:255]
+    notice.save(update_fields=["status", "reason"])
+    return Claim(DROP, notice, reason=reason)
+
+
+def _hand_to_messaging_service(notice: CustomerNotice, now: datetime) -> None:
+    from dunning.outbox import kick_dispatcher
+
+    append_event(
+        account_id=notice.account_id,
+        event_type="customer_notice.due",
+        payload={
+            "stripe_customer_id": notice.context.get("stripe_customer_id", ""),
+            "notice": notice.key,
+            "kind": notice.kind,
+            "language": notice.language,
+            "recipient": notice.recipient,
+            "subject": notice.subject,
+            "context": notice.context,
+        },
+        decision=notice.decision,
+        now=now,
+    )
+    mark_sent(notice.pk, now)
+    if settings.DUNNING_OUTCOME_WEBHOOK_URLS:
+        transaction.on_commit(kick_dispatcher)
+
+
+def mark_sent(notice_id: int, now: datetime) -> None:
+    CustomerNotice.objects.filter(pk=notice_id, status=Status.SENDING).update(
+        status=Status.SENT, sent_at=now
+    )
