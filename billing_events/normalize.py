@@ -445,6 +445,9 @@ ROUTES: dict[str, EventRoute] = {
     "customer.subscription.deleted": EventRoute(
         TriggerKind.SUBSCRIPTION_CHANGED, parse_subscription
     ),
+    # The customer's email and preferred_locales: who customer notices go to, in which
+    # language (an account first seen through its invoices has neither).
+    "customer.created": EventRoute(TriggerKind.PAYMENT_METHOD_UPDATED, parse_customer),
     "customer.updated": EventRoute(TriggerKind.PAYMENT_METHOD_UPDATED, parse_customer),
     "payment_method.attached": EventRoute(TriggerKind.PAYMENT_METHOD_UPDATED, parse_payment_method),
     "payment_method.updated": EventRoute(

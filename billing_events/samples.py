@@ -274,10 +274,19 @@ def subscription_items(subscription: str, items: Sequence[tuple[str, int]]) -> d
     }
 
 
-def customer(*, id: str, created: int, default_payment_method: str | None = None) -> dict:
+def customer(
+    *,
+    id: str,
+    created: int,
+    default_payment_method: str | None = None,
+    email: str | None = None,
+    preferred_locales: list[str] | None = None,
+) -> dict:
     obj = sample("customer")
-    obj.update(id=id, created=created, email=f"{id}@example.com")
+    obj.update(id=id, created=created, email=email or f"{id}@example.com")
     obj["invoice_settings"]["default_payment_method"] = default_payment_method
+    if preferred_locales is not None:
+        obj["preferred_locales"] = preferred_locales
     return obj
 
 

@@ -71,6 +71,14 @@ class StripeCustomer:
         )
         return self._event(type, obj)
 
+    def customer_created(
+        self, *, email: str | None = None, preferred_locales: list[str] | None = None
+    ) -> dict:
+        obj = samples.customer(
+            id=self.id, created=self.t, email=email, preferred_locales=preferred_locales
+        )
+        return self._event("customer.created", obj)
+
     def customer_updated(self, default_payment_method: str) -> dict:
         obj = samples.customer(
             id=self.id, created=self.t, default_payment_method=default_payment_method

@@ -58,7 +58,7 @@ def test_an_event_never_delivered_is_recovered_once_and_acted_on(
     missed = stripe_api.add_event(
         at(cus, 1800).invoice_event("invoice.payment_failed", attempt_count=1)
     )
-    unhandled = at(cus, 1700)._event("customer.created", {"id": cus.id, "object": "customer"})
+    unhandled = at(cus, 1700)._event("product.created", {"id": "prod_1", "object": "product"})
     stripe_api.add_event(unhandled)
 
     with caplog.at_level(logging.WARNING, logger="billing_events.polling"):
@@ -112,7 +112,7 @@ def test_the_listing_asks_for_the_window_since_the_last_one_and_reads_every_page
     assert lists[0].query["limit"] == "100" and "starting_after" not in lists[0].query
     assert lists[1].query["starting_after"] == missed[150]["id"]  # newest first
     listed_types = {v for k, v in lists[0].query.items() if k.startswith("types[")}
-    assert "invoice.payment_failed" in listed_types and "customer.created" not in listed_types
+    assert "invoice.payment_failed" in listed_types and "product.created" not in listed_types
 
     # The next run starts where this one ended.
     test_clock_module.advance(seconds=300)
