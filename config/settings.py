@@ -86,6 +86,8 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
+LANGUAGES = [("en", "English"), ("fr", "Français")]
+LOCALE_PATHS = [BASE_DIR / "dunning" / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
