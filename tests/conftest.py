@@ -5,6 +5,7 @@ from billing_events import samples
 from config.celery import app as celery_app
 from tests.fake_stripe import fake_stripe_fixture  # noqa: F401 - the `fake_stripe` fixture
 from tests.http_peer import http_peer  # noqa: F401 - a loopback HTTP neighbour
+from tests.smtp_peer import smtp  # noqa: F401 - a loopback SMTP server
 
 SECRET = "whsec_test_current"
 PREVIOUS_SECRET = "whsec_test_previous"

@@ -6,13 +6,12 @@ from datetime import timedelta
 import pytest
 
 from billing_events.models import Account
-from dunning import support
+from dunning import rollout, support
 from dunning import test_clock as clock_service
 from dunning.engine import handle
-from dunning.models import CustomerNotice, OutboxItem, OutcomeEvent, RolloutGate
+from dunning.models import CustomerNotice, OutboxItem, OutcomeEvent
 from dunning.triggers import Trigger, TriggerKind
 from tests.events import Customer, deliver
-from tests.smtp_peer import smtp  # noqa: F401 - the `smtp` fixture
 
 pytestmark = pytest.mark.django_db
 DAY = 86400
@@ -89,7 +88,10 @@ def test_payment_recovered_is_the_last_message(stripe_sender, test_clock, smtp):
     fail(stripe_sender, cus)
     walk(test_clock, 5)
     cus.t = int(test_clock.timestamp()) + 5 * DAY
-    deliver(stripe_sender, cus.invoice_event("invoice.paid", status="paid", attempt_count=3, amount_due=4900))
+    deliver(
+        stripe_sender,
+        cus.invoice_event("invoice.paid", status="paid", attempt_count=3, amount_due=4900),
+    )
     walk(test_clock, 60)
     assert sent_days(test_clock) == [(0, "payment_failed"), (4, "step_ahead"), (5, "recovered")]
     # The step warnings still waiting were withdrawn by the payment, never sent.
@@ -112,7 +114,7 @@ def test_no_message_while_support_has_the_case_paused(stripe_sender, test_clock,
 def test_shadow_mode_sends_nothing_and_records_what_would_have_gone(
     stripe_sender, test_clock, smtp
 ):
-    RolloutGate.objects.update_or_create(pk=1, defaults={"stage": "off"})
+    rollout.set_gate(stage="off", kill_switch=False, allowlist=[], actor="test", reason="shadow")
     cus = customer(stripe_sender, test_clock, "NoticeShadow")
     fail(stripe_sender, cus)
     walk(test_clock, 60)
@@ -213,8 +215,8 @@ def test_an_expiring_card_is_announced_two_weeks_and_three_days_ahead(
 def test_a_new_card_withdraws_the_expiry_reminder(stripe_sender, test_clock, smtp):
     cus = customer(stripe_sender, test_clock, "NoticeNewCard")
     deliver(stripe_sender, cus.source_expiring(exp_month=12, exp_year=2026))
-    walk(test_clock, 35)  # the 14-day reminder went on 18 December
-    cus.t = int(test_clock.timestamp()) + 35 * DAY
+    walk(test_clock, 47)  # the 14-day reminder went on 18 December
+    cus.t = int(test_clock.timestamp()) + 47 * DAY
     deliver(stripe_sender, cus.customer_updated(default_payment_method="pm_new_card"))
     walk(test_clock, 62)
     rows = dict(CustomerNotice.objects.values_list("key", "status"))

@@ -36,6 +36,8 @@ def _action(kind: str, facts: dict, account: Account) -> tuple[str, str]:
     )
     if kind == Kind.CARD_EXPIRING:
         return "update_payment_method", update_url
+    if kind in (Kind.RECOVERED, Kind.BAD_DEBT_PAID):
+        return "pay_invoice", ""  # good news: nothing left for the customer to do
     hosted = (
         Invoice.objects.filter(stripe_invoice_id=facts.get("invoice", ""))
         .values_list("hosted_invoice_url", flat=True)

@@ -111,14 +111,10 @@ def _case_notices(case: CaseSituation, now: datetime, rules: NoticeRules) -> lis
             earliest = case.level_since or case.opened_at
             kind = Kind.FINAL_NOTICE if final else Kind.STEP_AHEAD
             key = f"{kind}:{case.anchor}" if final else f"{kind}:{case.anchor}:{level}"
-            notices.append(
-                Notice(
-                    key,
-                    kind,
-                    max(at - lead, earliest),
-                    {**money, "level": str(level), "takes_effect_at": _iso(at), "upgrade": upgrade},
-                )
-            )
+            facts = {**money, "level": str(level), "takes_effect_at": _iso(at), "upgrade": upgrade}
+            if final:
+                facts["cancels_at"] = _iso(at)
+            notices.append(Notice(key, kind, max(at - lead, earliest), facts))
     return notices
 
 

@@ -6,8 +6,8 @@ again, as for a payment retry), and released before any mail server is called:
 - shadow mode since it was planned: skipped, never sent;
 - no longer in the plan (paid, the step passed, the class changed): withdrawn;
 - support paused the case: waits until the pause ends;
-- one message per account per UTC day: a message already went today, or a more important
-  one is due too, so this one waits for the next day (and is dropped then if no longer
+- one message per account per day: a message went in the last 24 hours, or a more
+  important one is due too, so this one waits a day (and is dropped then if no longer
   true);
 - no address to write to: skipped.
 """
@@ -31,6 +31,9 @@ from dunning.policy import current_policy
 
 Status = CustomerNotice.Status
 SEND, DROP, WAIT, DONE = "send", "drop", "wait", "done"
+# At most one message a day: never two within 24 hours, so never two on one calendar day
+# wherever the customer lives.
+DAY_APART = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -65,15 +68,22 @@ def claim(notice_id: int) -> Claim:
             if waiting is not None:
                 return waiting
         account = Account.objects.get(pk=account_id)
-        facts = planned.facts if planned is not None else notice.facts
+        # What was true when the case settled is the news; a later re-plan knows less.
+        fresh = planned is not None and notice.kind not in SETTLED_KINDS
+        facts = planned.facts if fresh else notice.facts
         notice.context = build_context(notice.kind, facts, account, now)
         notice.recipient = account.email
         notice.language = choose_language(account.preferred_locales)
         if notice.channel == CustomerNotice.Channel.EMAIL and not account.email:
             return _close(notice, Status.SKIPPED, "the customer has no email address")
-        notice.subject = render_notice(
-            notice.kind, notice.context, preferred_locales=[notice.language]
-        ).subject[:255]
+        try:
+            rendered = render_notice(
+                notice.kind, notice.context, preferred_locales=[notice.language]
+            )
+        except ValueError as error:
+            # A template or context that cannot make a right message: visible, not retried.
+            return _close(notice, Status.FAILED, f"cannot be written: {error}")
+        notice.subject = rendered.subject[:255]
         notice.status = Status.SENDING
         notice.claimed_at = notice.claimed_at or now
         notice.save()
@@ -92,14 +102,18 @@ def _must_wait(notice: CustomerNotice, snapshot, now: datetime) -> Claim | None:
         and case.paused_until > now
     ):
         return Claim(WAIT, until=case.paused_until, reason="support paused the case")
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    tomorrow = today + timedelta(days=1)
     others = CustomerNotice.objects.filter(account_id=notice.account_id).exclude(pk=notice.pk)
-    if others.filter(claimed_at__gte=today).exists():
-        return Claim(WAIT, until=tomorrow, reason="a message already went to this customer today")
+    last = (
+        others.filter(claimed_at__gt=now - DAY_APART)
+        .order_by("-claimed_at")
+        .values_list("claimed_at", flat=True)
+        .first()
+    )
+    if last is not None:
+        return Claim(WAIT, until=last + DAY_APART, reason="a message went to this customer today")
     more_important = [k for k, rank in PRIORITY.items() if rank < PRIORITY[notice.kind]]
     if others.filter(status=Status.SCHEDULED, due_at__lte=now, kind__in=more_important).exists():
-        return Claim(WAIT, until=tomorrow, reason="a more important message goes today")
+        return Claim(WAIT, until=now + DAY_APART, reason="a more important message goes today")
     return None
 
 
