@@ -156,6 +156,8 @@ def build_batch(*, customers: int, seed: int, start: int) -> tuple[list[dict], d
     for n in range(customers):
         story = STORIES[n % len(STORIES)]
         cus = StripeCustomer(id=f"cus_demo{n:04d}", subscription=f"sub_demo{n:04d}", t=start)
+        # Every fifth customer reads French (Stripe's preferred_locales).
+        cus.customer_created(preferred_locales=["fr-FR", "en"] if n % 5 == 4 else ["en-US"])
         cus.subscription_event("customer.subscription.created")
         cus.invoice_event("invoice.finalized")
         cus.tick(60)

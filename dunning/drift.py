@@ -84,7 +84,7 @@ def drifted(*, account_id: int, now: datetime, policy: Policy) -> bool:
     """Would a recompute change anything? Read-only: nothing is locked or written."""
     with transaction.atomic():
         _, snapshot = read_snapshot(account_id=account_id, now=now, policy=policy, lock=False)
-    return bool(diff(snapshot, compute(snapshot, now, policy)))
+    return bool(diff(snapshot, compute(snapshot, now, policy), now))
 
 
 def scan() -> DriftScan:

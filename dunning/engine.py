@@ -78,7 +78,7 @@ CASE_FIELDS = (
 )
 
 
-def diff(snapshot: Snapshot, desired: Desired) -> tuple[Change, ...]:
+def diff(snapshot: Snapshot, desired: Desired, now: datetime | None = None) -> tuple[Change, ...]:
     changes: list[Change] = []
     current = snapshot.case
     if desired.case is not None and (current is None or desired.case.case_pk != current.pk):
@@ -125,7 +125,7 @@ def diff(snapshot: Snapshot, desired: Desired) -> tuple[Change, ...]:
         changes.append(
             Change("upgrades", "revert", sorted(snapshot.revert_requested), sorted(to_revert))
         )
-    notices = notice_changes(snapshot, desired)
+    notices = notice_changes(snapshot, desired, now)
     if notices:
         changes.append(Change("notices", "planned", None, notices))
     if desired.restrictions != snapshot.restrictions:
@@ -139,13 +139,21 @@ def diff(snapshot: Snapshot, desired: Desired) -> tuple[Change, ...]:
     return tuple(changes)
 
 
-def notice_changes(snapshot: Snapshot, desired: Desired) -> dict[str, list[str]]:
+def notice_changes(
+    snapshot: Snapshot, desired: Desired, now: datetime | None = None
+) -> dict[str, list[str]]:
     """New messages to plan, waiting ones no longer true (withdrawn) or due on another
     day (rescheduled), and shadow ones to send now that the account is enforced. A key
-    already planned, whatever became of it, is never planned again."""
+    already planned, whatever became of it, is never planned again. A shadow one whose
+    day has not come is withdrawn too: shadow mode would not have sent it either."""
     stored = snapshot.notices
     planned = {notice.key: notice for notice in desired.notices}
-    waiting = {key for key, row in stored.items() if row.status == "scheduled"}
+    waiting = {
+        key
+        for key, row in stored.items()
+        if row.status == "scheduled"
+        or (row.status == "shadow" and now is not None and row.due_at > now)
+    }
     changes = {
         "new": sorted(planned.keys() - stored.keys()),
         "withdrawn": sorted(
@@ -193,7 +201,7 @@ def handle(trigger: Trigger, *, policy: Policy | None = None) -> Outcome:
             invoice_hint=trigger.detail.get("invoice", ""),
         )
         desired = compute(snapshot, now, policy)
-        changes = diff(snapshot, desired)
+        changes = diff(snapshot, desired, now)
         if not changes:
             return Outcome(account_id=account.pk)
         return apply(

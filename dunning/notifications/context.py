@@ -25,6 +25,8 @@ def build_context(kind: str, facts: dict, account: Account, now: datetime) -> di
     if kind == Kind.CARD_EXPIRING:
         expires = datetime.fromisoformat(facts["expires_at"])
         context["days_left"] = max((expires - now).days, 0)
+    if context.get("next_retry_at") and datetime.fromisoformat(context["next_retry_at"]) < now:
+        context["next_retry_at"] = now.isoformat()  # due now: the retry runs today
     return context
 
 

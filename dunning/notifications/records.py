@@ -54,12 +54,14 @@ def record_plan(
             ids.append(_enqueue(row, decision, now))
     if planned.get("withdrawn"):
         CustomerNotice.objects.filter(
-            account_id=account_id, key__in=planned["withdrawn"], status=Status.SCHEDULED
+            account_id=account_id,
+            key__in=planned["withdrawn"],
+            status__in=(Status.SCHEDULED, Status.SHADOW),
         ).update(status=Status.WITHDRAWN, reason=f"no longer true: {desired.summary()}"[:255])
     for key in planned.get("rescheduled", ()):
         due = notices[key].due_at
         CustomerNotice.objects.filter(
-            account_id=account_id, key=key, status=Status.SCHEDULED
+            account_id=account_id, key=key, status__in=(Status.SCHEDULED, Status.SHADOW)
         ).update(due_at=due, facts=notices[key].facts)
         # The waiting item moves with it (one not yet claimed; a claimed one re-checks).
         OutboxItem.objects.filter(

@@ -66,8 +66,21 @@ class Command(BaseCommand):
             )
             if not ok:
                 wrong.append(customer)
+        self._print_notices(out)
         if wrong:
             raise CommandError(
                 f"{len(wrong)} demo customer(s) did not end as their story says: "
                 + ", ".join(wrong)
             )
+
+    def _print_notices(self, out) -> None:
+        from dunning import clock
+        from dunning.notifications.preview import notice_lines
+
+        out("")
+        out(
+            "messages to customers (status `shadow`: what shadow mode would have sent; "
+            "`scheduled`: waiting for its day; `sent`: through the email backend):"
+        )
+        for line in notice_lines(clock.now()):
+            out("  " + line)
