@@ -8,7 +8,7 @@ The explanation names the rule that decided. Pure: no I/O, no clock.
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from dunning.ladder import PaymentHistory, consequence_level
+from dunning.ladder import PaymentHistory, consequence_level, describe_days
 from dunning.models import BadDebtEpisode, CaseState, Resolution
 from dunning.policy import LADDER_ORDER, DeclineClass, Level, Policy, Rung, Track
 from dunning.retries import (
@@ -236,21 +236,28 @@ def ladder(d: Deliberation) -> None:
 
 
 def support_hold(d: Deliberation) -> None:
-    """Support paused the case or granted grace: the level does not rise until then."""
+    """Support paused the case or granted grace: the level does not rise until then. No
+    message goes out during a pause, so the step it held back waits the notice lead after
+    it ends: the customer hears of it before it takes effect."""
     case, now = d.case, d.now
     if case is None:
         return
-    paused = case.paused_until is not None and case.paused_until > now
+    lead = d.policy.notices.step_lead
+    paused_until = case.paused_until + lead if case.paused_until is not None else None
+    paused = paused_until is not None and paused_until > now
     in_grace = case.grace_until is not None and case.grace_until > now
     held = Level(case.level) if case.level in LADDER_ORDER else Level.NONE
     if not (paused or in_grace) or LADDER_ORDER.index(d.level) <= LADDER_ORDER.index(held):
         return
     until, why = (
-        (case.paused_until, case.pause_reason) if paused else (case.grace_until, case.grace_reason)
+        (paused_until, case.pause_reason) if paused else (case.grace_until, case.grace_reason)
     )
+    if paused and in_grace and case.grace_until > paused_until:
+        until, why = case.grace_until, case.grace_reason
     d.note(
         "support_hold",
-        f"level held at {case.level} by support until {until:%Y-%m-%d %H:%M} UTC: {why}",
+        f"level held at {case.level} by support until {until:%Y-%m-%d %H:%M} UTC: {why}"
+        + (f" (the pause, then {describe_days(lead)} of notice)" if until == paused_until else ""),
         {"would_be": d.level.value, "until": until.isoformat()},
     )
     d.rung, d.level_since = d.policy.rung(held), case.level_since

@@ -149,7 +149,7 @@ def consequence_level(
     if target > index:
         conclusion += (
             f"; {rungs[target].level.value} is due, but {rung.level.value} holds at least "
-            f"{_days(rung.min_dwell)} first (one rung at a time)"
+            f"{describe_days(rung.min_dwell)} first (one rung at a time)"
         )
     return LadderDecision(
         rung=rung,
@@ -174,6 +174,6 @@ def consequence_level(
     )
 
 
-def _days(span: timedelta) -> str:
+def describe_days(span: timedelta) -> str:
     days = span.total_seconds() / 86400
     return f"{days:g} day{'s' if days != 1 else ''}"

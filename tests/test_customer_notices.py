@@ -9,7 +9,7 @@ from billing_events.models import Account
 from dunning import rollout, support
 from dunning import test_clock as clock_service
 from dunning.engine import handle
-from dunning.models import CustomerNotice, OutboxItem, OutcomeEvent
+from dunning.models import CustomerNotice, DunningCase, OutboxItem, OutcomeEvent
 from dunning.triggers import Trigger, TriggerKind
 from tests.events import Customer, deliver
 
@@ -98,16 +98,24 @@ def test_payment_recovered_is_the_last_message(stripe_sender, test_clock, smtp):
     assert not CustomerNotice.objects.filter(status=CustomerNotice.Status.SCHEDULED).exists()
 
 
-def test_no_message_while_support_has_the_case_paused(stripe_sender, test_clock, smtp):
+def test_no_message_while_paused_and_the_held_step_is_announced_after(
+    stripe_sender, test_clock, smtp
+):
     cus = customer(stripe_sender, test_clock, "NoticePaused")
     fail(stripe_sender, cus)
     walk(test_clock, 1)
     account = Account.objects.get()
     until = test_clock + timedelta(days=20)
     support.pause_dunning(account_id=account.pk, until=until, reason="promised", actor="agent")
-    walk(test_clock, 25)
+    walk(test_clock, 24)
     claimed = CustomerNotice.objects.exclude(claimed_at=None).values_list("claimed_at", flat=True)
     assert all(not (test_clock + timedelta(days=1) <= at < until) for at in claimed)
+    # The premium step the pause held back: announced when the pause ends, taken 3 days on.
+    step = CustomerNotice.objects.get(key__endswith=":premium_restricted")
+    assert step.status == "sent" and step.sent_at == until
+    assert step.context["takes_effect_at"] == (until + timedelta(days=3)).isoformat()
+    case = DunningCase.objects.get()
+    assert (case.level, case.level_since) == ("premium_restricted", until + timedelta(days=3))
     assert sent_days(test_clock)[0] == (0, "payment_failed")
 
 

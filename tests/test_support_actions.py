@@ -50,6 +50,10 @@ def test_pause_stops_retries_and_escalation_until_it_ends(
     assert "retries paused by support" in case.last_decision.summary
 
     clock_service.advance(seconds=2 * 86400)  # the pause is over: the overdue retry runs
+    assert len(simulated_gateway.calls) >= 1
+    assert case_of(cus).level == "notice"  # the held-back step is announced first
+
+    clock_service.advance(seconds=3 * 86400)
 
     assert len(simulated_gateway.calls) >= 1
     assert case_of(cus).level == "premium_restricted"

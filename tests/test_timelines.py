@@ -3,6 +3,7 @@ late (the charge event hours or days after the invoice's failure), interleaved w
 test-clock advances that run what became due (webhook processing, reviews, the outbox),
 end in the same state as delivering every event on time and in order."""
 
+import itertools
 import os
 import random
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from billing_events.gateway import SIMULATED, FailureLookup, declined
 from billing_events.models import Invoice
 from billing_events.scenarios import StripeCustomer
 from dunning import test_clock as clock_service
-from dunning.models import BadDebtEpisode, DunningCase, TestClock
+from dunning.models import BadDebtEpisode, CustomerNotice, DunningCase, TestClock
 from entitlements.models import Restriction
 from tests.events import deliver
 
@@ -151,6 +152,7 @@ def play(sender, story: Story, deliveries: list[tuple[float, dict]]) -> dict:
             deliver(sender, event)
         clock_service.advance(to=END)
         state = final_state()
+        assert_notices_kept_their_rules()
         if story.decline == "fraud" and story.card_update_day is None:
             # However late the code arrived: a fraud-declined card is never charged.
             assert charges() == 0
@@ -167,6 +169,24 @@ def final_state() -> dict:
         "restrictions": sorted(Restriction.objects.values_list("code", "level")),
         "invoices": sorted(Invoice.objects.values_list("stripe_invoice_id", "status")),
     }
+
+
+def assert_notices_kept_their_rules() -> None:
+    """Whatever the order and timing of deliveries: never two messages within a day, no
+    consequence announced after it took effect, nothing but good news after resolution."""
+    claimed = list(
+        CustomerNotice.objects.exclude(claimed_at=None)
+        .order_by("claimed_at")
+        .values_list("claimed_at", "kind", "context", "case_id")
+    )
+    for (before, *_), (after, *_) in itertools.pairwise(claimed):
+        assert after - before >= timedelta(days=1), claimed
+    resolved = dict(DunningCase.objects.exclude(resolved_at=None).values_list("pk", "resolved_at"))
+    for at, kind, context, case_id in claimed:
+        if kind in ("step_ahead", "final_notice"):
+            assert at < datetime.fromisoformat(context["takes_effect_at"]), (kind, at, context)
+        if kind in ("payment_failed", "step_ahead", "final_notice") and case_id in resolved:
+            assert at <= resolved[case_id], (kind, at, resolved[case_id])
 
 
 def charges() -> int:
