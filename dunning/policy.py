@@ -212,7 +212,7 @@ def current_policy() -> Policy:
     classes.update({code: DeclineClass(value) for code, value in overrides.items()})
     network = os.environ.get("DUNNING_NETWORK_RULES", "")
     return Policy(
-        version="2026-11-v3",
+        version="2026-11-v4",
         decline_classes=classes,
         unknown_decline_class=DeclineClass(
             os.environ.get("DUNNING_UNKNOWN_DECLINE_CLASS", DeclineClass.SOFT)
