@@ -18,7 +18,7 @@ from billing_events.mirror import merge_fact
 from billing_events.models import Account, WebhookEvent
 from billing_events.normalize import ROUTES, AttemptFact, Fact, InvoiceFact, parse_event
 from dunning import clock
-from dunning.services import handle
+from dunning.engine import handle
 from dunning.triggers import Trigger
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ import json
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 from billing_events.signature import sign_header
 
@@ -315,9 +314,3 @@ def event(
 def signed(event: dict, *, secret: str, timestamp: int) -> tuple[bytes, str]:
     payload = json.dumps(event, separators=(",", ":")).encode()
     return payload, sign_header(payload=payload, secret=secret, timestamp=timestamp)
-
-
-def with_fields(obj: dict, **fields: Any) -> dict:
-    changed = copy.deepcopy(obj)
-    changed.update(fields)
-    return changed

@@ -93,10 +93,6 @@ class JsonFormatter(logging.Formatter):
 KV_FORMAT = "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
 
 
-def formatter_for(log_format: str) -> logging.Formatter:
-    return JsonFormatter() if log_format == "json" else logging.Formatter(KV_FORMAT)
-
-
 def celery_after_setup_logger(logger: logging.Logger | None = None, **kwargs: Any) -> None:
     """Celery replaced the root handlers with its own: mask and format them like ours."""
     from django.conf import settings

@@ -14,8 +14,9 @@ from django.conf import settings
 from billing_events.stripe_import import ImportOptions, ImportStats, Progress, StripeImporter
 from billing_events.stripe_retry import RetryPolicy
 from dunning import clock
+from dunning.engine import handle
 from dunning.models import StripeImportCursor
-from dunning.services import Trigger, TriggerKind, handle
+from dunning.triggers import Trigger, TriggerKind
 
 RECOMPUTE = "recompute"
 SAVE_EVERY = 50  # accounts recomputed between cursor saves

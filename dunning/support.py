@@ -4,7 +4,6 @@ Views and admin actions call these with ids and the acting user's name; nothing 
 changes dunning state except by asking the engine to recompute.
 """
 
-from dataclasses import asdict
 from datetime import datetime
 
 from django.db import transaction
@@ -77,9 +76,3 @@ def extend_grace(*, account_id: int, until: datetime, reason: str, actor: str) -
         action="extend_grace",
         fields={"grace_until": until, "grace_reason": reason},
     )
-
-
-def outcome_as_dict(outcome: Outcome) -> dict:
-    data = asdict(outcome)
-    data["changes"] = [change.as_dict() for change in outcome.changes]
-    return data

@@ -312,39 +312,6 @@ def test_cancelling_an_expired_incomplete_subscription_is_ok(fake_stripe, stripe
     assert (result.ok, result.status) == (True, "incomplete_expired")
 
 
-def test_remove_subscription_items_deletes_upgrade_items_without_proration(
-    fake_stripe, stripe_gateway
-):
-    base, upgrade = fake_stripe.add_subscription("sub_up", ["price_base", "price_upgrade"])
-
-    result = stripe_gateway.remove_subscription_items(
-        subscription_id="sub_up", price_ids=["price_upgrade"], idempotency_key="revert-1"
-    )
-
-    assert (result.ok, result.status) == (True, "active")
-    [listing] = fake_stripe.requests_to("GET", "/v1/subscription_items")
-    assert listing.query["subscription"] == "sub_up"
-    [update] = fake_stripe.requests_to("POST", "/v1/subscriptions/sub_up")
-    assert update.form == {
-        "items[0][id]": upgrade,
-        "items[0][deleted]": "true",
-        "proration_behavior": "none",
-    }
-    assert update.header("Idempotency-Key") == "revert-1"
-    assert [item["id"] for item in fake_stripe.subscriptions["sub_up"]["items"]] == [base]
-
-
-def test_remove_items_already_removed_changes_nothing(fake_stripe, stripe_gateway):
-    fake_stripe.add_subscription("sub_done", ["price_base"])
-
-    result = stripe_gateway.remove_subscription_items(
-        subscription_id="sub_done", price_ids=["price_upgrade"], idempotency_key="revert-1"
-    )
-
-    assert (result.ok, result.status) == (True, "active")
-    assert not fake_stripe.requests_to("POST", "/v1/subscriptions/sub_done")
-
-
 def test_subscription_call_during_outage_is_retryable(fake_stripe):
     gw = StripeGateway(API_KEY, "http://127.0.0.1:9", timeout_seconds=0.5)
 
@@ -401,12 +368,12 @@ def test_simulated_subscription_calls_are_recorded():
     sim = SimulatedGateway()
 
     cancel = sim.cancel_subscription(subscription_id="sub_s", idempotency_key="c")
-    revert = sim.remove_subscription_items(
-        subscription_id="sub_t", price_ids=["price_up"], idempotency_key="r"
+    revert = sim.revert_subscription(
+        subscription_id="sub_t", items=[{"price": "price_base", "quantity": 1}], idempotency_key="r"
     )
 
     assert (cancel.ok, cancel.status, revert.ok) == (True, "canceled", True)
-    assert [call[0] for call in sim.calls] == ["cancel_subscription", "remove_subscription_items"]
+    assert [call[0] for call in sim.calls] == ["cancel_subscription", "revert_subscription"]
 
 
 # --- choosing the gateway ---------------------------------------------------------------------

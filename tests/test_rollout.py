@@ -7,8 +7,9 @@ from billing_events.scenarios import StripeCustomer
 from dunning import rollout
 from dunning import test_clock as clock_service
 from dunning.drift import scan
+from dunning.engine import handle
 from dunning.models import OutcomeEvent, ShadowDecision, SupportAction
-from dunning.services import Trigger, TriggerKind, handle
+from dunning.triggers import Trigger, TriggerKind
 from entitlements.models import Restriction
 from tests.dunning_helpers import account_of, case_of, deliver_now
 

@@ -190,12 +190,6 @@ class PaymentGateway(Protocol):
         """Cancel the subscription now (dunning exhausted)."""
         ...
 
-    def remove_subscription_items(
-        self, *, subscription_id: str, price_ids: list[str], idempotency_key: str
-    ) -> SubscriptionResult:
-        """Revert an upgrade: delete the subscription's items on these prices, no proration."""
-        ...
-
     def revert_subscription(
         self, *, subscription_id: str, items: list[dict], idempotency_key: str
     ) -> SubscriptionResult:

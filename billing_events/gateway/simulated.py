@@ -108,14 +108,6 @@ class SimulatedGateway:
             self.subscription_status[subscription_id] = "canceled"
         return SubscriptionResult(ok=True, status="canceled")
 
-    def remove_subscription_items(
-        self, *, subscription_id: str, price_ids: list[str], idempotency_key: str
-    ) -> SubscriptionResult:
-        with self._lock:
-            self.calls.append(("remove_subscription_items", subscription_id, idempotency_key))
-            status = self.subscription_status.setdefault(subscription_id, "active")
-        return SubscriptionResult(ok=True, status=status)
-
     def revert_subscription(
         self, *, subscription_id: str, items: list[dict], idempotency_key: str
     ) -> SubscriptionResult:

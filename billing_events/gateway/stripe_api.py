@@ -232,39 +232,6 @@ class StripeGateway:
         log_subscription("cancel_subscription", subscription_id, result)
         return result
 
-    def remove_subscription_items(
-        self, *, subscription_id: str, price_ids: list[str], idempotency_key: str
-    ) -> SubscriptionResult:
-        """Delete the items on `price_ids`; items already gone count as removed."""
-        wanted = set(price_ids)
-        try:
-            # A subscription has at most 20 items: one page holds them all.
-            items = self._client.v1.subscription_items.list(
-                params={"subscription": subscription_id, "limit": 100}
-            )
-            item_ids = [
-                item.id for item in items.data if _object_id(item.to_dict().get("price")) in wanted
-            ]
-            if not item_ids:
-                subscription = self._client.v1.subscriptions.retrieve(subscription_id)
-                result = SubscriptionResult(
-                    ok=True, status=_field(subscription, "status"), message="no items to remove"
-                )
-            else:
-                subscription = self._client.v1.subscriptions.update(
-                    subscription_id,
-                    params={
-                        "items": [{"id": item_id, "deleted": True} for item_id in item_ids],
-                        "proration_behavior": "none",
-                    },
-                    options={"idempotency_key": idempotency_key},
-                )
-                result = SubscriptionResult(ok=True, status=_field(subscription, "status"))
-        except stripe.StripeError as error:
-            result = _subscription_error(error)
-        log_subscription("remove_subscription_items", subscription_id, result)
-        return result
-
     def _cancel_refused(
         self, subscription_id: str, error: stripe.InvalidRequestError
     ) -> SubscriptionResult:
