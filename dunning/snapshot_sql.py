@@ -74,8 +74,8 @@ JOIN {_t(Invoice)} i ON i.id = ci.invoice_id
 WHERE c.account_id = %s AND i.stripe_invoice_id = %s"""
 
 # The SQL twin of `decision_rules.went_through_dunning` for unsettled invoices (open or
-# uncollectible), plus the case's own and the one the trigger names. No test checks yet that
-# the two agree (#15 asks for one).
+# uncollectible), plus the case's own and the one the trigger names
+# (tests/test_snapshot_rules_agree.py holds the two to each other).
 INVOICES = f"""
 SELECT i.id AS pk, i.stripe_invoice_id, i.status, i.amount_remaining, i.currency,
   i.billing_reason, i.attempt_count, i.payment_failed_at, i.paid_out_of_band,
