@@ -665,6 +665,9 @@ def service_for_simulation(driver: Driver) -> Iterator[None]:
                 DUNNING_OUTCOME_WEBHOOK_URLS=[],
                 # The service as it runs once rolled out: enforcing for every account.
                 DUNNING_ROLLOUT_DEFAULT_STAGE="100",
+                # Customer notices are planned and claimed as in production; the simulated
+                # customers' mail goes nowhere.
+                EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
             ),
             _quiet(),
         ):
