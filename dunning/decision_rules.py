@@ -6,7 +6,7 @@ The explanation names the rule that decided. Pure: no I/O, no clock.
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dunning.ladder import PaymentHistory, consequence_level, describe_days
 from dunning.models import BadDebtEpisode, CaseState, Resolution
@@ -243,7 +243,7 @@ def support_hold(d: Deliberation) -> None:
     if case is None:
         return
     lead = d.policy.notices.step_lead
-    paused_until = case.paused_until + lead if case.paused_until is not None else None
+    paused_until = _later(case.paused_until, lead) if case.paused_until is not None else None
     paused = paused_until is not None and paused_until > now
     in_grace = case.grace_until is not None and case.grace_until > now
     held = Level(case.level) if case.level in LADDER_ORDER else Level.NONE
@@ -265,6 +265,14 @@ def support_hold(d: Deliberation) -> None:
     rungs = d.policy.ladders[d.track]
     above = [r.level for r in rungs if LADDER_ORDER.index(r.level) > LADDER_ORDER.index(held)]
     d.next_step = (above[0], until) if above else None
+
+
+def _later(moment: datetime, span: timedelta) -> datetime:
+    """`moment + span`, or `moment` itself at the end of time (a pause with no end)."""
+    try:
+        return moment + span
+    except OverflowError:
+        return moment
 
 
 def retry(d: Deliberation) -> None:
