@@ -32,6 +32,15 @@ Kind = CustomerNotice.Kind
 PREVIEW_URL_NAME = "dunning_customernotice_preview"
 UNPAID = (Invoice.Status.OPEN, Invoice.Status.UNCOLLECTIBLE)
 SAMPLE_MONEY = {"amount": 4900, "currency": "usd", "invoice": ""}
+# In the order a customer meets them (the Kind's own order is importance).
+PREVIEW_ORDER = (
+    Kind.CARD_EXPIRING,
+    Kind.PAYMENT_FAILED,
+    Kind.STEP_AHEAD,
+    Kind.FINAL_NOTICE,
+    Kind.RECOVERED,
+    Kind.BAD_DEBT_PAID,
+)
 # Quick switches on the page; any locale can be typed in.
 OFFERED_LANGUAGES = ("en", "fr")
 
@@ -133,7 +142,7 @@ def preview_facts(account: Account, now: datetime, policy: Policy) -> dict[str, 
     for notice in reversed(compute(snapshot, now, policy).notices):
         facts[notice.kind] = notice.facts
         sources[notice.kind] = f"planned by the engine now ({notice.key})"
-    return {kind: (facts[kind], sources[kind]) for kind in Kind}
+    return {kind: (facts[kind], sources[kind]) for kind in PREVIEW_ORDER}
 
 
 @admin.register(CustomerNotice)
