@@ -10,6 +10,7 @@ import json
 from datetime import datetime, timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -41,8 +42,6 @@ PREVIEW_ORDER = (
     Kind.RECOVERED,
     Kind.BAD_DEBT_PAID,
 )
-# Quick switches on the page; any locale can be typed in.
-OFFERED_LANGUAGES = ("en", "fr")
 
 
 def preview_url(account_id: int) -> str:
@@ -112,6 +111,7 @@ def preview_facts(account: Account, now: datetime, policy: Policy) -> dict[str, 
             **money,
             "level": str(Level.CANCELLED),
             "takes_effect_at": _iso(now + rules.final_lead),
+            "cancels_at": _iso(now + rules.final_lead),
             "upgrade": False,
         },
         Kind.STEP_AHEAD: {
@@ -204,16 +204,19 @@ class CustomerNoticeAdmin(SupportReadOnlyAdmin):
         policy = current_policy()
         notices = []
         for kind, (facts, source) in preview_facts(account, now, policy).items():
-            context = build_context(kind, facts, account, now)
-            notices.append(
-                {
-                    "kind": kind,
-                    "label": Kind(kind).label,
-                    "source": source,
-                    "facts": json.dumps(facts, indent=2, sort_keys=True, default=str),
-                    "rendered": render_notice(kind, context, preferred_locales=locales),
-                }
-            )
+            shown = {
+                "kind": kind,
+                "label": Kind(kind).label,
+                "source": source,
+                "facts": json.dumps(facts, indent=2, sort_keys=True, default=str),
+            }
+            try:
+                context = build_context(kind, facts, account, now)
+                shown["rendered"] = render_notice(kind, context, preferred_locales=locales)
+            except ValueError as error:
+                # An overridden template or odd facts: shown here, as the outbox would fail it.
+                shown["error"] = f"cannot be written: {error}"
+            notices.append(shown)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -222,7 +225,8 @@ class CustomerNoticeAdmin(SupportReadOnlyAdmin):
             "customer_language": choose_language(account.preferred_locales),
             "chosen": chosen,
             "form": form,
-            "offered_languages": OFFERED_LANGUAGES,
+            # Quick switches for the languages the messages are written in; any can be typed.
+            "offered_languages": [code for code, _name in settings.LANGUAGES],
             "notices": notices,
             "now": now,
         }

@@ -121,7 +121,10 @@ def test_support_previews_a_customer_message_as_it_would_look(
         lambda c: c.charge_event("charge.failed", f"ch_{c.id}", decline_code="expired_card"),
         lambda c: c.invoice_event("invoice.payment_failed", attempt_count=1),
     )
-    preview = f"/admin/dunning/customernotice/preview/{account_of(cus).pk}/"
+    account = account_of(cus)
+    account.email = "jo@example.com"  # as Stripe would have it: the preview shows the address
+    account.save(update_fields=["email"])
+    preview = f"/admin/dunning/customernotice/preview/{account.pk}/"
     SCREENSHOT.parent.mkdir(exist_ok=True)
     expect = sync_api.expect
 
