@@ -37,6 +37,7 @@ from dunning.models import (
     AccountStanding,
     BadDebtEpisode,
     CaseState,
+    CustomerNotice,
     DunningCase,
     OutboxItem,
 )
@@ -84,6 +85,7 @@ class DunningCollector(Collector):
         yield from self._retries()
         yield from self._bad_debt()
         yield from self._outbox(now)
+        yield from self._customer_notices()
         yield from self._standings(now)
         yield from self._stripe_conflicts()
         yield from self._health()
@@ -315,6 +317,27 @@ class DunningCollector(Collector):
         for row in sorted(rows, key=lambda row: row["kind"]):
             histograms.add_metric([row["kind"]], _buckets(row), _seconds(row["sum"]))
         yield histograms
+
+    # --- customer notices ----------------------------------------------------------------
+    def _customer_notices(self) -> Iterator[Metric]:
+        counts = dict.fromkeys(
+            ((kind, status) for kind in CustomerNotice.Kind for status in CustomerNotice.Status),
+            0,
+        )
+        rows = CustomerNotice.objects.values_list("kind", "status").annotate(n=Count("pk"))
+        for kind, status, count in rows.order_by():
+            counts[(kind, status)] = count
+        # A gauge: a notice moves from scheduled to sent (or withdrawn), so no count only grows.
+        # Every kind and status is present, at 0 too, so an alert on failed sees a series.
+        family = GaugeMetricFamily(
+            "dunning_customer_notices",
+            "Customer notices by kind and delivery status (scheduled, sending, sent, withdrawn, "
+            "skipped, failed; shadow: would have been sent outside the rollout gate).",
+            labels=["kind", "status"],
+        )
+        for (kind, status), count in sorted(counts.items()):
+            family.add_metric([str(kind), str(status)], count)
+        yield family
 
     # --- Account Management --------------------------------------------------------------
     def _standings(self, now) -> Iterator[Metric]:

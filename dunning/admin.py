@@ -18,6 +18,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest
 from django.template import engines
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from dunning import clock, support
@@ -198,9 +199,10 @@ class DunningCaseAdmin(SupportReadOnlyAdmin):
             "Support holds",
             {"fields": ("paused_until", "pause_reason", "grace_until", "grace_reason")},
         ),
+        ("Customer notices", {"fields": ("customer_notices",)}),
         ("Timeline", {"fields": ("timeline",)}),
     )
-    readonly_fields = ("explanation", "timeline")
+    readonly_fields = ("explanation", "customer_notices", "timeline")
 
     def has_support_action_permission(self, request: HttpRequest) -> bool:
         return can_act(request.user)
@@ -233,6 +235,17 @@ class DunningCaseAdmin(SupportReadOnlyAdmin):
             decision.actor,
             decision.decided_at,
             rules,
+        )
+
+    @admin.display(description="messages to the customer")
+    def customer_notices(self, case: DunningCase) -> str:
+        notices = reverse("admin:dunning_customernotice_changelist")
+        return format_html(
+            '<a href="{}?account__id__exact={}">The messages decided for this account</a>'
+            ' &middot; <a href="{}">Preview every message for this account</a>',
+            notices,
+            case.account_id,
+            reverse("admin:dunning_customernotice_preview", args=[case.account_id]),
         )
 
     @admin.display(description="timeline of the account (newest 100)")
@@ -487,7 +500,8 @@ class BadDebtPaymentAdmin(SupportReadOnlyAdmin):
                 )
 
 
-from dunning import rollout_admin  # noqa: E402, F401 - registers the rollout and drift admins
+# Registered here, after the base they share: the rollout, drift and customer notices admins.
+from dunning import notice_admin, rollout_admin  # noqa: E402, F401
 
 
 # --- Stripe's own retries and cancellations (dunning.stripe_conflicts) ----------------------

@@ -229,7 +229,8 @@ class ShadowReportQuery(serializers.Serializer):
 
 class ShadowReportView(APIView):
     """Shadow decisions (what would have been applied outside the gate), newest first,
-    to review false positives before a stage goes up."""
+    and the customer notices that would have been sent (`would_send`), to review false
+    positives before a stage goes up."""
 
     permission_classes = [SupportRole]
 
@@ -238,7 +239,13 @@ class ShadowReportView(APIView):
         query = ShadowReportQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         since = clock.now() - timedelta(days=query.validated_data["days"])
-        return Response({"since": since, "decisions": rollout.shadow_report(since=since)})
+        return Response(
+            {
+                "since": since,
+                "decisions": rollout.shadow_report(since=since),
+                "would_send": rollout.would_send(since=since),
+            }
+        )
 
 
 class DayOneView(APIView):

@@ -7,12 +7,19 @@ enforces nothing. Outside the gate the engine records what it would apply (shado
 """
 
 import hashlib
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
 
 from dunning import clock
-from dunning.models import RolloutGate, RolloutStage, ShadowDecision, SupportAction
+from dunning.models import (
+    CustomerNotice,
+    RolloutGate,
+    RolloutStage,
+    ShadowDecision,
+    SupportAction,
+)
 
 PERCENT = {"off": 0, "accounts": 0, "5": 5, "10": 10, "25": 25, "50": 50, "100": 100}
 
@@ -85,7 +92,7 @@ def set_gate(
     return gate
 
 
-def shadow_report(*, since, limit: int = 500) -> list[dict]:
+def shadow_report(*, since: datetime, limit: int = 500) -> list[dict]:
     """Shadow decisions to review for false positives before a stage goes up."""
     rows = (
         ShadowDecision.objects.filter(at__gte=since)
@@ -102,6 +109,29 @@ def shadow_report(*, since, limit: int = 500) -> list[dict]:
             "level": row.level,
             "would_apply": row.would_apply,
             "summary": row.summary,
+        }
+        for row in rows
+    ]
+
+
+def would_send(*, since: datetime, limit: int = 500) -> list[dict]:
+    """Customer notices planned in shadow mode ("would send"), newest due first: what the
+    customers outside the gate would have been told, to review with the decisions. `due_at`
+    is when it would have gone; a later one is still to come, and goes for real if the
+    account enters the gate before then."""
+    rows = (
+        CustomerNotice.objects.filter(status=CustomerNotice.Status.SHADOW, due_at__gte=since)
+        .select_related("account")
+        .order_by("-due_at", "-pk")[:limit]
+    )
+    return [
+        {
+            "account_id": row.account_id,
+            "stripe_customer_id": row.account.stripe_customer_id,
+            "case_id": row.case_id,
+            "kind": row.kind,
+            "key": row.key,
+            "due_at": row.due_at,
         }
         for row in rows
     ]

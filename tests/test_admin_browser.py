@@ -8,14 +8,17 @@ the browser is the system one); skipped when either is missing.
 import os
 import re
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
+from django.contrib.auth.models import Group  # noqa: E402
+
 from billing_events.scenarios import StripeCustomer  # noqa: E402
 from dunning.models import DunningCase, SupportAction  # noqa: E402
-from tests.dunning_helpers import case_of, deliver_now  # noqa: E402
+from tests.dunning_helpers import account_of, case_of, deliver_now  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -27,6 +30,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 CASES = "/admin/dunning/dunningcase/"
+# Looked at by a person (and kept by CI as an artifact): one message as the customer sees it.
+SCREENSHOT = Path(__file__).parent / "artifacts" / "notice-preview.png"
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no browser at {CHROMIUM}"),
@@ -100,3 +105,41 @@ def test_support_finds_a_case_reads_why_and_recomputes(
         case.account_id,
     )
     assert case_of(cus).level == "notice"
+
+
+def test_support_previews_a_customer_message_as_it_would_look(
+    live_server, stripe_sender, test_clock, django_user_model
+):
+    reader = django_user_model.objects.create_user(
+        "rita", "rita@example.com", "a-long-password", is_staff=True
+    )
+    reader.groups.add(Group.objects.get_or_create(name="support_read")[0])
+    cus = StripeCustomer(id="cus_browser_preview", subscription="sub_browser_preview")
+    deliver_now(
+        stripe_sender,
+        cus,
+        lambda c: c.charge_event("charge.failed", f"ch_{c.id}", decline_code="expired_card"),
+        lambda c: c.invoice_event("invoice.payment_failed", attempt_count=1),
+    )
+    account = account_of(cus)
+    account.email = "jo@example.com"  # as Stripe would have it: the preview shows the address
+    account.save(update_fields=["email"])
+    preview = f"/admin/dunning/customernotice/preview/{account.pk}/"
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    expect = sync_api.expect
+
+    with chromium_page() as page:
+        page.goto(f"{live_server.url}/admin/login/?next={preview}")
+        page.fill("#id_username", "rita")
+        page.fill("#id_password", "a-long-password")
+        page.click("input[type=submit]")
+
+        frame = page.locator("iframe.notice-html").first
+        expect(frame).to_be_visible()
+        body = page.frame_locator("iframe.notice-html").first.locator("body")
+        expect(body).to_be_visible()
+        text = body.inner_text()
+        frame.screenshot(path=str(SCREENSHOT))
+
+    assert text.strip()
+    assert SCREENSHOT.stat().st_size > 0

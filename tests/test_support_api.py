@@ -432,6 +432,7 @@ def test_the_timeline_merges_every_source_in_time_order(agent, stripe_sender, te
         "outcome_event",
         "side_effect",
         "support_action",
+        "notice",  # the payment-failed message the engine planned
     }
     first = entries[0]
     assert (first["kind"], first["detail"]["type"]) == ("webhook_event", "charge.failed")
@@ -453,7 +454,12 @@ def test_the_timeline_merges_every_source_in_time_order(agent, stripe_sender, te
         for e in entries[decisions[0] + 1 : decisions[1]]
         if e["kind"] not in {"webhook_event", "payment_attempt"}
     ]
-    assert {e["kind"] for e in caused} == {"case_transition", "outcome_event", "side_effect"}
+    assert {e["kind"] for e in caused} == {
+        "case_transition",
+        "outcome_event",
+        "side_effect",
+        "notice",
+    }
     assert {e["detail"]["decision_id"] for e in caused} == {
         entries[decisions[0]]["detail"]["decision_id"]
     }
@@ -487,7 +493,7 @@ def _queries(client: APIClient, path: str) -> int:
 @pytest.mark.parametrize(
     ("what", "most"),
     # token and groups, then the account and one query per source
-    [("timeline", 2 + 1 + 7), ("dunning", 2 + 6)],
+    [("timeline", 2 + 1 + 8), ("dunning", 2 + 6), ("notifications", 2 + 3)],
 )
 def test_reads_cost_the_same_queries_whatever_the_history(
     reader, stripe_sender, test_clock, django_assert_max_num_queries, what, most
@@ -515,6 +521,7 @@ def test_the_openapi_schema_documents_the_support_api(client):
         "/api/v1/accounts/",
         "/api/v1/accounts/{account_id}/dunning/",
         "/api/v1/accounts/{account_id}/timeline/",
+        "/api/v1/accounts/{account_id}/notifications/",
         "/api/v1/accounts/{account_id}/recompute/",
         "/api/v1/accounts/{account_id}/pause/",
         "/api/v1/accounts/{account_id}/extend-grace/",

@@ -1,26 +1,32 @@
-"""Reads for support: an account's dunning at a glance and its timeline.
+"""Reads for support: an account's dunning at a glance, its timeline, its notices.
 
 Every selector costs a constant number of queries whatever the account's history (the
-timeline is one query per source, merged in Python), and none of them writes.
+timeline, in `timeline`, is one query per source, merged in Python), and none of them
+writes.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import Case, Prefetch, QuerySet, When
 
-from billing_events.models import Account, Invoice, PaymentAttempt, WebhookEvent
+from billing_events.models import Account, Invoice
 from dunning.models import (
     OPEN_STATES,
     BadDebtEpisode,
-    CaseTransition,
+    CustomerNotice,
     Decision,
     DunningCase,
-    OutboxItem,
-    OutcomeEvent,
-    SupportAction,
+)
+from dunning.support_api.timeline import (
+    Timeline,
+    TimelineEntry,
+    account_timeline,
+    placed_notices,
 )
 from entitlements.models import Restriction
+
+__all__ = ["Timeline", "TimelineEntry", "account_timeline"]  # the timeline's home is `timeline`
 
 UNPAID_STATUSES = (Invoice.Status.OPEN, Invoice.Status.UNCOLLECTIBLE)
 
@@ -133,257 +139,10 @@ def account_dunning(*, account_id: int) -> AccountDunning:
     )
 
 
-# --- the timeline -------------------------------------------------------------------------
-
-# Entries at the same instant (frequent on the test clock, where time stands still) keep
-# cause before effect: what came from outside first, then per decision (in the order they
-# were made) the support action that asked for it, the decision, and what it caused.
-KIND_ORDER = (
-    "webhook_event",
-    "payment_attempt",
-    "support_action",
-    "decision",
-    "case_transition",
-    "outcome_event",
-    "side_effect",
-)
-_RANK = {kind: rank for rank, kind in enumerate(KIND_ORDER)}
-_FROM_OUTSIDE = {"webhook_event", "payment_attempt"}
-_NO_DECISION = float("inf")  # e.g. a recompute that changed nothing: after the decisions
-
-
-@dataclass(frozen=True)
-class TimelineEntry:
-    at: datetime
-    kind: str
-    summary: str
-    detail: dict = field(default_factory=dict)
-    pk: int = 0
-    decision_id: int | None = None  # the decision it belongs to, for ordering
-
-    @property
-    def sort_key(self) -> tuple:
-        if self.kind in _FROM_OUTSIDE:
-            return (self.at, 0, 0, _RANK[self.kind], self.pk)
-        decision = self.decision_id if self.decision_id is not None else _NO_DECISION
-        return (self.at, 1, decision, _RANK[self.kind], self.pk)
-
-
-@dataclass(frozen=True)
-class Timeline:
-    account_id: int
-    entries: list[TimelineEntry]
-    truncated: bool  # older entries than the oldest shown exist
-
-
-def account_timeline(*, account_id: int, limit: int = 500) -> Timeline:
-    """The newest `limit` entries of the account's history, oldest first.
-
-    One query for the account and one per source (eight in all, whatever the history):
-    each source gives at most `limit + 1` newest rows, then the sources are merged.
-    Raises Account.DoesNotExist for an unknown account.
-    """
+def account_notices(*, account_id: int) -> QuerySet[CustomerNotice]:
+    """The account's customer notices, newest first: by when each stands for the customer
+    (sent, else taken for sending, else due), as the timeline places them. Raises
+    Account.DoesNotExist for an unknown account (an empty list would say "never told")."""
     if not Account.objects.filter(pk=account_id).exists():
         raise Account.DoesNotExist(f"no account {account_id}")
-    entries: list[TimelineEntry] = []
-    for source in _SOURCES:
-        entries.extend(source(account_id, limit + 1))
-    entries.sort(key=lambda entry: entry.sort_key)
-    truncated = len(entries) > limit
-    return Timeline(account_id=account_id, entries=entries[-limit:], truncated=truncated)
-
-
-def _newest(queryset: QuerySet, time_field: str, limit: int) -> QuerySet:
-    return queryset.order_by(f"-{time_field}", "-pk")[:limit]
-
-
-def _webhook_events(account_id: int, limit: int) -> list[TimelineEntry]:
-    rows = _newest(
-        WebhookEvent.objects.filter(account_id=account_id).defer("raw_body"), "received_at", limit
-    )
-    return [
-        TimelineEntry(
-            at=row.received_at,
-            kind="webhook_event",
-            summary=f"{row.type} ({row.status})",
-            detail={
-                "stripe_event_id": row.stripe_event_id,
-                "type": row.type,
-                "status": row.status,
-                "stripe_created": row.stripe_created,
-                "received_at": row.received_at,
-                "processed_at": row.processed_at,
-                "attempts": row.attempts,
-                "last_error": row.last_error,
-            },
-            pk=row.pk,
-        )
-        for row in rows
-    ]
-
-
-def _payment_attempts(account_id: int, limit: int) -> list[TimelineEntry]:
-    rows = _newest(PaymentAttempt.objects.filter(account_id=account_id), "attempted_at", limit)
-    return [
-        TimelineEntry(
-            at=row.attempted_at,
-            kind="payment_attempt",
-            summary=_attempt_summary(row),
-            detail={
-                "attempt_key": row.attempt_key,
-                "stripe_invoice_id": row.stripe_invoice_id,
-                "outcome": row.outcome,
-                "amount": row.amount,
-                "currency": row.currency,
-                "decline_code": row.decline_code,
-                "failure_code": row.failure_code,
-                "advice_code": row.advice_code,
-                "network_advice_code": row.network_advice_code,
-                "network_decline_code": row.network_decline_code,
-                "payment_method": row.payment_method,
-            },
-            pk=row.pk,
-        )
-        for row in rows
-    ]
-
-
-def _attempt_summary(row: PaymentAttempt) -> str:
-    money = f"{row.amount} {row.currency}"
-    if row.outcome == PaymentAttempt.Outcome.SUCCEEDED:
-        return f"payment of {money} succeeded"
-    codes = ", ".join(
-        code for code in (row.decline_code, row.failure_code, row.advice_code) if code
-    )
-    return f"payment of {money} failed" + (f" ({codes})" if codes else "")
-
-
-def _case_transitions(account_id: int, limit: int) -> list[TimelineEntry]:
-    rows = _newest(CaseTransition.objects.filter(case__account_id=account_id), "at", limit)
-    return [
-        TimelineEntry(
-            at=row.at,
-            kind="case_transition",
-            summary=f"case {row.case_id}: {row.from_state or 'new'} -> {row.to_state}",
-            detail={
-                "case_id": row.case_id,
-                "from": row.from_state,
-                "to": row.to_state,
-                "trigger": row.trigger,
-                "actor": row.actor,
-                "decision_id": row.decision_id,
-            },
-            pk=row.pk,
-            decision_id=row.decision_id,
-        )
-        for row in rows
-    ]
-
-
-def _decisions(account_id: int, limit: int) -> list[TimelineEntry]:
-    rows = _newest(
-        Decision.objects.filter(account_id=account_id).defer("explanation"), "decided_at", limit
-    )
-    return [
-        TimelineEntry(
-            at=row.decided_at,
-            kind="decision",
-            summary=row.summary,
-            detail={
-                "decision_id": row.pk,
-                "case_id": row.case_id,
-                "trigger": row.trigger,
-                "actor": row.actor,
-                "policy_version": row.policy_version,
-                "changes": row.changes,
-            },
-            pk=row.pk,
-            decision_id=row.pk,
-        )
-        for row in rows
-    ]
-
-
-def _outcome_events(account_id: int, limit: int) -> list[TimelineEntry]:
-    rows = _newest(OutcomeEvent.objects.filter(account_id=account_id), "created_at", limit)
-    return [
-        TimelineEntry(
-            at=row.created_at,
-            kind="outcome_event",
-            summary=f"{row.type} #{row.sequence}",
-            detail={
-                "type": row.type,
-                "sequence": row.sequence,
-                "decision_id": row.decision_id,
-                "payload": row.payload,
-            },
-            pk=row.pk,
-            decision_id=row.decision_id,
-        )
-        for row in rows
-    ]
-
-
-def _side_effects(account_id: int, limit: int) -> list[TimelineEntry]:
-    rows = _newest(OutboxItem.objects.filter(account_id=account_id), "created_at", limit)
-    return [
-        TimelineEntry(
-            at=row.created_at,
-            kind="side_effect",
-            summary=_side_effect_summary(row),
-            detail={
-                "outbox_id": row.pk,
-                "kind": row.kind,
-                "key": row.key,
-                "status": row.status,
-                "attempts": row.attempts,
-                "last_error": row.last_error,
-                "next_attempt_at": row.next_attempt_at,
-                "completed_at": row.completed_at,
-                "decision_id": row.decision_id,
-            },
-            pk=row.pk,
-            decision_id=row.decision_id,
-        )
-        for row in rows
-    ]
-
-
-def _side_effect_summary(row: OutboxItem) -> str:
-    summary = f"{row.kind} {row.status}"
-    if row.attempts:
-        summary += f" after {row.attempts} attempt(s)"
-    if row.last_error:
-        summary += f"; last error: {row.last_error[:120]}"
-    return summary
-
-
-def _support_actions(account_id: int, limit: int) -> list[TimelineEntry]:
-    rows = _newest(SupportAction.objects.filter(account_id=account_id), "at", limit)
-    return [
-        TimelineEntry(
-            at=row.at,
-            kind="support_action",
-            summary=f"{row.action} by {row.actor}",
-            detail={
-                "actor": row.actor,
-                "action": row.action,
-                "payload": row.payload,
-                "result": row.result,
-            },
-            pk=row.pk,
-            decision_id=(row.result or {}).get("decision_id"),
-        )
-        for row in rows
-    ]
-
-
-_SOURCES = (
-    _webhook_events,
-    _payment_attempts,
-    _case_transitions,
-    _decisions,
-    _outcome_events,
-    _side_effects,
-    _support_actions,
-)
+    return placed_notices(account_id).order_by("-when", "-pk")

@@ -10,6 +10,8 @@ from rest_framework import serializers
 
 from dunning import clock
 from dunning.engine import Outcome
+from dunning.models import CustomerNotice
+from dunning.support_api.timeline import KIND_ORDER
 
 
 # --- query parameters ---------------------------------------------------------------------
@@ -139,17 +141,7 @@ class TimelineQuerySerializer(serializers.Serializer):
 
 class TimelineEntrySerializer(serializers.Serializer):
     at = serializers.DateTimeField()
-    kind = serializers.ChoiceField(
-        choices=[
-            "webhook_event",
-            "payment_attempt",
-            "support_action",
-            "decision",
-            "case_transition",
-            "outcome_event",
-            "side_effect",
-        ]
-    )
+    kind = serializers.ChoiceField(choices=list(KIND_ORDER))
     summary = serializers.CharField()
     detail = serializers.DictField()
 
@@ -158,6 +150,33 @@ class TimelineSerializer(serializers.Serializer):
     account_id = serializers.IntegerField()
     truncated = serializers.BooleanField(help_text="older entries exist; raise ?limit= to see them")
     entries = TimelineEntrySerializer(many=True, help_text="oldest first")
+
+
+# --- customer notices ---------------------------------------------------------------------
+class NoticeQuerySerializer(serializers.Serializer):
+    page = serializers.IntegerField(required=False, min_value=1, help_text="1 unless given")
+
+
+class NoticeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=CustomerNotice.Kind.choices)
+    key = serializers.CharField(help_text="the message's identity: planned again, never sent twice")
+    status = serializers.ChoiceField(
+        choices=CustomerNotice.Status.choices,
+        help_text="its delivery state: scheduled, sending, sent, withdrawn, skipped, failed, "
+        "or shadow (outside the rollout gate: would have been sent)",
+    )
+    channel = serializers.CharField(help_text="email or outcome_event (the company's own sender)")
+    due_at = serializers.DateTimeField()
+    claimed_at = serializers.DateTimeField(
+        allow_null=True, help_text="when the day's one message slot was taken for it"
+    )
+    sent_at = serializers.DateTimeField(allow_null=True)
+    recipient = serializers.CharField(help_text="the address it went to; empty until claimed")
+    language = serializers.CharField()
+    subject = serializers.CharField()
+    reason = serializers.CharField(help_text="why it was withdrawn, skipped or failed")
+    case_id = serializers.IntegerField(allow_null=True)
 
 
 # --- actions ------------------------------------------------------------------------------

@@ -17,6 +17,11 @@ urlpatterns = [
         name="support-account-timeline",
     ),
     path(
+        "accounts/<int:account_id>/notifications/",
+        views.NotificationListView.as_view(),
+        name="support-account-notifications",
+    ),
+    path(
         "accounts/<int:account_id>/recompute/",
         views.RecomputeView.as_view(),
         name="support-account-recompute",

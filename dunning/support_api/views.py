@@ -32,6 +32,8 @@ from dunning.support_api.serializers import (
     ErrorSerializer,
     HoldResultSerializer,
     HoldSerializer,
+    NoticeQuerySerializer,
+    NoticeSerializer,
     TimelineQuerySerializer,
     TimelineSerializer,
     action_result,
@@ -153,7 +155,8 @@ class TimelineView(SupportView):
         tags=[TAG],
         summary="An account's timeline",
         description="Webhook events, payment attempts, support actions, decisions, case "
-        "transitions, outcome events and side effects, oldest first: the newest `limit` "
+        "transitions, outcome events, side effects and customer notices (`notice`: placed "
+        "when sent, else taken for sending, else due), oldest first: the newest `limit` "
         "entries (500 unless given).",
         parameters=[TimelineQuerySerializer],
         responses={200: TimelineSerializer, **BAD_QUERY, **ERRORS, **NOT_FOUND},
@@ -161,6 +164,25 @@ class TimelineView(SupportView):
     def get(self, request: Request, account_id: int) -> Response:
         timeline = selectors.account_timeline(account_id=account_id, **self.query)
         return Response(TimelineSerializer(timeline).data)
+
+
+@extend_schema(
+    tags=[TAG],
+    summary="An account's customer notices",
+    description="Every message the engine decided the customer should get and what became "
+    "of it (scheduled, sent, withdrawn, skipped, failed, shadow), newest first: by when it "
+    "was sent, else taken for sending, else due (a scheduled one can lie in the future). "
+    "Pages of 50 (`?page=`).",
+    parameters=[NoticeQuerySerializer],
+    responses={200: NoticeSerializer(many=True), **BAD_QUERY, **ERRORS, **NOT_FOUND},
+)
+class NotificationListView(SupportView, ListAPIView):
+    serializer_class = NoticeSerializer
+    pagination_class = AccountPagination
+    query_serializer_class = NoticeQuerySerializer
+
+    def get_queryset(self):
+        return selectors.account_notices(account_id=self.kwargs["account_id"])
 
 
 class RecomputeView(SupportView):
