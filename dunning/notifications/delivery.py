@@ -4,22 +4,22 @@ import logging
 import smtplib
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMessage, EmailMultiAlternatives
 
 from dunning.effects.result import EffectResult
 from dunning.models import CustomerNotice
-from dunning.notifications.render import render_notice
+from dunning.notifications.render import RenderedNotice, render_notice
 
 logger = logging.getLogger(__name__)
 
 
-def deliver(notice: CustomerNotice) -> EffectResult:
-    rendered = render_notice(notice.kind, notice.context, preferred_locales=[notice.language])
+def email_for(notice: CustomerNotice, rendered: RenderedNotice, recipient: str) -> EmailMessage:
+    """The email of a notice: the text body, and the HTML one as its alternative."""
     message = EmailMultiAlternatives(
         subject=rendered.subject,
         body=rendered.text,
         from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[notice.recipient],
+        to=[recipient],
         # The same Message-ID on a resend after a crash lets the receiving side drop it.
         headers={
             "Message-ID": f"<notice-{notice.pk}@{settings.DUNNING_NOTICE_MESSAGE_ID_DOMAIN}>",
@@ -27,6 +27,12 @@ def deliver(notice: CustomerNotice) -> EffectResult:
         },
     )
     message.attach_alternative(rendered.html, "text/html")
+    return message
+
+
+def deliver(notice: CustomerNotice) -> EffectResult:
+    rendered = render_notice(notice.kind, notice.context, preferred_locales=[notice.language])
+    message = email_for(notice, rendered, notice.recipient)
     try:
         message.send()
     except smtplib.SMTPRecipientsRefused:

@@ -2,9 +2,12 @@
 
 from datetime import datetime
 
+from django.core.mail import get_connection
+
 from billing_events.models import Account
 from dunning.models import CustomerNotice
 from dunning.notifications.context import build_context
+from dunning.notifications.delivery import email_for
 from dunning.notifications.render import RenderedNotice, choose_language, render_notice
 
 
@@ -21,23 +24,28 @@ def render_stored(notice: CustomerNotice, now: datetime) -> RenderedNotice:
     return render_notice(notice.kind, context, preferred_locales=[language])
 
 
-def notice_lines(now: datetime) -> list[str]:
-    """Every customer's notices, each with its state and the words it carries."""
-    lines = []
+def print_through_console(now: datetime, stream) -> int:
+    """Every customer's notices through Django's console email backend (text part), each
+    headed by its state: what the embedded demo shows. Returns how many were printed."""
+    connection = get_connection("django.core.mail.backends.console.EmailBackend", stream=stream)
     rows = CustomerNotice.objects.select_related("account").order_by(
         "account__stripe_customer_id", "due_at", "pk"
     )
+    printed = 0
     for notice in rows:
         when = notice.sent_at or notice.due_at
-        lines.append(
-            f"{notice.account.stripe_customer_id}  {notice.kind}  {notice.status} ({when:%Y-%m-%d})"
+        stream.write(
+            f"[{notice.account.stripe_customer_id} {notice.kind}: {notice.status}, "
+            f"{when:%Y-%m-%d}]\n"
         )
         try:
             rendered = render_stored(notice, now)
         except ValueError as error:
-            lines.append(f"    cannot be written: {error}")
+            stream.write(f"cannot be written: {error}\n")
             continue
-        lines.append(f"    To: {notice.recipient or notice.account.email or '(no address)'}")
-        lines.append(f"    Subject: {rendered.subject}")
-        lines.extend(f"    {line}".rstrip() for line in rendered.text.splitlines())
-    return lines
+        recipient = notice.recipient or notice.account.email or "(no address)"
+        email = email_for(notice, rendered, recipient)
+        email.alternatives = []  # the text part is what a terminal shows
+        connection.send_messages([email])
+        printed += 1
+    return printed

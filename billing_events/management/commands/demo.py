@@ -75,12 +75,12 @@ class Command(BaseCommand):
 
     def _print_notices(self, out) -> None:
         from dunning import clock
-        from dunning.notifications.preview import notice_lines
+        from dunning.notifications.preview import print_through_console
 
         out("")
         out(
-            "messages to customers (status `shadow`: what shadow mode would have sent; "
-            "`scheduled`: waiting for its day; `sent`: through the email backend):"
+            "messages to customers, through the console email backend (status `shadow`: "
+            "what shadow mode would have sent; `scheduled`: waiting for its day; `sent`: gone):"
         )
-        for line in notice_lines(clock.now()):
-            out("  " + line)
+        self.stdout.flush()
+        print_through_console(clock.now(), self.stdout)
