@@ -34,15 +34,16 @@ def print_through_console(now: datetime, stream) -> int:
     printed = 0
     for notice in rows:
         when = notice.sent_at or notice.due_at
-        stream.write(
-            f"[{notice.account.stripe_customer_id} {notice.kind}: {notice.status}, "
-            f"{when:%Y-%m-%d}]\n"
+        head = (
+            f"[{notice.account.stripe_customer_id} {notice.kind}: {notice.status}, {when:%Y-%m-%d}]"
         )
         try:
             rendered = render_stored(notice, now)
         except ValueError as error:
-            stream.write(f"cannot be written: {error}\n")
+            stream.write(f"{head} cannot be written: {error}\n")
             continue
+        # The header as read (a French subject is MIME-encoded in the message below).
+        stream.write(f"{head} {rendered.subject}\n")
         recipient = notice.recipient or notice.account.email or "(no address)"
         email = email_for(notice, rendered, recipient)
         email.alternatives = []  # the text part is what a terminal shows
