@@ -254,3 +254,22 @@ def test_the_company_messaging_service_can_send_instead(stripe_sender, test_cloc
     assert first["recipient"] == "cus_NoticeEvents@example.com"
     assert first["context"]["action_url"] == HOSTED and first["subject"]
     assert set(CustomerNotice.objects.values_list("status", flat=True)) == {"sent"}
+
+
+def test_a_message_waits_a_while_for_the_customers_address(stripe_sender, test_clock, smtp):
+    cus = Customer(id="cus_NoticeLateAddress", t=int(test_clock.timestamp()))
+    fail(stripe_sender, cus)  # the invoice's events before customer.created
+    walk(test_clock, 0.25)
+    notice = CustomerNotice.objects.get(kind="payment_failed")
+    assert notice.status == CustomerNotice.Status.SCHEDULED and smtp.inbox.messages == []
+    deliver(stripe_sender, cus.customer_created())
+    walk(test_clock, 0.5)
+    assert smtp.inbox.keys() == [notice.key]
+
+
+def test_a_customer_without_any_address_is_skipped_after_a_day(stripe_sender, test_clock, smtp):
+    cus = Customer(id="cus_NoticeNoAddress", t=int(test_clock.timestamp()))
+    fail(stripe_sender, cus)
+    walk(test_clock, 2)
+    notice = CustomerNotice.objects.get(kind="payment_failed")
+    assert (notice.status, notice.reason) == ("skipped", "the customer has no email address")
