@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import transaction
 
 from dunning import clock
-from dunning.effects import effect_for
+from dunning.effects.registry import effect_for
 from dunning.models import OutboxItem
 from dunning.triggers import Trigger, TriggerKind
 
