@@ -34,7 +34,7 @@ SEND, DROP, WAIT, DONE = "send", "drop", "wait", "done"
 # At most one message a day: never two within 24 hours, so never two on one calendar day
 # wherever the customer lives.
 DAY_APART = timedelta(days=1)
-ADDRESS_WAIT, ADDRESS_RETRY = timedelta(days=1), timedelta(hours=1)
+ADDRESS_WAIT = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,9 @@ def claim(notice_id: int) -> Claim:
         notice.language = choose_language(account.preferred_locales)
         if notice.channel == CustomerNotice.Channel.EMAIL and not account.email:
             if now < notice.due_at + ADDRESS_WAIT:
-                # customer.created may arrive after the invoice's events: wait for it a while.
-                return Claim(WAIT, until=now + ADDRESS_RETRY, reason="no email address yet")
+                # customer.created may arrive after the invoice's events: wait for it, once.
+                until = notice.due_at + ADDRESS_WAIT
+                return Claim(WAIT, until=until, reason="no email address yet")
             return _close(notice, Status.SKIPPED, "the customer has no email address")
         try:
             rendered = render_notice(
