@@ -152,7 +152,7 @@ def main() -> None:
         total += step(
             "store_event (one INSERT, autocommit)",
             lambda i: store_event(
-                event=parsed[i][1], raw_body=parsed[i][0], status="received", note="", now=now
+                event=parsed[i][1], raw_body=bodies[i], status="received", note="", now=now
             ),
             n,
         )
