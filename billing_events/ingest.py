@@ -13,7 +13,7 @@ from datetime import datetime
 
 import psycopg
 from django.conf import settings
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.db.backends.utils import CursorWrapper
 
 from billing_events import signature, validation
@@ -120,10 +120,9 @@ INSERT_PORTABLE = _INSERT.format(body="%s")
 
 
 def _binding_cursor() -> CursorWrapper:
-    """Django's cursor (health check, thread check, execute wrappers, query log, error
-    mapping) over a psycopg cursor that binds parameters on the server. Django's own
-    binds on the client, which would splice a quoted copy of the body into the SQL."""
-    connection.close_if_health_check_failed()
+    """Django's cursor (thread check, execute wrappers, query log, error mapping) over a
+    psycopg cursor that binds parameters on the server. Django's own binds on the client,
+    which would splice a quoted copy of the body into the SQL."""
     connection.ensure_connection()
     connection.validate_thread_sharing()
     with connection.wrap_database_errors:
@@ -131,6 +130,29 @@ def _binding_cursor() -> CursorWrapper:
     if connection.queries_logged:
         return connection.make_debug_cursor(cursor)
     return connection.make_cursor(cursor)
+
+
+def _insert_postgres(params: list) -> tuple | None:
+    # Before a request's first query Django checks a reused connection with a `SELECT 1`
+    # round trip (CONN_HEALTH_CHECKS). Here the INSERT is that check: on a connection
+    # PostgreSQL dropped (a restart, a failover) it fails before anything is written, and
+    # runs once more on a new connection; ON CONFLICT makes a second run harmless anyway.
+    unchecked = connection.health_check_enabled and not connection.health_check_done
+    try:
+        row = _execute_insert(params)
+    except (InterfaceError, OperationalError):
+        if not unchecked or connection.in_atomic_block:
+            raise
+        connection.close()
+        row = _execute_insert(params)
+    connection.health_check_done = True
+    return row
+
+
+def _execute_insert(params: list) -> tuple | None:
+    with _binding_cursor() as cursor:
+        cursor.execute(INSERT_POSTGRES, params)
+        return cursor.fetchone()
 
 
 def store_event(
@@ -154,9 +176,7 @@ def store_event(
     if connection.vendor == "postgresql":
         if isinstance(raw_body, str):
             params[4] = raw_body.encode()
-        with _binding_cursor() as cursor:
-            cursor.execute(INSERT_POSTGRES, params)
-            row = cursor.fetchone()
+        row = _insert_postgres(params)
     else:
         adapt = connection.ops.adapt_datetimefield_value
         params[2], params[7], params[8] = adapt(created), adapt(due), adapt(now)
