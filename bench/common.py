@@ -170,6 +170,7 @@ def load_average() -> float:
 # wrk reports each phase's latency at these percentiles; a side's pooled percentiles
 # are read off the mixture of its phases, each weighted by its request count.
 GRID = [p / 2 for p in range(1, 196)] + [98 + p / 10 for p in range(1, 20)] + [99.95, 100.0]
+_SPANS = [(high - low) / 100 for low, high in zip([0.0, *GRID], GRID, strict=False)]
 
 
 def pooled_percentile(phases: list[tuple[int, list[float]]], q: float) -> float:
@@ -177,20 +178,15 @@ def pooled_percentile(phases: list[tuple[int, list[float]]], q: float) -> float:
     points = sorted(
         (value, weight)
         for requests, values in phases
-        for value, weight in zip(values, _weights(requests), strict=True)
+        for value, weight in zip(values, [requests * w for w in _SPANS], strict=True)
     )
     total = sum(weight for _, weight in points)
     running = 0.0
     for value, weight in points:
         running += weight
-        if running >= q / 100 * total:
+        if running >= q / 100 * total * (1 - 1e-9):
             return value
     return points[-1][0]
-
-
-def _weights(requests: int) -> list[float]:
-    edges = [0.0, *GRID]
-    return [requests * (edges[i + 1] - edges[i]) / 100 for i in range(len(GRID))]
 
 
 def median(values: list[float]) -> float:
@@ -232,11 +228,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_gunicorn(env: dict, port: int, workers: int, threads: int, log: Path):
-    """gunicorn serving config.wsgi (gthread, keep-alive), ready once every worker is."""
+def start_gunicorn(env: dict, port: int, workers: int, threads: int, worker_class: str, log: Path):
+    """gunicorn serving config.wsgi, ready once every worker is. `threads` applies to
+    gthread (keep-alive); sync workers answer one connection each, then close it."""
     command = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind"]
-    command += [f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads)]
-    command += ["--worker-class", "gthread", "--keep-alive", "30", "--log-level", "warning"]
+    command += [f"127.0.0.1:{port}", "--workers", str(workers), "--worker-class", worker_class]
+    command += ["--threads", str(threads if worker_class == "gthread" else 1)]
+    command += ["--keep-alive", "30", "--log-level", "warning"]
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
