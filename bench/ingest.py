@@ -197,22 +197,22 @@ def report(args, ctx: dict, stored: dict) -> dict:
             f"{c['gunicorn']:>25.3f}  {pg:>25}{c['redis']:>7.3f}{c['stack']:>7.3f}"
             f" | {c['client']:.3f}"
         )
+    config = dict(vars(args), database=DATABASE_URL, broker=BROKER_URL, cpus=os.cpu_count())
+    config.update(body_bytes=ctx["body_bytes"], phase_seconds=ctx["phase_seconds"])
     results = {
         "command": " ".join([".venv/bin/python", "bench/ingest.py", *sys.argv[1:]]),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": {
-            **vars(args),
-            "database": DATABASE_URL,
-            "broker": BROKER_URL,
-            "body_bytes": ctx["body_bytes"],
-            "cpus": os.cpu_count(),
-        },
+        "config": config,
         **sides,
         "ratio_median": round(ratio, 3),
         "ratio_spread": [round(min(ratios), 3), round(max(ratios), 3)],
         "round_ratios": [round(r, 3) for r in ratios],
         "stack_cpu_ratio": round(cpu["baseline"]["stack"] / cpu["ingest"]["stack"], 3),
-        "load_average_1min": {"median": median(loads), "min": min(loads), "max": max(loads)},
+        "load_average_1min": {
+            "median": round(median(loads), 2),
+            "min": min(loads),
+            "max": max(loads),
+        },
         "other_cpu_share": max(row["other_cpu_share"] for row in sides.values()),
         "goal": {"ratio": GOAL_RATIO, "p99_ms": GOAL_P99_MS, "pass": goal},
         "floor": {"ratio": FLOOR_RATIO, "pass": ratio >= FLOOR_RATIO},
@@ -242,7 +242,8 @@ def report(args, ctx: dict, stored: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=8, help="ABBA rounds (one phase per side)")
-    parser.add_argument("--seconds", type=int, default=6, help="length of a measured phase")
+    parser.add_argument("--seconds", type=int, default=6, help="shortest measured phase")
+    parser.add_argument("--min-requests", type=int, default=3000, help="per phase, at least")
     parser.add_argument("--warmup-seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--wrk-threads", type=int, default=2)
@@ -263,14 +264,16 @@ def main() -> None:
     pids = (server.pid, *common.stack_pids(DATABASE_URL, BROKER_URL))
     ctx = dict(run=f"{os.getpid() % 100000:05d}", port=port, count=0, phases=[], pids=pids)
     try:
-        sizes = {}
-        for side in PATHS:  # warm-up; its rate sizes the measured phases' record files
-            rate = run_phase(args, ctx, side, "warm-up", args.warmup_seconds, 8000)["rps"]
-            sizes[side] = math.ceil(rate * args.seconds * 1.5) + 500
-            print(f"  warm-up  {side:<9}{rate:8.1f} req/s", flush=True)
+        rates = {}  # the warm-up's rates size the phases and their record files
+        for side in PATHS:
+            rates[side] = run_phase(args, ctx, side, "warm-up", args.warmup_seconds, 8000)["rps"]
+            print(f"  warm-up  {side:<9}{rates[side]:8.1f} req/s", flush=True)
+        seconds = max(args.seconds, math.ceil(args.min_requests / min(rates.values())))
+        sizes = {side: math.ceil(rate * seconds * 1.5) + 500 for side, rate in rates.items()}
+        ctx["phase_seconds"] = seconds
         for r in range(args.rounds):
             for side in ("baseline", "ingest") if r % 2 == 0 else ("ingest", "baseline"):
-                phase = run_phase(args, ctx, side, f"round {r + 1}", args.seconds, sizes[side])
+                phase = run_phase(args, ctx, side, f"round {r + 1}", seconds, sizes[side])
                 print(
                     f"  {phase['label']:<9}{side:<9}{phase['rps']:8.1f} req/s"
                     f"  load {phase['load']:.2f}",
