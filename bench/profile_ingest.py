@@ -1,14 +1,14 @@
 #!/usr/bin/env python
-"""Where does an ingest request spend its time? In-process profile, no gunicorn.
+"""Where does an ingest request spend its CPU? In-process profile of today's request.
 
     .venv/bin/python bench/profile_ingest.py [--requests N] [--sort cumulative|tottime]
 
-Same settings and environment as bench/ingest.py (bench db, Redis db 14, real Celery
-publish), driven by Django's test Client in one thread. Prints a cProfile of the
-ingest loop and of the baseline loop, then a per-step timing of the ingest path's
-pieces measured in isolation. Run bench/ingest.py first (it creates the database).
-Empties redis db 14 at the end; the rows it writes stay in dunning_bench (the next
-bench/ingest.py run truncates them).
+Calls the WSGI application (`config.wsgi` with bench.settings, as gunicorn serves it in
+bench/ingest.py) directly, one thread, with the bench's signed invoice.payment_failed
+bodies: a cProfile of the webhook and of the baseline (one jsonb INSERT), then the
+ingest path's steps one at a time. Uses the bench's database `dunning_bench_ingest`
+(run bench/ingest.py once first: it creates and migrates it) and deletes the rows it
+wrote; publishes nothing (the event pump hands events out).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import os
 import pstats
 import sys
@@ -29,169 +28,142 @@ if sys.path and Path(sys.path[0]).resolve() == ROOT / "bench":
 elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.ingest import BROKER_URL, SECRET, make_requests, server_env  # noqa: E402
+from bench.ingest import BASELINE_TABLE_SQL, PATHS, SECRET, server_env, write_records  # noqa: E402
 
 os.environ.update(server_env())
 
-import django  # noqa: E402
+from django.core.wsgi import get_wsgi_application  # noqa: E402
 
-django.setup()
+application = get_wsgi_application()
 
-from django.db import connection, transaction  # noqa: E402
-from django.test import Client  # noqa: E402
+from django.db import connection  # noqa: E402
 
-from billing_events import signature  # noqa: E402
-from billing_events.ingest import enqueue_processing  # noqa: E402
-from billing_events.models import WebhookEvent  # noqa: E402
-from billing_events.normalize import parse_event  # noqa: E402
-from config.celery import app as celery_app  # noqa: E402
+from billing_events import signature, validation  # noqa: E402
+from billing_events.ingest import screen_event as screen  # noqa: E402
+from billing_events.ingest import store_event  # noqa: E402
+from billing_events.validation import envelope_problem  # noqa: E402
 from dunning import clock  # noqa: E402
 
 
-def profile_loop(client: Client, path: str, bodies, sort: str, top: int) -> float:
+def post(path: str, body: bytes, header: str) -> int:
+    """One request through the WSGI app, the way gunicorn's worker hands it over."""
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_STRIPE_SIGNATURE": header,
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+    }
+    status = []
+    for _ in application(environ, lambda s, h, *_: status.append(s)):
+        pass
+    return int(status[0].split()[0])
+
+
+def profile(side: str, records: list[tuple[bytes, str]], sort: str, top: int) -> float:
     profiler = cProfile.Profile()
-    started = time.perf_counter()
+    cpu = time.process_time()
     profiler.enable()
-    for body, header in bodies:
-        response = client.post(
-            path, data=body, content_type="application/json", HTTP_STRIPE_SIGNATURE=header
-        )
-        if response.status_code != 200:
-            raise SystemExit(f"{path}: HTTP {response.status_code} {response.content[:200]!r}")
+    for body, header in records:
+        if (code := post(PATHS[side], body, header)) != 200:
+            raise SystemExit(f"{side}: HTTP {code}")
     profiler.disable()
-    elapsed = time.perf_counter() - started
+    cpu = (time.process_time() - cpu) / len(records) * 1000
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(sort).print_stats(top)
-    print(out.getvalue())
-    return elapsed / len(bodies)
+    print(f"=== {side}: {len(records)} requests, sorted by {sort}\n{out.getvalue()}")
+    return cpu
 
 
-def time_step(name: str, fn, n: int) -> float:
-    """Mean CPU of this process per call (robust to other load) and mean wall time."""
-    cpu_started, started = time.process_time(), time.perf_counter()
+def per_request_cpu(side: str, records: list[tuple[bytes, str]]) -> float:
+    cpu = time.process_time()
+    for body, header in records:
+        post(PATHS[side], body, header)
+    return (time.process_time() - cpu) / len(records) * 1000
+
+
+def step(name: str, fn, n: int) -> float:
+    cpu = time.process_time()
     for i in range(n):
         fn(i)
-    cpu = (time.process_time() - cpu_started) / n * 1000
-    wall = (time.perf_counter() - started) / n * 1000
-    print(f"  {name:<58}{cpu:8.3f} ms cpu {wall:8.3f} ms wall")
-    return cpu
+    ms = (time.process_time() - cpu) / n * 1000
+    print(f"  {name:<52}{ms:8.3f} ms cpu")
+    return ms
+
+
+def read_records(path: Path) -> list[tuple[bytes, str]]:
+    lines = path.read_bytes().splitlines()
+    return [(body, header.decode()) for header, body in (x.split(b"\t", 1) for x in lines)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=1500)
-    parser.add_argument("--sort", default="cumulative")
-    parser.add_argument("--top", type=int, default=45)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--sort", default="tottime")
+    parser.add_argument("--top", type=int, default=35)
     args = parser.parse_args()
     n = args.requests
-    tag = "p" + time.strftime("%H%M%S")
-    now = int(time.time())
-    warm = make_requests(50, tag=tag + "w", offset=0, now=now)
-    bodies = make_requests(n, tag=tag, offset=0, now=now)
-    client = Client()
+    tag = f"prof{os.getpid() % 10000:04d}"
+    path = ROOT / "bench" / "results" / "profile_records.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_records(path, tag, 5 * n + 100)
+    records = read_records(path)
+    path.unlink()
     with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TABLE IF NOT EXISTS bench_baseline (id bigserial PRIMARY KEY,"
-            " body_bytes integer NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
-        )
+        cursor.execute(BASELINE_TABLE_SQL)
     try:
+        warm, rest = records[:100], records[100:]
         for body, header in warm:
-            client.post(
-                "/webhooks/stripe/",
-                data=body,
-                content_type="application/json",
-                HTTP_STRIPE_SIGNATURE=header,
-            )
-            client.post(
-                "/bench/insert/",
-                data=body,
-                content_type="application/json",
-                HTTP_STRIPE_SIGNATURE=header,
-            )
-        print(f"=== ingest: {n} requests, sorted by {args.sort}")
-        ingest_ms = profile_loop(client, "/webhooks/stripe/", bodies, args.sort, args.top) * 1000
-        print(f"=== baseline: {n} requests, sorted by {args.sort}")
-        base_ms = profile_loop(client, "/bench/insert/", bodies, args.sort, 20) * 1000
+            post(PATHS["ingest"], body, header)
+            post(PATHS["baseline"], body, header)
+        profile("ingest", rest[:n], args.sort, args.top)
+        profile("baseline", rest[n : 2 * n], args.sort, 15)
+        # Without the profiler's overhead, alternating so drift hits both alike.
+        ingest = per_request_cpu("ingest", rest[2 * n : 3 * n])
+        baseline = per_request_cpu("baseline", rest[2 * n : 3 * n])
         print(
-            f"wall per request under cProfile: ingest {ingest_ms:.3f} ms, "
-            f"baseline {base_ms:.3f} ms\n"
+            f"CPU per request in this process: ingest {ingest:.3f} ms, baseline {baseline:.3f} ms"
         )
 
-        # The ingest path's steps one at a time, without the profiler's overhead.
-        print(f"=== steps of the ingest path in isolation ({n} iterations each, no profiler)")
-        payloads = [body for body, _ in bodies]
-        headers = [header for _, header in bodies]
-        events = [json.loads(p) for p in payloads]
-        t_now = time.time()
-        total = 0.0
-        total += time_step(
-            "signature.verify (HMAC-SHA256, 4 KB)",
+        print(f"=== the ingest path's steps in isolation ({n} each)")
+        bodies = [body for body, _ in rest[3 * n : 4 * n]]
+        headers = [header for _, header in rest[3 * n : 4 * n]]
+        parsed = [validation.loads_strict(body) for body in bodies]
+        now = clock.now()
+        total = step(
+            "signature.verify",
             lambda i: signature.verify(
-                payload=payloads[i],
-                header=headers[i],
-                secrets=[SECRET],
-                tolerance_seconds=300,
-                now_unix=t_now,
+                payload=bodies[i], header=headers[i], secrets=[SECRET],
+                tolerance_seconds=300, now_unix=now.timestamp(),
+            ),
+            n,
+        )  # fmt: skip
+        total += step("validation.loads_strict", lambda i: validation.loads_strict(bodies[i]), n)
+        events = [event for _, event in parsed]
+        total += step("validation.envelope_problem", lambda i: envelope_problem(events[i]), n)
+        total += step("screen_event (parse_event + fact_problem)", lambda i: screen(events[i]), n)
+        total += step(
+            "store_event (one INSERT, autocommit)",
+            lambda i: store_event(
+                event=parsed[i][1], raw_body=bodies[i], status="received", note="", now=now
             ),
             n,
         )
-        total += time_step("json.loads(payload)", lambda i: json.loads(payloads[i]), n)
-        total += time_step("parse_event(event)", lambda i: parse_event(events[i]), n)
-        WebhookEvent.objects.filter(stripe_event_id__startswith=f"evt_bench_{tag}").delete()
-
-        def create(i: int) -> WebhookEvent:
-            event = events[i]
-            with transaction.atomic():
-                return WebhookEvent.objects.create(
-                    stripe_event_id=event["id"],
-                    type=event["type"],
-                    stripe_created=clock.from_unix(event["created"]),
-                    livemode=False,
-                    payload=event,
-                    status="received",
-                    last_error="",
-                    received_at=clock.now(),
-                    next_attempt_at=clock.now(),
-                )
-
-        created: list[int] = []
-        total += time_step(
-            "atomic() + WebhookEvent.objects.create (jsonb payload)",
-            lambda i: created.append(create(i).pk),
-            n,
-        )
-        time_step(
-            "  (for scale) one raw INSERT via connection.cursor()",
-            lambda i: connection.cursor().execute(
-                "INSERT INTO bench_baseline (body_bytes) VALUES (%s)", [i]
-            ),
-            n,
-        )
-        total += time_step(
-            "enqueue_processing (Celery apply_async -> Redis)",
-            lambda i: enqueue_processing(created[i]),
-            n,
-        )
-        from billing_events.tasks import process_webhook_event
-
-        time_step(
-            "  (for scale) amqp.as_task_v2, message build only",
-            lambda i: celery_app.amqp.as_task_v2(f"id-{i}", process_webhook_event.name, args=[i]),
-            n,
-        )
-        import redis
-
-        raw = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
-        time_step(
-            "  (for scale) raw redis LPUSH of a 1 KB message",
-            lambda i: raw.lpush("bench_raw", b"x" * 1024),
-            n,
-        )
-        print(f"  {'sum of the steps (cpu)':<58}{total:8.3f} ms")
+        print(f"  {'sum of the steps':<52}{total:8.3f} ms cpu")
     finally:
-        import redis
-
-        redis.Redis.from_url(BROKER_URL).flushdb()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM billing_events_webhookevent WHERE stripe_event_id LIKE %s",
+                [f"evt_{tag}_%"],
+            )
+            cursor.execute("DELETE FROM bench_baseline WHERE body->>'id' LIKE %s", [f"evt_{tag}_%"])
         connection.close()
 
 

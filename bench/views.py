@@ -1,4 +1,6 @@
-"""The baseline the ingest path is measured against: read the body, one INSERT, 200."""
+"""The baseline the ingest path is measured against (issue #16): the same server, the
+same middleware, one jsonb INSERT of the request's body, 200. bench/ingest.py creates
+the table (BASELINE_TABLE_SQL) in the bench's own database."""
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -9,9 +11,11 @@ from django.views.decorators.http import require_GET, require_POST
 @csrf_exempt
 @require_POST
 def baseline_insert(request: HttpRequest) -> JsonResponse:
-    body = request.body  # read the whole body, as the webhook view does
+    # PostgreSQL parses the body into jsonb: the floor for "store what was posted".
     with connection.cursor() as cursor:
-        cursor.execute("INSERT INTO bench_baseline (body_bytes) VALUES (%s)", [len(body)])
+        cursor.execute(
+            "INSERT INTO bench_baseline (body) VALUES (%s::jsonb)", [request.body.decode()]
+        )
     return JsonResponse({"received": True})
 
 

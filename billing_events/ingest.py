@@ -11,8 +11,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
 from django.conf import settings
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
+from django.db.backends.utils import CursorWrapper
 
 from billing_events import signature, validation
 from billing_events.models import WebhookEvent
@@ -58,7 +60,7 @@ def ingest_stripe_webhook(*, payload: bytes, signature_header: str | None) -> In
     except signature.SignatureError as error:
         return _reject(400, f"invalid signature: {error}")
     try:
-        text, event = validation.loads_strict(payload)
+        _, event = validation.loads_strict(payload)
     except validation.Rejected as error:
         return _reject(400, str(error))
     if problem := validation.envelope_problem(event):
@@ -71,7 +73,7 @@ def ingest_stripe_webhook(*, payload: bytes, signature_header: str | None) -> In
 
     stored_id = store_event(
         event=event,
-        raw_body=text,
+        raw_body=payload,  # the signed bytes themselves: checked strict UTF-8 JSON above
         status=status,
         note=note,
         now=now,
@@ -104,20 +106,59 @@ def screen_event(event: dict) -> tuple[str, str]:
     return WebhookEvent.Status.RECEIVED, ""
 
 
-def _insert_sql() -> str:
-    table = connection.ops.quote_name(WebhookEvent._meta.db_table)
-    return (
-        f"INSERT INTO {table} (stripe_event_id, type, stripe_created, livemode, raw_body, "
-        "status, attempts, last_error, next_attempt_at, received_at, recovered_by_polling) "
-        "VALUES (%s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s) "
-        "ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id"
-    )
+_INSERT = (
+    f"INSERT INTO {WebhookEvent._meta.db_table} (stripe_event_id, type, stripe_created,"
+    " livemode, raw_body, status, attempts, last_error, next_attempt_at, received_at,"
+    " recovered_by_polling) VALUES (%s, %s, %s, %s, {body}, %s, 0, %s, %s, %s, %s)"
+    " ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id"
+)
+# On PostgreSQL the body travels as the bytes it came in (%b: a binary parameter, apart
+# from the statement) and the server makes them text; no escaped copy of it is spliced
+# into the SQL, and the statement, always the same, is prepared once per connection.
+INSERT_POSTGRES = _INSERT.format(body="convert_from(%b, 'UTF8')")
+INSERT_PORTABLE = _INSERT.format(body="%s")
+
+
+def _binding_cursor() -> CursorWrapper:
+    """Django's cursor (thread check, execute wrappers, query log, error mapping) over a
+    psycopg cursor that binds parameters on the server. Django's own binds on the client,
+    which would splice a quoted copy of the body into the SQL."""
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    with connection.wrap_database_errors:
+        cursor = psycopg.Cursor(connection.connection)
+    if connection.queries_logged:
+        return connection.make_debug_cursor(cursor)
+    return connection.make_cursor(cursor)
+
+
+def _insert_postgres(params: list) -> tuple | None:
+    # Before a request's first query Django checks a reused connection with a `SELECT 1`
+    # round trip (CONN_HEALTH_CHECKS). Here the INSERT is that check: on a connection
+    # PostgreSQL dropped (a restart, a failover) it fails before anything is written, and
+    # runs once more on a new connection; ON CONFLICT makes a second run harmless anyway.
+    unchecked = connection.health_check_enabled and not connection.health_check_done
+    try:
+        row = _execute_insert(params)
+    except (InterfaceError, OperationalError):
+        if not unchecked or connection.in_atomic_block:
+            raise
+        connection.close()
+        row = _execute_insert(params)
+    connection.health_check_done = True
+    return row
+
+
+def _execute_insert(params: list) -> tuple | None:
+    with _binding_cursor() as cursor:
+        cursor.execute(INSERT_POSTGRES, params)
+        return cursor.fetchone()
 
 
 def store_event(
     *,
     event: dict,
-    raw_body: str,
+    raw_body: bytes | str,
     status: str,
     note: str,
     now: datetime,
@@ -126,25 +167,24 @@ def store_event(
     """One statement, in autocommit: insert the event unless its id is known already.
     Returns the new row's id, or None for a duplicate delivery. A received event is due
     for processing at once; the pump (or the request itself) hands it to a worker.
+    `raw_body` is stored verbatim: the bytes as received (strict UTF-8), or their text.
     `recovered_by_polling` marks an event the backstop found that no webhook delivered."""
-    adapt = connection.ops.adapt_datetimefield_value
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _insert_sql(),
-            [
-                event["id"],
-                event["type"],
-                adapt(clock.from_unix(event["created"])),
-                bool(event.get("livemode")),
-                raw_body,
-                status,
-                note,
-                adapt(now) if status == WebhookEvent.Status.RECEIVED else None,
-                adapt(now),
-                recovered_by_polling,
-            ],
-        )
-        row = cursor.fetchone()
+    due = now if status == WebhookEvent.Status.RECEIVED else None
+    created = clock.from_unix(event["created"])
+    params = [event["id"], event["type"], created, bool(event.get("livemode")), raw_body]
+    params += [status, note, due, now, recovered_by_polling]
+    if connection.vendor == "postgresql":
+        if isinstance(raw_body, str):
+            params[4] = raw_body.encode()
+        row = _insert_postgres(params)
+    else:
+        adapt = connection.ops.adapt_datetimefield_value
+        params[2], params[7], params[8] = adapt(created), adapt(due), adapt(now)
+        if isinstance(raw_body, bytes):
+            params[4] = raw_body.decode()
+        with connection.cursor() as cursor:
+            cursor.execute(INSERT_PORTABLE, params)
+            row = cursor.fetchone()
     return row[0] if row else None
 
 

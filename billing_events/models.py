@@ -21,8 +21,9 @@ class WebhookEvent(models.Model):
         DEAD = "dead"  # gave up after WEBHOOK_MAX_ATTEMPTS; needs a person
         IGNORED = "ignored"  # an event type this service does not act on
 
-    stripe_event_id = models.CharField(max_length=255, unique=True)
-    type = models.CharField(max_length=100, db_index=True)
+    # Unique through Meta.constraints: a unique=True field would also get a LIKE index.
+    stripe_event_id = models.CharField(max_length=255)
+    type = models.CharField(max_length=100)
     stripe_created = models.DateTimeField(help_text="Stripe's `created` for the event")
     livemode = models.BooleanField(default=False)
     # The exact bytes Stripe signed (as text): kept verbatim for audit and re-processing,
@@ -34,22 +35,47 @@ class WebhookEvent(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField()
     processed_at = models.DateTimeField(null=True, blank=True)
+    # Indexed by webhook_event_account_idx (Meta), only where set.
     account = models.ForeignKey(
-        "billing_events.Account", null=True, blank=True, on_delete=models.SET_NULL
+        "billing_events.Account", null=True, blank=True, on_delete=models.SET_NULL, db_index=False
     )
     # Stored by the polling backstop (billing_events.polling): Stripe listed it, no webhook
     # had delivered it. Each one is a gap in delivery worth a look.
     recovered_by_polling = models.BooleanField(default=False, db_default=False)
 
     class Meta:
+        # Every index costs the webhook's INSERT (the hot path) unless its condition leaves
+        # the new row out; each one here serves a named query. A new row (received or
+        # ignored, no account, not processed) enters only the primary key, the unique
+        # event id and, when received, the due index.
+        constraints = [
+            # Duplicate deliveries: the ingest's ON CONFLICT, and polling's "known" check.
+            # The name is the one PostgreSQL gave the former unique=True.
+            models.UniqueConstraint(
+                fields=["stripe_event_id"], name="billing_events_webhookevent_stripe_event_id_key"
+            ),
+        ]
         indexes = [
-            # The drift detector's "changed since the last scan".
-            models.Index(fields=["processed_at"], name="webhook_event_processed_idx"),
-            # The sweeper's scan: only unfinished events, oldest first.
+            # The event pump's claim (processing.claim_due: due first, oldest first) and
+            # the test clock's next due time.
             models.Index(
-                fields=["status", "next_attempt_at"],
-                name="webhook_event_pending_idx",
+                fields=["next_attempt_at"],
+                name="webhook_event_due_idx",
                 condition=models.Q(status__in=["received", "failed"]),
+            ),
+            # The drift scan's "processed since the last scan" and the metrics' latency
+            # window over the last hour.
+            models.Index(
+                fields=["processed_at"],
+                name="webhook_event_processed_at_idx",
+                condition=models.Q(processed_at__isnull=False),
+            ),
+            # One account's events, newest first (the support timeline), its recent
+            # invoice events (the drift guard), and SET NULL when an account is deleted.
+            models.Index(
+                fields=["account", "received_at"],
+                name="webhook_event_account_idx",
+                condition=models.Q(account__isnull=False),
             ),
         ]
 
