@@ -198,7 +198,7 @@ REFERENCE: dict[Story, dict] = {}
 
 
 @settings(
-    max_examples=int(os.environ.get("TIMELINE_EXAMPLES", "500")),
+    max_examples=int(os.environ.get("TIMELINE_EXAMPLES", "300")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
