@@ -248,7 +248,7 @@ def fingerprint(account: Account) -> dict:
             )
         return sorted(out, key=repr)
 
-    case_skip = ("id", "account_id", "last_decision_id", "opened_at")
+    case_skip = ("id", "account_id", "last_decision_id", "opened_at", "level_since")
     return {
         "account": rows([account], ("id", "created_at")),
         "subscriptions": rows(Subscription.objects.filter(account=account)),
