@@ -6,19 +6,21 @@ guard so remediation never clobbers a payment in flight.
          holding anything dunning put there (restrictions, a standing that is not `good`
          or not acknowledged, an open bad-debt episode). Indexed lookups only, so the cost
          grows with those accounts, not with all accounts.
-      2. for each, compute what the engine would change, without the lock. No change: fine.
+      2. read them in batches of BATCH (`snapshot_batch`: ten statements a batch, no lock)
+         and compute, in memory, what the engine would change. No change: fine.
       3. a change while a payment is in flight, or with payment activity within
          DRIFT_GUARD_SECONDS: leave it alone this time (the next scan reconsiders it).
       4. otherwise fire DRIFT_DETECTED: the engine locks, recomputes and applies.
 """
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 
-from billing_events.models import Account, PaymentAttempt, WebhookEvent
+from billing_events.models import PaymentAttempt, WebhookEvent
 from dunning import clock
 from dunning.compute import compute
 from dunning.engine import diff, handle, read_snapshot
@@ -32,8 +34,13 @@ from dunning.models import (
     OutboxItem,
 )
 from dunning.policy import Policy, current_policy
+from dunning.snapshot_batch import read_snapshots
 from dunning.triggers import Trigger, TriggerKind
 from entitlements.models import Restriction
+
+# Accounts read per batch: ten statements each whatever its size; big enough that the round
+# trips stop mattering, small enough that a batch's rows stay a few megabytes.
+BATCH = 500
 
 
 def candidates(*, since: datetime | None) -> set[int]:
@@ -59,25 +66,43 @@ def candidates(*, since: datetime | None) -> set[int]:
     return ids
 
 
+def guards(account_ids: Collection[int], *, now: datetime) -> dict[int, str]:
+    """Why remediation must leave each of these accounts alone right now, for those it
+    must: four statements whatever the number of accounts."""
+    window = now - timedelta(seconds=settings.DRIFT_GUARD_SECONDS)
+    checks = (
+        (
+            "a payment retry is in flight",
+            OutboxItem.objects.filter(
+                kind=OutboxItem.Kind.PAYMENT_RETRY,
+                status=OutboxItem.Status.PENDING,
+                claimed_until__gt=now,
+            ),
+        ),
+        ("a bad-debt payment is in flight", BadDebtPayment.objects.filter(status="processing")),
+        (
+            "payment activity within the guard window",
+            PaymentAttempt.objects.filter(attempted_at__gt=window),
+        ),
+        (
+            "invoice activity within the guard window",
+            WebhookEvent.objects.filter(received_at__gt=window, type__startswith="invoice."),
+        ),
+    )
+    reasons: dict[int, str] = {}
+    for reason, rows in checks:
+        # The first reason that holds is the one given, as when each was asked in turn.
+        left = set(account_ids) - reasons.keys()
+        if not left:
+            break
+        held = rows.filter(account_id__in=left).values_list("account_id", flat=True)
+        reasons.update((account_id, reason) for account_id in held.distinct())
+    return reasons
+
+
 def guarded(*, account_id: int, now: datetime) -> str | None:
     """Why remediation must leave this account alone right now, if it must."""
-    window = now - timedelta(seconds=settings.DRIFT_GUARD_SECONDS)
-    if OutboxItem.objects.filter(
-        account_id=account_id,
-        kind=OutboxItem.Kind.PAYMENT_RETRY,
-        status=OutboxItem.Status.PENDING,
-        claimed_until__gt=now,
-    ).exists():
-        return "a payment retry is in flight"
-    if BadDebtPayment.objects.filter(account_id=account_id, status="processing").exists():
-        return "a bad-debt payment is in flight"
-    if PaymentAttempt.objects.filter(account_id=account_id, attempted_at__gt=window).exists():
-        return "payment activity within the guard window"
-    if WebhookEvent.objects.filter(
-        account_id=account_id, received_at__gt=window, type__startswith="invoice."
-    ).exists():
-        return "invoice activity within the guard window"
-    return None
+    return guards([account_id], now=now).get(account_id)
 
 
 def drifted(*, account_id: int, now: datetime, policy: Policy) -> bool:
@@ -98,19 +123,25 @@ def scan() -> DriftScan:
         .first()
     )
     run = DriftScan.objects.create(started_at=now)
-    for account_id in sorted(candidates(since=since)):
-        run.candidates += 1
-        try:
-            if not drifted(account_id=account_id, now=now, policy=policy):
+    accounts = sorted(candidates(since=since))
+    for start in range(0, len(accounts), BATCH):
+        batch = accounts[start : start + BATCH]
+        run.candidates += len(batch)
+        snapshots = read_snapshots(batch, now=now, policy=policy)  # gone ones left out
+        drifting = [
+            account_id
+            for account_id in batch
+            if account_id in snapshots
+            and diff(snapshots[account_id], compute(snapshots[account_id], now, policy), now)
+        ]
+        run.drifted += len(drifting)
+        held = guards(drifting, now=now) if drifting else {}
+        run.deferred += len(held)
+        for account_id in drifting:
+            if account_id in held:
                 continue
-        except Account.DoesNotExist:
-            continue
-        run.drifted += 1
-        if guarded(account_id=account_id, now=now):
-            run.deferred += 1
-            continue
-        outcome = handle(Trigger(TriggerKind.DRIFT_DETECTED, account_id, source="beat:drift"))
-        run.remediated += bool(outcome.changes)
+            outcome = handle(Trigger(TriggerKind.DRIFT_DETECTED, account_id, source="beat:drift"))
+            run.remediated += bool(outcome.changes)
     run.finished_at = clock.now()
     run.save()
     return run
