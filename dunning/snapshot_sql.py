@@ -4,7 +4,9 @@ The recompute is the hot path, and building ORM querysets cost more than running
 (about 0.7 ms of Python per query against 0.1 ms in PostgreSQL), so these statements are
 written once, from the models' own table names, and run as they are. They are plain SQL
 that PostgreSQL and SQLite (the embedded default) both run; the row lock is PostgreSQL's.
-Rows are read by column name, never by position.
+Rows are read by column name, never by position. The column lists, conditions and row
+helpers are shared with `snapshot_batch` (many accounts per statement, for the drift scan),
+and both turn rows into a Snapshot through `assemble`.
 """
 
 import json
