@@ -247,7 +247,8 @@ def lock_and_read(
         found = _named(cursor)
         if not found:
             raise Account.DoesNotExist(f"no account {account_id}")
-        rows = AccountRows(head=found[0])
+        head = found[0]
+        rows = AccountRows(head=head)
 
         cursor.execute(OPEN_CASE, [account_id])
         cases = _named(cursor)
@@ -277,20 +278,18 @@ def lock_and_read(
         rows.restrictions = cursor.fetchall()
         cursor.execute(NOTICES, [account_id, case.pk if case else -1, _param(now - NOTICE_MEMORY)])
         rows.notices = cursor.fetchall()
-    return assemble(account_id, rows, now=now, memory=memory)
-
-
-def assemble(
-    account_id: int, rows: AccountRows, *, now: datetime, memory: timedelta
-) -> tuple[Account, Snapshot]:
-    """The account and its snapshot from the rows the statements returned."""
-    head, case = rows.head, rows.case
     account = Account(
         pk=account_id,
         stripe_customer_id=head["stripe_customer_id"],
         payment_method_updated_at=_aware(head["payment_method_updated_at"]),
         default_payment_method=head["default_payment_method"],
     )
+    return account, assemble(account_id, rows, now=now, memory=memory)
+
+
+def assemble(account_id: int, rows: AccountRows, *, now: datetime, memory: timedelta) -> Snapshot:
+    """The snapshot from the rows the statements returned."""
+    head, case = rows.head, rows.case
     pending = _pending_effects(rows.pending, now)
     ended = _ended_effects(rows.ended)
     subscription_status, items_before_upgrade = {}, {}
@@ -309,7 +308,7 @@ def assemble(
     earlier_cases = cases - (1 if case is not None and case.opened_at > now - memory else 0)
     stage = head["stage"] or rollout.default_stage()
     allowlist = head["allowlist"]
-    return account, Snapshot(
+    return Snapshot(
         account_id=account_id,
         invoices=tuple(rows.invoices),
         attempts=tuple(rows.attempts),
@@ -318,8 +317,8 @@ def assemble(
         restrictions=dict(rows.restrictions),
         standing_requested=head["requested"] or DEFAULT_STANDING,
         standing_acknowledged=head["acknowledged"] or DEFAULT_STANDING,
-        payment_method_updated_at=account.payment_method_updated_at,
-        default_payment_method=account.default_payment_method,
+        payment_method_updated_at=_aware(head["payment_method_updated_at"]),
+        default_payment_method=head["default_payment_method"],
         card_history=tuple(rows.card_history),
         paid_invoices=head["paid"],
         recent_cases=earlier_cases,
@@ -328,7 +327,7 @@ def assemble(
         notices=notices,
         card_expiring_at=_aware(head["card_expiring_at"]),
         enforced=rollout.in_gate(
-            stripe_customer_id=account.stripe_customer_id,
+            stripe_customer_id=head["stripe_customer_id"],
             stage=stage,
             kill_switch=bool(head["kill_switch"]),
             allowlist=_json(allowlist) if allowlist else [],

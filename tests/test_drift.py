@@ -1,5 +1,6 @@
 """Drift detection with a time guard, and the stuck-in-lifting re-drive."""
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -60,6 +61,32 @@ def test_a_scan_in_batches_remediates_and_defers_exactly_as_account_by_account(
     assert Restriction.objects.filter(account=fixed_by_hand[0]).exists()  # put back
     assert not Restriction.objects.filter(account=fixed_by_hand[1]).exists()  # left for later
     assert case_of(customers[1]).last_decision.trigger == "DRIFT_DETECTED"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_the_next_batch_is_read_on_a_second_connection(
+    stripe_sender, test_clock, monkeypatch
+):
+    monkeypatch.setattr(drift, "BATCH", 2)  # five accounts: three batches, two read ahead
+    customers = [StripeCustomer(id=f"cus_t{n}", subscription=f"sub_t{n}") for n in range(5)]
+    for cus in customers:
+        failing(stripe_sender, cus, "expired_card")
+    clock_service.advance(seconds=8 * DAY)
+    Restriction.objects.filter(account=account_of(customers[4])).delete()  # the last batch
+    readers = []
+    real = drift.read_snapshots
+
+    def read_snapshots(batch, **kwargs):
+        readers.append(threading.current_thread().name)
+        return real(batch, **kwargs)
+
+    monkeypatch.setattr(drift, "read_snapshots", read_snapshots)
+
+    run = scan()
+
+    assert (run.candidates, run.drifted, run.deferred, run.remediated) == (5, 1, 0, 1)
+    assert Restriction.objects.filter(account=account_of(customers[4])).exists()
+    assert len(readers) == 3 and all(name.startswith("drift-read") for name in readers)
 
 
 def test_a_consistent_book_is_scanned_without_any_change(stripe_sender, test_clock):
