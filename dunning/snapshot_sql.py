@@ -4,10 +4,13 @@ The recompute is the hot path, and building ORM querysets cost more than running
 (about 0.7 ms of Python per query against 0.1 ms in PostgreSQL), so these statements are
 written once, from the models' own table names, and run as they are. They are plain SQL
 that PostgreSQL and SQLite (the embedded default) both run; the row lock is PostgreSQL's.
-Rows are read by column name, never by position.
+Rows are read by column name, never by position. The column lists, conditions and row
+helpers are shared with `snapshot_batch` (many accounts per statement, for the drift scan),
+and both turn rows into a Snapshot through `assemble`.
 """
 
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection
@@ -43,9 +46,9 @@ def _t(model) -> str:
 OPEN = ", ".join(f"'{state}'" for state in OPEN_STATES)
 Kind = OutboxItem.Kind
 
-ACCOUNT = f"""
-SELECT a.id, a.stripe_customer_id, a.payment_method_updated_at, a.default_payment_method,
-  a.card_expiring_at,
+# The account row and its one-value facts; the `%s` is the start of the severity memory.
+ACCOUNT_COLUMNS = f"""a.id, a.stripe_customer_id, a.payment_method_updated_at,
+  a.default_payment_method, a.card_expiring_at,
   (SELECT s.requested FROM {_t(AccountStanding)} s WHERE s.account_id = a.id) AS requested,
   (SELECT s.acknowledged FROM {_t(AccountStanding)} s WHERE s.account_id = a.id) AS acknowledged,
   (SELECT e.reason FROM {_t(BadDebtEpisode)} e
@@ -55,7 +58,10 @@ SELECT a.id, a.stripe_customer_id, a.payment_method_updated_at, a.default_paymen
      WHERE c.account_id = a.id AND c.opened_at > %s) AS cases,
   (SELECT g.stage FROM {_t(RolloutGate)} g WHERE g.id = 1) AS stage,
   (SELECT g.kill_switch FROM {_t(RolloutGate)} g WHERE g.id = 1) AS kill_switch,
-  (SELECT g.allowlist FROM {_t(RolloutGate)} g WHERE g.id = 1) AS allowlist
+  (SELECT g.allowlist FROM {_t(RolloutGate)} g WHERE g.id = 1) AS allowlist"""
+
+ACCOUNT = f"""
+SELECT {ACCOUNT_COLUMNS}
 FROM {_t(Account)} a WHERE a.id = %s"""
 
 # The case as the engine reads it: every CaseView field, by name.
@@ -76,18 +82,22 @@ WHERE c.account_id = %s AND i.stripe_invoice_id = %s"""
 # The SQL twin of `decision_rules.went_through_dunning` for unsettled invoices (open or
 # uncollectible), plus the case's own and the one the trigger names
 # (tests/test_snapshot_rules_agree.py holds the two to each other).
-INVOICES = f"""
-SELECT i.id AS pk, i.stripe_invoice_id, i.status, i.amount_remaining, i.currency,
-  i.billing_reason, i.attempt_count, i.payment_failed_at, i.paid_out_of_band,
+INVOICE_COLUMNS = """i.id AS pk, i.stripe_invoice_id, i.status, i.amount_remaining,
+  i.currency, i.billing_reason, i.attempt_count, i.payment_failed_at, i.paid_out_of_band,
   i.finalized_at, i.stripe_created,
-  i.stripe_subscription_id AS subscription_id, ci.case_id, i.version AS updated_at
-FROM {_t(Invoice)} i LEFT JOIN {_t(CaseInvoice)} ci ON ci.invoice_id = i.id
-WHERE i.account_id = %s AND (
-  i.status = 'uncollectible'
+  i.stripe_subscription_id AS subscription_id, ci.case_id, i.version AS updated_at"""
+INVOICE_CASE = f"{_t(Invoice)} i LEFT JOIN {_t(CaseInvoice)} ci ON ci.invoice_id = i.id"
+WENT_THROUGH_DUNNING = f"""i.status = 'uncollectible'
   OR (i.status = 'open' AND (
     i.attempt_count > 0 OR i.payment_failed_at IS NOT NULL
     OR EXISTS (SELECT 1 FROM {_t(PaymentAttempt)} p
-               WHERE p.invoice_id = i.id AND p.outcome = 'failed')))
+               WHERE p.invoice_id = i.id AND p.outcome = 'failed')))"""
+
+INVOICES = f"""
+SELECT {INVOICE_COLUMNS}
+FROM {INVOICE_CASE}
+WHERE i.account_id = %s AND (
+  {WENT_THROUGH_DUNNING}
   OR ci.case_id = %s
   OR i.stripe_invoice_id = %s)
 ORDER BY i.id"""
@@ -108,29 +118,39 @@ SELECT {ATTEMPT_COLUMNS}
 FROM {_t(PaymentAttempt)} p WHERE p.account_id = %s AND p.attempted_at > %s
 ORDER BY p.attempted_at, p.id"""
 
+PENDING_COLUMNS = "o.id, o.kind, o.payload, o.next_attempt_at, o.claimed_until, o.created_at"
+# In id order, both: a look-up asked twice reads as asked the later time, whatever the plan.
 PENDING_OUTBOX = f"""
-SELECT o.id, o.kind, o.payload, o.next_attempt_at, o.claimed_until, o.created_at
-FROM {_t(OutboxItem)} o WHERE o.account_id = %s AND o.status = 'pending'"""
+SELECT {PENDING_COLUMNS}
+FROM {_t(OutboxItem)} o WHERE o.account_id = %s AND o.status = 'pending'
+ORDER BY o.id"""
 
 # Side effects that ended (done or dead) since the case opened: facts the engine reads.
-ENDED_EFFECTS = f"""
-SELECT o.kind, o.status, o.created_at, o.payload, o.last_error
-FROM {_t(OutboxItem)} o
-WHERE o.account_id = %s AND o.status IN ('done', 'dead') AND o.created_at >= %s
+ENDED_COLUMNS = "o.kind, o.status, o.created_at, o.payload, o.last_error"
+ENDED_KINDS = f"""o.status IN ('done', 'dead')
   AND o.kind IN ('{Kind.CANCEL_SUBSCRIPTION}', '{Kind.REVERT_UPGRADE}', '{Kind.FAILURE_LOOKUP}')"""
+ENDED_EFFECTS = f"""
+SELECT {ENDED_COLUMNS}
+FROM {_t(OutboxItem)} o
+WHERE o.account_id = %s AND o.created_at >= %s AND {ENDED_KINDS}
+ORDER BY o.id"""
 
+SUBSCRIPTION_COLUMNS = "s.stripe_subscription_id, s.status, s.items_before_upgrade"
 SUBSCRIPTIONS = f"""
-SELECT s.stripe_subscription_id, s.status, s.items_before_upgrade
+SELECT {SUBSCRIPTION_COLUMNS}
 FROM {_t(Subscription)} s WHERE s.account_id = %s"""
 
 # The case's notices, and the account's recent or still waiting ones (card expiry).
+NOTICE_COLUMNS = "n.key, n.kind, n.status, n.due_at"
+NOTICES_KEPT = "(n.case_id = {case} OR n.due_at > %s OR n.status = 'scheduled')"
 NOTICES = f"""
-SELECT n.key, n.kind, n.status, n.due_at FROM {_t(CustomerNotice)} n
-WHERE n.account_id = %s AND (n.case_id = %s OR n.due_at > %s OR n.status = 'scheduled')"""
+SELECT {NOTICE_COLUMNS} FROM {_t(CustomerNotice)} n
+WHERE n.account_id = %s AND {NOTICES_KEPT.format(case="%s")}"""
 NOTICE_MEMORY = timedelta(days=60)
 
+RESTRICTION_COLUMNS = "r.code, r.level"
 RESTRICTIONS = f"""
-SELECT r.code, r.level FROM {_t(Restriction)} r WHERE r.account_id = %s"""
+SELECT {RESTRICTION_COLUMNS} FROM {_t(Restriction)} r WHERE r.account_id = %s"""
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -181,6 +201,32 @@ def _attempt(row: dict) -> AttemptView:
     return AttemptView(**row)
 
 
+@dataclass
+class AccountRows:
+    """What the statements return for one account, before it becomes a Snapshot: the one
+    place both readers (this one and `snapshot_batch`) turn rows into the engine's view."""
+
+    head: dict  # the ACCOUNT row
+    case: CaseView | None = None
+    invoices: list[InvoiceView] = field(default_factory=list)
+    attempts: list[AttemptView] = field(default_factory=list)
+    pending: list[tuple] = field(default_factory=list)  # PENDING_COLUMNS
+    ended: list[tuple] = field(default_factory=list)  # ENDED_COLUMNS
+    card_history: list[AttemptView] = field(default_factory=list)
+    subscriptions: list[tuple] = field(default_factory=list)  # SUBSCRIPTION_COLUMNS
+    restrictions: list[tuple] = field(default_factory=list)  # RESTRICTION_COLUMNS
+    notices: list[tuple] = field(default_factory=list)  # NOTICE_COLUMNS
+
+
+def ended_since(case: CaseView | None, now: datetime, lookup_window: timedelta) -> datetime:
+    """How far back ended side effects still count: the look-up window, or the case's
+    whole life when it is longer."""
+    since = now - lookup_window
+    if case is not None and case.opened_at is not None:
+        since = min(since, case.opened_at)
+    return since
+
+
 def lock_and_read(
     *,
     account_id: int,
@@ -202,73 +248,78 @@ def lock_and_read(
         if not found:
             raise Account.DoesNotExist(f"no account {account_id}")
         head = found[0]
-        account = Account(
-            pk=account_id,
-            stripe_customer_id=head["stripe_customer_id"],
-            payment_method_updated_at=_aware(head["payment_method_updated_at"]),
-            default_payment_method=head["default_payment_method"],
-        )
+        rows = AccountRows(head=head)
 
         cursor.execute(OPEN_CASE, [account_id])
-        rows = _named(cursor)
-        if not rows and invoice_hint:
+        cases = _named(cursor)
+        if not cases and invoice_hint:
             # A late event about a resolved case's invoice refines that case's record.
             cursor.execute(CASE_OF_INVOICE, [account_id, invoice_hint])
-            rows = _named(cursor)
-        case = _case(rows[0]) if rows else None
+            cases = _named(cursor)
+        case = rows.case = _case(cases[0]) if cases else None
 
         cursor.execute(INVOICES, [account_id, case.pk if case else -1, invoice_hint or None])
-        invoices = tuple(_invoice(row) for row in _named(cursor))
-
-        attempts: tuple[AttemptView, ...] = ()
-        if invoices:
-            ids = [invoice.pk for invoice in invoices]
+        rows.invoices = [_invoice(row) for row in _named(cursor)]
+        if rows.invoices:
+            ids = [invoice.pk for invoice in rows.invoices]
             cursor.execute(ATTEMPTS.format(ids=", ".join(["%s"] * len(ids))), ids)
-            attempts = tuple(_attempt(row) for row in _named(cursor))
+            rows.attempts = [_attempt(row) for row in _named(cursor)]
 
         cursor.execute(PENDING_OUTBOX, [account_id])
-        pending = _pending_effects(cursor.fetchall(), now)
-
-        since = now - lookup_window
-        if case is not None and case.opened_at is not None:
-            since = min(since, case.opened_at)
+        rows.pending = cursor.fetchall()
+        since = ended_since(case, now, lookup_window)
         cursor.execute(ENDED_EFFECTS, [account_id, _param(since)])
-        ended = _ended_effects(cursor.fetchall())
-
+        rows.ended = cursor.fetchall()
         cursor.execute(CARD_HISTORY, [account_id, _param(now - card_window)])
-        card_history = tuple(_attempt(row) for row in _named(cursor))
+        rows.card_history = [_attempt(row) for row in _named(cursor)]
         cursor.execute(SUBSCRIPTIONS, [account_id])
-        subscription_status, items_before_upgrade = {}, {}
-        for subscription_id, status, items in cursor.fetchall():
-            subscription_status[subscription_id] = status
-            if items := _json(items):
-                items_before_upgrade[subscription_id] = tuple(
-                    (item["price"], item.get("quantity", 1)) for item in items
-                )
+        rows.subscriptions = cursor.fetchall()
         cursor.execute(RESTRICTIONS, [account_id])
-        restrictions = dict(cursor.fetchall())
+        rows.restrictions = cursor.fetchall()
         cursor.execute(NOTICES, [account_id, case.pk if case else -1, _param(now - NOTICE_MEMORY)])
-        notices = {
-            key: NoticeView(key, kind, status, _aware(due_at))
-            for key, kind, status, due_at in cursor.fetchall()
-        }
+        rows.notices = cursor.fetchall()
+    account = Account(
+        pk=account_id,
+        stripe_customer_id=head["stripe_customer_id"],
+        payment_method_updated_at=_aware(head["payment_method_updated_at"]),
+        default_payment_method=head["default_payment_method"],
+    )
+    return account, assemble(account_id, rows, now=now, memory=memory)
+
+
+def assemble(account_id: int, rows: AccountRows, *, now: datetime, memory: timedelta) -> Snapshot:
+    """The snapshot from the rows the statements returned."""
+    head, case = rows.head, rows.case
+    pending = _pending_effects(rows.pending, now)
+    ended = _ended_effects(rows.ended)
+    subscription_status, items_before_upgrade = {}, {}
+    for subscription_id, status, items in rows.subscriptions:
+        subscription_status[subscription_id] = status
+        if items := _json(items):
+            items_before_upgrade[subscription_id] = tuple(
+                (item["price"], item.get("quantity", 1)) for item in items
+            )
+    notices = {
+        key: NoticeView(key, kind, status, _aware(due_at))
+        for key, kind, status, due_at in rows.notices
+    }
 
     cases = head["cases"]
     earlier_cases = cases - (1 if case is not None and case.opened_at > now - memory else 0)
     stage = head["stage"] or rollout.default_stage()
     allowlist = head["allowlist"]
-    return account, Snapshot(
+    return Snapshot(
         account_id=account_id,
-        invoices=invoices,
-        attempts=attempts,
+        invoices=tuple(rows.invoices),
+        attempts=tuple(rows.attempts),
         subscription_status=subscription_status,
         case=case,
-        restrictions=restrictions,
+        restrictions=dict(rows.restrictions),
         standing_requested=head["requested"] or DEFAULT_STANDING,
         standing_acknowledged=head["acknowledged"] or DEFAULT_STANDING,
-        payment_method_updated_at=account.payment_method_updated_at,
-        default_payment_method=account.default_payment_method,
-        card_history=card_history,
+        payment_method_updated_at=_aware(head["payment_method_updated_at"]),
+        default_payment_method=head["default_payment_method"],
+        card_history=tuple(rows.card_history),
         paid_invoices=head["paid"],
         recent_cases=earlier_cases,
         bad_debt=head["episode"],
@@ -276,7 +327,7 @@ def lock_and_read(
         notices=notices,
         card_expiring_at=_aware(head["card_expiring_at"]),
         enforced=rollout.in_gate(
-            stripe_customer_id=account.stripe_customer_id,
+            stripe_customer_id=head["stripe_customer_id"],
             stage=stage,
             kill_switch=bool(head["kill_switch"]),
             allowlist=_json(allowlist) if allowlist else [],

@@ -1,5 +1,6 @@
 """Drift detection with a time guard, and the stuck-in-lifting re-drive."""
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 from billing_events.gateway import succeeded
 from billing_events.models import Account
 from billing_events.scenarios import StripeCustomer
-from dunning import clock, outbox
+from dunning import clock, drift, outbox
 from dunning import test_clock as clock_service
 from dunning.drift import candidates, scan
 from dunning.models import AccountStanding, CaseState, DriftScan, OutboxItem
@@ -39,6 +40,53 @@ def test_restrictions_removed_behind_the_engines_back_are_put_back(stripe_sender
     assert (run.candidates, run.drifted, run.remediated, run.deferred) == (1, 1, 1, 0)
     assert set(Restriction.objects.values_list("code", flat=True)) == {"premium_features"}
     assert case_of(cus).last_decision.trigger == "DRIFT_DETECTED"
+
+
+def test_a_scan_in_batches_remediates_and_defers_exactly_as_account_by_account(
+    stripe_sender, test_clock, settings, monkeypatch
+):
+    settings.DRIFT_GUARD_SECONDS = 900
+    monkeypatch.setattr(drift, "BATCH", 2)  # five accounts: three batches
+    customers = [StripeCustomer(id=f"cus_b{n}", subscription=f"sub_b{n}") for n in range(5)]
+    for cus in customers:
+        failing(stripe_sender, cus, "expired_card")
+    clock_service.advance(seconds=8 * DAY)
+    failing(stripe_sender, customers[3], "expired_card")  # fresh activity: guarded
+    fixed_by_hand = [account_of(customers[n]) for n in (1, 3)]
+    Restriction.objects.filter(account__in=fixed_by_hand).delete()
+
+    run = scan()
+
+    assert (run.candidates, run.drifted, run.deferred, run.remediated) == (5, 2, 1, 1)
+    assert Restriction.objects.filter(account=fixed_by_hand[0]).exists()  # put back
+    assert not Restriction.objects.filter(account=fixed_by_hand[1]).exists()  # left for later
+    assert case_of(customers[1]).last_decision.trigger == "DRIFT_DETECTED"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_the_next_batch_is_read_on_a_second_connection(
+    stripe_sender, test_clock, monkeypatch
+):
+    monkeypatch.setattr(drift, "BATCH", 2)  # five accounts: three batches, two read ahead
+    customers = [StripeCustomer(id=f"cus_t{n}", subscription=f"sub_t{n}") for n in range(5)]
+    for cus in customers:
+        failing(stripe_sender, cus, "expired_card")
+    clock_service.advance(seconds=8 * DAY)
+    Restriction.objects.filter(account=account_of(customers[4])).delete()  # the last batch
+    readers = []
+    real = drift.read_snapshots
+
+    def read_snapshots(batch, **kwargs):
+        readers.append(threading.current_thread().name)
+        return real(batch, **kwargs)
+
+    monkeypatch.setattr(drift, "read_snapshots", read_snapshots)
+
+    run = scan()
+
+    assert (run.candidates, run.drifted, run.deferred, run.remediated) == (5, 1, 0, 1)
+    assert Restriction.objects.filter(account=account_of(customers[4])).exists()
+    assert len(readers) == 3 and all(name.startswith("drift-read") for name in readers)
 
 
 def test_a_consistent_book_is_scanned_without_any_change(stripe_sender, test_clock):
