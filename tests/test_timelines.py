@@ -210,7 +210,7 @@ REFERENCE: dict[Story, dict] = {}
 
 
 @settings(
-    max_examples=int(os.environ.get("TIMELINE_EXAMPLES", "300")),
+    max_examples=int(os.environ.get("TIMELINE_EXAMPLES", "150")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
