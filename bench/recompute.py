@@ -111,7 +111,8 @@ from billing_events.models import (  # noqa: E402
 )
 from billing_events.processing import apply_event  # noqa: E402
 from billing_events.scenarios import StripeCustomer  # noqa: E402
-from dunning import clock, outbox  # noqa: E402
+from core import clock  # noqa: E402
+from dunning import outbox  # noqa: E402
 from dunning.engine import Outcome, handle  # noqa: E402
 from dunning.models import OPEN_STATES, AccountStanding, DunningCase, OutboxItem  # noqa: E402
 from dunning.triggers import Trigger, TriggerKind  # noqa: E402
@@ -341,7 +342,7 @@ def recompute_empty(account_id: int) -> None:
 
 
 class Clock:
-    """Stands in for dunning.clock.now during the +diff phase: the real clock, or that
+    """Stands in for core.clock.now during the +diff phase: the real clock, or that
     plus the time until an account's case is due for review."""
 
     def __init__(self) -> None:

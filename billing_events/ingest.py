@@ -19,7 +19,7 @@ from django.db.backends.utils import CursorWrapper
 from billing_events import signature, validation
 from billing_events.models import WebhookEvent
 from billing_events.normalize import HANDLED_EVENT_TYPES, MalformedEvent, NoCustomer, parse_event
-from dunning import clock
+from core import clock
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from dunning.clock import from_unix
+from core.clock import from_unix
 from dunning.triggers import TriggerKind
 
 

@@ -17,7 +17,7 @@ from django.db import transaction
 from billing_events.mirror import merge_fact
 from billing_events.models import Account, WebhookEvent
 from billing_events.normalize import ROUTES, AttemptFact, Fact, InvoiceFact, parse_event
-from dunning import clock
+from core import clock
 from dunning.engine import handle
 from dunning.triggers import Trigger
 

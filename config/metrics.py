@@ -32,7 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from billing_events.models import WebhookEvent
-from dunning import clock
+from core import clock
 from dunning.models import (
     AccountStanding,
     BadDebtEpisode,

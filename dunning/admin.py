@@ -4,7 +4,7 @@ Every dunning row is written by the engine (`dunning.apply`), so every admin her
 read-only. The only levers are the actions on cases, and they call the same
 `dunning.support` services as NinjaPanel's API, audited with the admin user's name.
 Views need the `support_read` or `support_actions` group (or a superuser, or the model's
-view permission); actions need `support_actions` (see `dunning.support_api.permissions`).
+view permission); actions need `support_actions` (see `core.permissions`).
 """
 
 import json
@@ -21,7 +21,10 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from dunning import clock, support
+from core import clock
+from core.admin import ReadOnlyForSupport, SupportReadOnlyAdmin
+from core.permissions import can_act
+from dunning import support
 from dunning.bad_debt_payment import NotProcessing, release
 from dunning.models import (
     AccountStanding,
@@ -38,30 +41,6 @@ from dunning.models import (
 from dunning.payment_sweeper import is_stale
 from dunning.stuck import stuck_cases
 from dunning.support_api import selectors
-from dunning.support_api.permissions import can_act, can_read
-
-
-class ReadOnlyForSupport:
-    """Rows the engine writes: no add, change or delete; support roles may view them."""
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
-        return can_read(request.user) or super().has_view_permission(request, obj)
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return can_read(request.user) or super().has_module_permission(request)
-
-
-class SupportReadOnlyAdmin(ReadOnlyForSupport, admin.ModelAdmin):
-    pass
 
 
 def _pretty_json(value: object) -> str:

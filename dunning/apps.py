@@ -1,5 +1,20 @@
+from datetime import datetime
+
 from django.apps import AppConfig
+
+
+def stored_test_clock() -> datetime | None:
+    """The shared test clock's time, or None until one is set."""
+    from dunning.models import TestClock
+
+    frozen = TestClock.objects.filter(pk=TestClock.SINGLETON).values_list("now", flat=True)
+    return next(iter(frozen), None)
 
 
 class DunningConfig(AppConfig):
     name = "dunning"
+
+    def ready(self) -> None:
+        from core import clock
+
+        clock.read_test_clock_with(stored_test_clock)

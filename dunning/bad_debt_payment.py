@@ -27,7 +27,7 @@ from django.db import IntegrityError, transaction
 
 from billing_events import services as billing
 from billing_events.models import Account, Invoice
-from dunning import clock
+from core import clock
 from dunning.engine import handle
 from dunning.models import BadDebtEpisode, BadDebtPayment, CaseInvoice, SupportAction
 from dunning.triggers import Trigger, TriggerKind

@@ -22,7 +22,7 @@ from django.db import connection, connections, transaction
 from django.db.models import F, Q
 
 from billing_events.models import PaymentAttempt, WebhookEvent
-from dunning import clock
+from core import clock
 from dunning.compute import compute
 from dunning.engine import diff, handle, read_snapshot
 from dunning.models import (

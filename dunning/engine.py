@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 
 from billing_events.models import Account
-from dunning import clock
+from core import clock
 from dunning.compute import Desired, compute
 from dunning.notifications.plan import SETTLED_KINDS
 from dunning.policy import Policy, current_policy

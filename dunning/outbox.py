@@ -21,7 +21,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import transaction
 
-from dunning import clock
+from core import clock
 from dunning.effects.registry import effect_for
 from dunning.models import OutboxItem
 from dunning.triggers import Trigger, TriggerKind

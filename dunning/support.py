@@ -9,7 +9,7 @@ from datetime import datetime
 from django.db import transaction
 
 from billing_events.models import Account
-from dunning import clock
+from core import clock
 from dunning.engine import Outcome, handle
 from dunning.models import OPEN_STATES, DunningCase, SupportAction
 from dunning.triggers import Trigger, TriggerKind

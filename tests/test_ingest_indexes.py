@@ -13,7 +13,8 @@ from django.test.utils import CaptureQueriesContext
 from billing_events import processing, samples
 from billing_events.models import Account, WebhookEvent
 from config.metrics import DunningCollector
-from dunning import clock, drift
+from core import clock
+from dunning import drift
 from dunning.support_api.selectors import account_timeline
 from dunning.test_clock import _next_due_after
 from tests.conftest import SECRET

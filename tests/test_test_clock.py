@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from billing_events.scenarios import StripeCustomer
-from dunning import clock
+from core import clock
 from tests.dunning_helpers import case_of, deliver_now
 
 pytestmark = pytest.mark.django_db

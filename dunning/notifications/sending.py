@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import transaction
 
 from billing_events.models import Account
-from dunning import clock
+from core import clock
 from dunning.compute import compute
 from dunning.engine import read_snapshot
 from dunning.models import CustomerNotice

@@ -47,7 +47,8 @@ from billing_events import processing, samples
 from billing_events.gateway import SIMULATED, PaymentResult, declined, failed, succeeded
 from billing_events.models import Account, PaymentAttempt, WebhookEvent
 from config.celery import app as celery_app
-from dunning import clock, outbox, test_clock
+from core import clock
+from dunning import outbox, test_clock
 from dunning.engine import handle
 from dunning.models import OPEN_STATES, BadDebtEpisode, DunningCase, OutboxItem, TestClock
 from dunning.simulation.account_management import AccountManagementStub

@@ -74,7 +74,7 @@ class Command(BaseCommand):
             )
 
     def _print_notices(self, out) -> None:
-        from dunning import clock
+        from core import clock
         from dunning.notifications.preview import print_through_console
 
         out("")
