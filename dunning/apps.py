@@ -18,3 +18,7 @@ class DunningConfig(AppConfig):
         from core import clock
 
         clock.read_test_clock_with(stored_test_clock)
+        # Other modules publish these tasks by name (no import, so no import circle); a
+        # process running tasks in-process must have them registered to run them at all.
+        from dunning import tasks  # noqa: F401
+        from dunning.intake import tasks as intake_tasks  # noqa: F401

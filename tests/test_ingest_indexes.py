@@ -10,11 +10,12 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from billing_events import processing, samples
+from billing_events import samples
 from billing_events.models import Account, WebhookEvent
 from config.metrics import DunningCollector
 from core import clock
 from dunning import drift
+from dunning.intake import processing
 from dunning.support_api.selectors import account_timeline
 from dunning.test_clock import _next_due_after
 from tests.conftest import SECRET

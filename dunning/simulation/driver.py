@@ -43,13 +43,14 @@ from django.db.models import Min
 from django.test import Client
 from django.test.utils import override_settings
 
-from billing_events import processing, samples
+from billing_events import samples
 from billing_events.gateway import SIMULATED, PaymentResult, declined, failed, succeeded
 from billing_events.models import Account, PaymentAttempt, WebhookEvent
 from config.celery import app as celery_app
 from core import clock
 from dunning import outbox, test_clock
 from dunning.engine import handle
+from dunning.intake import processing
 from dunning.models import OPEN_STATES, BadDebtEpisode, DunningCase, OutboxItem, TestClock
 from dunning.simulation.account_management import AccountManagementStub
 from dunning.simulation.generator import (
