@@ -150,7 +150,8 @@ from billing_events.models import (  # noqa: E402
 from core import clock  # noqa: E402
 from dunning import drift  # noqa: E402
 from dunning.compute import compute  # noqa: E402
-from dunning.engine import diff, handle  # noqa: E402
+from dunning.diff import diff  # noqa: E402
+from dunning.engine import handle  # noqa: E402
 from dunning.models import (  # noqa: E402
     OPEN_STATES,
     AccountStanding,

@@ -111,8 +111,9 @@ from billing_events.models import (  # noqa: E402
 )
 from billing_events.scenarios import StripeCustomer  # noqa: E402
 from core import clock  # noqa: E402
-from dunning import outbox  # noqa: E402
-from dunning.engine import Outcome, handle  # noqa: E402
+from dunning import outbox, outbox_items  # noqa: E402
+from dunning.diff import Outcome  # noqa: E402
+from dunning.engine import handle  # noqa: E402
 from dunning.intake.processing import apply_event  # noqa: E402
 from dunning.models import OPEN_STATES, AccountStanding, DunningCase, OutboxItem  # noqa: E402
 from dunning.triggers import Trigger, TriggerKind  # noqa: E402
@@ -400,7 +401,7 @@ def recompute_nonempty(account_id: int) -> tuple[int, int]:
 def nonempty_phase(*, drain: bool = True):
     with (
         mock.patch.object(clock, "now", BENCH_CLOCK),
-        mock.patch.object(outbox, "kick_dispatcher", lambda: None),
+        mock.patch.object(outbox_items, "kick_dispatcher", lambda: None),
     ):
         yield
     if drain:

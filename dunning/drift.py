@@ -24,7 +24,8 @@ from django.db.models import F, Q
 from billing_events.models import PaymentAttempt, WebhookEvent
 from core import clock
 from dunning.compute import compute
-from dunning.engine import diff, handle, read_snapshot
+from dunning.diff import diff
+from dunning.engine import handle, read_snapshot
 from dunning.models import (
     OPEN_STATES,
     AccountStanding,

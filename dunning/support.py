@@ -10,7 +10,8 @@ from django.db import transaction
 
 from billing_events.models import Account
 from core import clock
-from dunning.engine import Outcome, handle
+from dunning.diff import Outcome
+from dunning.engine import handle
 from dunning.models import OPEN_STATES, DunningCase, SupportAction
 from dunning.triggers import Trigger, TriggerKind
 

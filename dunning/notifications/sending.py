@@ -20,6 +20,7 @@ from django.db import transaction
 
 from billing_events.models import Account
 from core import clock
+from dunning import outbox_items
 from dunning.compute import compute
 from dunning.engine import read_snapshot
 from dunning.models import CustomerNotice
@@ -130,8 +131,6 @@ def _close(notice: CustomerNotice, status: str, reason: str) -> Claim:
 
 
 def _hand_to_messaging_service(notice: CustomerNotice, now: datetime) -> None:
-    from dunning.outbox import kick_dispatcher
-
     append_event(
         account_id=notice.account_id,
         event_type="customer_notice.due",
@@ -149,7 +148,7 @@ def _hand_to_messaging_service(notice: CustomerNotice, now: datetime) -> None:
     )
     mark_sent(notice.pk, now)
     if settings.DUNNING_OUTCOME_WEBHOOK_URLS:
-        transaction.on_commit(kick_dispatcher)
+        transaction.on_commit(outbox_items.kick_dispatcher)
 
 
 def mark_sent(notice_id: int, now: datetime) -> None:

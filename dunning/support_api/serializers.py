@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core import clock
-from dunning.engine import Outcome
+from dunning.diff import Outcome
 from dunning.models import CustomerNotice
 from dunning.support_api.timeline import KIND_ORDER
 
