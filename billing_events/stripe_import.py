@@ -35,6 +35,7 @@ from billing_events.normalize import (
     parse_subscription,
 )
 from billing_events.stripe_retry import RetryPolicy, call_with_retries
+from core.locks import lock_account
 
 PHASES = ("customers", "subscriptions", "invoices_open", "invoices_uncollectible", "invoices_paid")
 # Times on each object that mark a change of its state (Stripe objects have no `updated`).
@@ -291,4 +292,4 @@ def _id(value: Any) -> str:
 def _locked_account(customer_id: str) -> Account:
     """The same per-account lock as webhook processing and the engine."""
     account, _ = Account.objects.get_or_create(stripe_customer_id=customer_id)
-    return Account.objects.select_for_update().get(pk=account.pk)
+    return lock_account(account.pk)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import connection
 
 from billing_events.models import Account, Invoice, PaymentAttempt, Subscription
+from core.locks import account_lock_clause
 from dunning import rollout
 from dunning.models import (
     OPEN_STATES,
@@ -237,11 +238,10 @@ def lock_and_read(
     invoice_hint: str = "",
     lock: bool = True,
 ) -> tuple[Account, Snapshot]:
-    """Lock the account row (FOR UPDATE on PostgreSQL) and read its snapshot. Call inside
+    """Lock the account row (`core.locks`) and read its snapshot. Call inside
     a transaction. `lock=False` reads without the lock (the drift detector's preview).
     Raises Account.DoesNotExist for an unknown account."""
-    row_lock = connection.features.has_select_for_update_of and lock
-    lock_sql = " FOR UPDATE OF a" if row_lock else ""
+    lock_sql = account_lock_clause("a") if lock else ""
     with connection.cursor() as cursor:
         cursor.execute(ACCOUNT + lock_sql, [_param(now - memory), account_id])
         found = _named(cursor)

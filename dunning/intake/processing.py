@@ -17,6 +17,7 @@ from billing_events.mirror import merge_fact
 from billing_events.models import Account, WebhookEvent
 from billing_events.normalize import AttemptFact, Fact, InvoiceFact, parse_event
 from core import clock
+from core.locks import lock_account
 from dunning.engine import handle
 from dunning.intake.triggers import TRIGGER_FOR_EVENT
 from dunning.triggers import Trigger
@@ -46,7 +47,7 @@ def apply_event(event: WebhookEvent) -> Trigger:
     account, _ = Account.objects.get_or_create(stripe_customer_id=fact.customer_id)
     # Per-account serialization: the engine takes the same lock, so no two workers
     # merge or recompute one account at once.
-    account = Account.objects.select_for_update().get(pk=account.pk)
+    account = lock_account(account.pk)
     merge_fact(account, fact)
     trigger = Trigger(
         kind=TRIGGER_FOR_EVENT[event.payload["type"]],
