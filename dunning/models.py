@@ -524,3 +524,37 @@ class StripeImportCursor(models.Model):
 
     def __str__(self) -> str:
         return f"import cursor {self.scope}: {self.state}"
+
+
+class PolicyVersion(models.Model):
+    """One immutable version of the dunning policy (`dunning.policy_document`). Editing
+    makes a new version; only the activation bookkeeping of a row ever changes, through
+    `dunning.policy_versions.activate`. Exactly one version is active."""
+
+    number = models.PositiveIntegerField(unique=True)
+    # Stored on every decision and case (`policy_version`): version 1 keeps the code
+    # default's own label, so decisions made before the store existed point at it.
+    label = models.CharField(max_length=32, unique=True)
+    document = models.JSONField()
+    author = models.CharField(max_length=255)
+    reason = models.TextField()
+    created_at = models.DateTimeField()
+    active = models.BooleanField(default=False)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    activated_by = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["active"], condition=models.Q(active=True), name="one_active_policy"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"policy v{self.number} ({self.label}){' active' if self.active else ''}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise ValueError("a policy version is immutable: create a new version instead")
+        super().save(*args, **kwargs)
