@@ -141,3 +141,18 @@ def test_a_diff_shows_added_and_removed_rungs_and_keys():
     assert "decline_classes.do_not_honor: soft → (absent)" in lines
     assert any(line.startswith("ladders.small_amount[2]: {") for line in lines)
     assert "ladders.small_amount[1].level: premium_restricted → cancelled" in lines
+
+
+def test_the_readme_example_gives_accounts_with_12_paid_invoices_three_times_the_time():
+    from dunning.ladder import PaymentHistory, severity_factor
+    from dunning.policy import DeclineClass
+
+    document = default_document()
+    document["severity"].update(good_payer_min_paid=12, good_payer_factor=3.0)
+    v2 = policy_from_document(document, version="v2")
+
+    def factor(paid: int, policy) -> float:
+        return severity_factor(DeclineClass.SOFT, PaymentHistory(paid, 0), policy)[0]
+
+    assert [factor(paid, POLICY) for paid in (5, 6, 11, 12)] == [1.0, 2.0, 2.0, 2.0]
+    assert [factor(paid, v2) for paid in (5, 6, 11, 12)] == [1.0, 1.0, 1.0, 3.0]
