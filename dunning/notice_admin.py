@@ -27,8 +27,8 @@ from dunning.engine import read_snapshot
 from dunning.models import OPEN_STATES, CustomerNotice, DunningCase
 from dunning.notifications.context import build_context
 from dunning.notifications.render import choose_language, render_notice
-from dunning.policy import Level, Policy, current_policy
-from dunning.policy_versions import policy_for
+from dunning.policy import Level, Policy
+from dunning.policy_versions import active_policy, policy_for
 
 Kind = CustomerNotice.Kind
 PREVIEW_URL_NAME = "dunning_customernotice_preview"
@@ -202,7 +202,7 @@ class CustomerNoticeAdmin(SupportReadOnlyAdmin):
         chosen = form.cleaned_data["language"] if form.is_valid() else ""
         locales = [chosen] if chosen else list(account.preferred_locales)
         now = clock.now()
-        policy = current_policy()
+        policy = active_policy()
         notices = []
         for kind, (facts, source) in preview_facts(account, now, policy).items():
             shown = {

@@ -181,6 +181,12 @@ def cached_active() -> Policy:
     return (_book or _default_book()).active
 
 
+def active_policy() -> Policy:
+    """The active policy, read now (one query): for readers without a snapshot."""
+    number = PolicyVersion.objects.filter(active=True).values_list("number", flat=True).first()
+    return _current(number).active
+
+
 def policy_for(snapshot: Snapshot) -> Policy:
     """The policy that computes this account: its case's own version, else the active one."""
     global _book

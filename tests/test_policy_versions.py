@@ -190,6 +190,9 @@ def test_activation_is_audited_and_switches_the_active_version(admin_client):
     assert (audit.actor, audit.account_id) == ("pat", None)
     assert audit.payload == {"reason": "paydays moved", "from": 1, "migrate_open_cases": False}
     assert audit.result == {"version": 2, "label": "v2", "migrated_cases": 0}
+    assert policy_versions.active_policy().retries.schedules["soft"] == tuple(
+        d * DAY for d in V2_SOFT
+    )
 
 
 # --- the engine: a case keeps its version ------------------------------------------------------
