@@ -22,6 +22,7 @@ from dunning import clock
 from dunning.compute import Desired, compute
 from dunning.notifications.plan import SETTLED_KINDS
 from dunning.policy import Policy
+from dunning.policy_shadow import shadow_candidate
 from dunning.policy_versions import cached_active, policy_for
 from dunning.snapshot import Snapshot
 from dunning.snapshot_sql import lock_and_read
@@ -228,6 +229,14 @@ def handle(trigger: Trigger, *, policy: Policy | None = None) -> Outcome:
                 account_id=trigger.account_id, now=now, policy=policy, invoice_hint=hint
             )
         desired = compute(snapshot, now, policy)
+        if snapshot.policy_candidate is not None:
+            shadow_candidate(
+                account_id=account.pk,
+                snapshot=snapshot,
+                now=now,
+                decided=desired,
+                version=policy.version,
+            )
         changes = diff(snapshot, desired, now)
         if not changes:
             return Outcome(account_id=account.pk)

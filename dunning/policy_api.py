@@ -1,7 +1,10 @@
 """The policy versions API under /api/v1/policies/: list, read, validate, create, diff,
-activate. Reads need a support role or `policy_admin`; every change needs `policy_admin`
-(`support_actions` cannot change policy). Views parse input and call dunning.policy_versions.
+activate, and the candidate run in shadow. Reads need a support role or `policy_admin`;
+every change needs `policy_admin` (`support_actions` cannot change policy). Views parse
+input and call dunning.policy_versions.
 """
+
+from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.shortcuts import get_object_or_404
@@ -13,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from dunning import policy_versions
+from dunning import clock, policy_shadow, policy_versions
 from dunning.models import PolicyVersion
 from dunning.policy_document import InvalidPolicy, diff_documents, diff_lines, validate_document
 from dunning.support_api.permissions import can_read
@@ -186,3 +189,48 @@ class PolicyActivateView(APIView):
                 "migrated_cases": done.migrated_cases,
             }
         )
+
+
+class CandidateSerializer(serializers.Serializer):
+    number = serializers.IntegerField(min_value=1, allow_null=True)
+    reason = serializers.CharField(max_length=2000)
+
+
+class CandidateQuery(serializers.Serializer):
+    days = serializers.IntegerField(required=False, default=7, min_value=1, max_value=90)
+
+
+class PolicyCandidateView(APIView):
+    """GET: the candidate version run in shadow and, per account, the latest place where it
+    would decide differently (`?days=7`). PUT `{"number": n | null, "reason": …}`: choose or
+    stop the candidate (audited)."""
+
+    permission_classes = [PolicyRole]
+
+    @extend_schema(parameters=[CandidateQuery], responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request) -> Response:
+        query = CandidateQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        since = clock.now() - timedelta(days=query.validated_data["days"])
+        candidate = PolicyVersion.objects.filter(candidate=True).first()
+        if candidate is None:
+            return Response({"candidate": None, "since": since, "differences": []})
+        differences = policy_shadow.report(candidate=candidate.number, since=since)
+        return Response({"candidate": candidate.number, "since": since, "differences": differences})
+
+    @extend_schema(request=CandidateSerializer, responses=OpenApiTypes.OBJECT)
+    def put(self, request: Request) -> Response:
+        body = CandidateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        number = body.validated_data["number"]
+        if number is not None:
+            get_object_or_404(PolicyVersion, number=number)
+        try:
+            policy_versions.set_candidate(
+                number=number,
+                actor=request.user.get_username(),
+                reason=body.validated_data["reason"],
+            )
+        except ValueError as error:
+            return Response({"error": "active_version", "detail": str(error)}, status=400)
+        return Response({"candidate": number})

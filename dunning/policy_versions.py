@@ -116,7 +116,7 @@ def activate(
         before = previous.values_list("number", flat=True).first()
         previous.update(active=False)
         PolicyVersion.objects.filter(pk=target.pk).update(
-            active=True, activated_at=now, activated_by=actor
+            active=True, activated_at=now, activated_by=actor, candidate=False
         )
         migrated = 0
         if migrate_open_cases:
@@ -148,6 +148,7 @@ class _Book:
     active_number: int | None  # None: nothing stored, the code default runs
     active: Policy
     by_label: dict[str, Policy] = field(default_factory=dict)
+    by_number: dict[int, Policy] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)  # labels no stored version has
 
 
@@ -162,10 +163,11 @@ def _default_book() -> _Book:
 def _load() -> _Book:
     rows = list(PolicyVersion.objects.values_list("number", "label", "document", "active"))
     by_label = {label: policy_from_document(doc, version=label) for _, label, doc, _ in rows}
+    by_number = {number: by_label[label] for number, label, _, _ in rows}
     active = next(((n, label) for n, label, _, is_active in rows if is_active), None)
     if active is None:
         return _default_book()
-    return _Book(active[0], by_label[active[1]], by_label)
+    return _Book(active[0], by_label[active[1]], by_label, by_number)
 
 
 def _current(active_number: int | None) -> _Book:
@@ -200,6 +202,41 @@ def policy_for(snapshot: Snapshot) -> Policy:
             book.unknown.add(label)
     # A label no version has (a code default older than the store): the active policy.
     return book.by_label.get(label, book.active)
+
+
+def candidate_for(snapshot: Snapshot) -> Policy | None:
+    """The candidate version computed in shadow next to the real decision, if there is one."""
+    global _book
+    number = snapshot.policy_candidate
+    if number is None:
+        return None
+    book = _current(snapshot.policy_active)
+    if number not in book.by_number:
+        _book = book = _load()  # created after this process loaded
+    return book.by_number.get(number)
+
+
+def set_candidate(*, number: int | None, actor: str, reason: str) -> PolicyVersion | None:
+    """Run a version in shadow next to the active one (None: stop). Audited."""
+    ensure_initial_version()
+    with transaction.atomic():
+        target = None
+        if number is not None:
+            target = PolicyVersion.objects.select_for_update().get(number=number)
+            if target.active:
+                raise ValueError(f"version {number} is the active one already")
+        before = PolicyVersion.objects.filter(candidate=True).values_list("number", flat=True)
+        before = before.first()
+        PolicyVersion.objects.filter(candidate=True).update(candidate=False)
+        if target is not None:
+            PolicyVersion.objects.filter(pk=target.pk).update(candidate=True)
+        _audit(
+            actor=actor,
+            action="policy_candidate",
+            payload={"reason": reason, "from": before},
+            result={"candidate": number},
+        )
+    return None if target is None else PolicyVersion.objects.get(pk=target.pk)
 
 
 def forget_cache() -> None:

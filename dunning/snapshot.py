@@ -129,3 +129,4 @@ class Snapshot:
     rollout_stage: str = "100"
     # The number of the active stored policy version; None: none stored, the code default.
     policy_active: int | None = None
+    policy_candidate: int | None = None  # a version computed in shadow next to it

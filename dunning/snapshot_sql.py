@@ -60,7 +60,8 @@ ACCOUNT_COLUMNS = f"""a.id, a.stripe_customer_id, a.payment_method_updated_at,
   (SELECT g.stage FROM {_t(RolloutGate)} g WHERE g.id = 1) AS stage,
   (SELECT g.kill_switch FROM {_t(RolloutGate)} g WHERE g.id = 1) AS kill_switch,
   (SELECT g.allowlist FROM {_t(RolloutGate)} g WHERE g.id = 1) AS allowlist,
-  (SELECT v.number FROM {_t(PolicyVersion)} v WHERE v.active) AS policy_active"""
+  (SELECT v.number FROM {_t(PolicyVersion)} v WHERE v.active) AS policy_active,
+  (SELECT v.number FROM {_t(PolicyVersion)} v WHERE v.candidate) AS policy_candidate"""
 
 ACCOUNT = f"""
 SELECT {ACCOUNT_COLUMNS}
@@ -336,6 +337,7 @@ def assemble(account_id: int, rows: AccountRows, *, now: datetime, memory: timed
         ),
         rollout_stage=stage,
         policy_active=head["policy_active"],
+        policy_candidate=head["policy_candidate"],
         lookups_asked={**pending.pop("lookups"), **ended["lookups"]},
         lookups_ended=frozenset(ended.pop("lookups")),
         **pending,

@@ -25,6 +25,7 @@ urlpatterns = [
     path("policies/", policy_api.PolicyListView.as_view(), name="policies"),
     path("policies/validate/", policy_api.PolicyValidateView.as_view(), name="policy-validate"),
     path("policies/diff/", policy_api.PolicyDiffView.as_view(), name="policy-diff"),
+    path("policies/candidate/", policy_api.PolicyCandidateView.as_view(), name="policy-candidate"),
     path("policies/<int:number>/", policy_api.PolicyDetailView.as_view(), name="policy"),
     path(
         "policies/<int:number>/activate/",
