@@ -134,8 +134,8 @@ class PolicyDetailView(APIView):
 
 
 class DiffQuery(serializers.Serializer):
-    old = serializers.IntegerField(min_value=1)
-    new = serializers.IntegerField(min_value=1)
+    old = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
+    new = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
 
 
 class PolicyDiffView(APIView):
@@ -192,7 +192,7 @@ class PolicyActivateView(APIView):
 
 
 class CandidateSerializer(serializers.Serializer):
-    number = serializers.IntegerField(min_value=1, allow_null=True)
+    number = serializers.IntegerField(min_value=1, max_value=2**31 - 1, allow_null=True)
     reason = serializers.CharField(max_length=2000)
 
 
