@@ -46,14 +46,28 @@ class ActivateForm(forms.Form):
     )
 
 
+class CandidateForm(forms.Form):
+    reason = forms.CharField(max_length=2000, help_text="why: kept in the audit trail")
+
+
 @admin.register(PolicyVersion)
 class PolicyVersionAdmin(admin.ModelAdmin):
     form = PolicyVersionForm
-    list_display = ("number", "label", "active", "author", "reason", "created_at", "activated_at")
+    list_display = (
+        "number",
+        "label",
+        "active",
+        "candidate",
+        "author",
+        "reason",
+        "created_at",
+        "activated_at",
+    )
     readonly_fields = (
         "number",
         "label",
         "active",
+        "candidate",
         "author",
         "reason",
         "created_at",
@@ -61,7 +75,7 @@ class PolicyVersionAdmin(admin.ModelAdmin):
         "activated_by",
         "pretty_document",
     )
-    actions = ["diff_selected", "activate_selected"]
+    actions = ["diff_selected", "activate_selected", "shadow_selected"]
 
     def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
         return can_read(request.user) or can_change_policy(request.user)
@@ -114,6 +128,11 @@ class PolicyVersionAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.activate_view),
                 name="policy-activate",
             ),
+            path(
+                "<int:number>/candidate/",
+                self.admin_site.admin_view(self.candidate_view),
+                name="policy-candidate",
+            ),
             *super().get_urls(),
         ]
 
@@ -133,6 +152,33 @@ class PolicyVersionAdmin(admin.ModelAdmin):
             return None
         number = queryset.get().number
         return HttpResponseRedirect(reverse("admin:policy-activate", args=[number]))
+
+    @admin.action(description="Run the selected version in shadow as the candidate…")
+    def shadow_selected(self, request: HttpRequest, queryset: QuerySet[PolicyVersion]):
+        if not can_change_policy(request.user) or queryset.count() != 1:
+            self.message_user(request, "Select one version (needs policy_admin).", messages.ERROR)
+            return None
+        number = queryset.get().number
+        return HttpResponseRedirect(reverse("admin:policy-candidate", args=[number]))
+
+    def candidate_view(self, request: HttpRequest, number: int):
+        version = get_object_or_404(PolicyVersion, number=number)
+        if not can_change_policy(request.user):
+            raise PermissionDenied
+        form = CandidateForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                policy_versions.set_candidate(
+                    number=number, actor=request.user.get_username(), **form.cleaned_data
+                )
+            except ValueError as error:
+                self.message_user(request, str(error), messages.ERROR)
+            else:
+                self.message_user(request, f"Policy v{number} now runs in shadow.")
+            return HttpResponseRedirect(reverse("admin:dunning_policyversion_changelist"))
+        active = PolicyVersion.objects.get(active=True)
+        lines = diff_lines(diff_documents(active.document, version.document))
+        return self._page(request, f"Run policy v{number} in shadow", lines=lines, form=form)
 
     def diff_view(self, request: HttpRequest):
         if not self.has_view_permission(request):

@@ -81,3 +81,14 @@ def test_an_invalid_document_shows_its_paths_and_stores_nothing():
     assert response.status_code == 200
     assert "ladders.base[2].starts_after_days" in response.content.decode()
     assert PolicyVersion.objects.filter(number=2).count() == 0
+
+
+def test_policy_admin_runs_a_version_in_shadow_from_the_admin():
+    client = staff("policy_admin")
+    client.post(f"{LIST}add/", {"document": json.dumps(longer_grace()), "reason": "loyal"})
+
+    page = client.get(f"{LIST}2/candidate/")
+    assert "severity.good_payer_factor" in page.content.decode()
+    assert client.post(f"{LIST}2/candidate/", {"reason": "a week first"}).status_code == 302
+    assert PolicyVersion.objects.get(candidate=True).number == 2
+    assert staff("support_actions").post(f"{LIST}2/candidate/", {"reason": "x"}).status_code == 403
