@@ -272,3 +272,27 @@ def test_the_recompute_reads_the_active_version_in_the_same_statements(
     # One query loads the versions, once per process after each activation.
     assert len(first_after_activation) == len(without_versions) + 1
     assert len(with_versions) == len(without_versions)
+
+
+def test_a_case_on_a_version_with_other_history_windows_is_read_with_its_own(
+    stripe_sender, test_clock, admin_client
+):
+    cus = fail(stripe_sender, "cus_Windows1")
+    trigger = Trigger(TriggerKind.NINJAPANEL_BUTTON, account_id=account_of(cus).pk, source="t")
+    before = case_of(cus).last_decision_id
+    with CaptureQueriesContext(connection) as one_read:
+        handle(trigger)
+    shorter = v2_document(soft=V1_SOFT)
+    shorter["severity"]["memory_days"] = 90
+    create(admin_client, shorter)
+    activate(admin_client, 2)
+    handle(trigger)  # loads the versions
+
+    with CaptureQueriesContext(connection) as two_reads:
+        handle(trigger)
+
+    # Read with the active version's windows, then again with the case's own (version 1).
+    reads = [q["sql"] for q in two_reads.captured_queries if "FOR UPDATE" in q["sql"]]
+    assert len(reads) == 2
+    assert len(two_reads) > len(one_read)
+    assert case_of(cus).last_decision_id == before  # nothing changed: same decision
