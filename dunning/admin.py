@@ -480,7 +480,7 @@ class BadDebtPaymentAdmin(SupportReadOnlyAdmin):
 
 
 # Registered here, after the base they share: the rollout, drift and customer notices admins.
-from dunning import notice_admin, rollout_admin  # noqa: E402, F401
+from dunning import notice_admin, policy_admin, rollout_admin  # noqa: E402, F401
 
 
 # --- Stripe's own retries and cancellations (dunning.stripe_conflicts) ----------------------

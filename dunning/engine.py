@@ -22,7 +22,9 @@ from core import clock
 from dunning.apply import apply
 from dunning.compute import compute
 from dunning.diff import Outcome, diff
-from dunning.policy import Policy, current_policy
+from dunning.policy import Policy
+from dunning.policy_shadow import shadow_candidate
+from dunning.policy_versions import cached_active, policy_for
 from dunning.snapshot import Snapshot
 from dunning.snapshot_sql import lock_and_read
 from dunning.triggers import Trigger
@@ -44,18 +46,52 @@ def read_snapshot(
     )
 
 
+def _windows(policy: Policy) -> tuple:
+    return (
+        policy.retries.card_attempt_window,
+        policy.severity.memory,
+        policy.retries.unknown_class_wait,
+    )
+
+
+def read_with_policy(
+    *, account_id: int, now: datetime, invoice_hint: str = "", lock: bool = True
+) -> tuple[Account, Snapshot, Policy]:
+    """The snapshot and the policy version that computes it (the case's own, else the
+    active one: `policy_versions.policy_for`). Read again only when that version reads
+    history over other windows than the one first assumed."""
+    assumed = cached_active()
+    read = {"account_id": account_id, "now": now, "invoice_hint": invoice_hint, "lock": lock}
+    account, snapshot = read_snapshot(policy=assumed, **read)
+    policy = policy_for(snapshot)
+    if _windows(policy) != _windows(assumed):
+        account, snapshot = read_snapshot(policy=policy, **read)
+    return account, snapshot, policy
+
+
 def handle(trigger: Trigger, *, policy: Policy | None = None) -> Outcome:
-    """Recompute one account for any trigger. Idempotent: a second call writes nothing."""
-    policy = policy or current_policy()
+    """Recompute one account for any trigger. Idempotent: a second call writes nothing.
+    `policy` forces one policy (tests); by default the account's own version computes."""
     with transaction.atomic():
         now = clock.now()
-        account, snapshot = read_snapshot(
-            account_id=trigger.account_id,
-            now=now,
-            policy=policy,
-            invoice_hint=trigger.detail.get("invoice", ""),
-        )
+        hint = trigger.detail.get("invoice", "")
+        if policy is None:
+            account, snapshot, policy = read_with_policy(
+                account_id=trigger.account_id, now=now, invoice_hint=hint
+            )
+        else:
+            account, snapshot = read_snapshot(
+                account_id=trigger.account_id, now=now, policy=policy, invoice_hint=hint
+            )
         desired = compute(snapshot, now, policy)
+        if snapshot.policy_candidate is not None:
+            shadow_candidate(
+                account_id=account.pk,
+                snapshot=snapshot,
+                now=now,
+                decided=desired,
+                version=policy.version,
+            )
         changes = diff(snapshot, desired, now)
         if not changes:
             return Outcome(account_id=account.pk)
@@ -78,10 +114,9 @@ def retry_still_planned(*, account_id: int, stripe_invoice_id: str, attempt_numb
     """Does the plan computed now, from the facts alone, hold exactly this retry? Reads
     under the account lock and releases it before the caller charges (no lock is ever
     held across the network call)."""
-    policy = current_policy()
     with transaction.atomic():
         now = clock.now()
-        _, snapshot = read_snapshot(account_id=account_id, now=now, policy=policy)
+        _, snapshot, policy = read_with_policy(account_id=account_id, now=now)
         # Plan as if no retry were scheduled: the item asking is the one being judged.
         desired = compute(replace(snapshot, scheduled_retry=None), now, policy)
     plan = desired.case.retry if desired.case is not None else None

@@ -28,7 +28,8 @@ from dunning.engine import read_snapshot
 from dunning.models import OPEN_STATES, CustomerNotice, DunningCase
 from dunning.notifications.context import build_context
 from dunning.notifications.render import choose_language, render_notice
-from dunning.policy import Level, Policy, current_policy
+from dunning.policy import Level, Policy
+from dunning.policy_versions import active_policy, policy_for
 
 Kind = CustomerNotice.Kind
 PREVIEW_URL_NAME = "dunning_customernotice_preview"
@@ -140,7 +141,7 @@ def preview_facts(account: Account, now: datetime, policy: Policy) -> dict[str, 
     )
     # What the engine would plan now wins: those are the facts the customer would get.
     _, snapshot = read_snapshot(account_id=account.pk, now=now, policy=policy, lock=False)
-    for notice in reversed(compute(snapshot, now, policy).notices):
+    for notice in reversed(compute(snapshot, now, policy_for(snapshot)).notices):
         facts[notice.kind] = notice.facts
         sources[notice.kind] = f"planned by the engine now ({notice.key})"
     return {kind: (facts[kind], sources[kind]) for kind in PREVIEW_ORDER}
@@ -202,7 +203,7 @@ class CustomerNoticeAdmin(SupportReadOnlyAdmin):
         chosen = form.cleaned_data["language"] if form.is_valid() else ""
         locales = [chosen] if chosen else list(account.preferred_locales)
         now = clock.now()
-        policy = current_policy()
+        policy = active_policy()
         notices = []
         for kind, (facts, source) in preview_facts(account, now, policy).items():
             shown = {

@@ -65,6 +65,7 @@ class CaseView:
     opened_at: datetime | None = None
     shadow: dict = field(default_factory=dict)
     level_since: datetime | None = None  # when the current level took effect
+    policy_version: str = ""  # the label of the policy version the case runs on
 
 
 @dataclass(frozen=True)
@@ -126,3 +127,6 @@ class Snapshot:
     # Inside the rollout gate: consequences are applied; outside: shadow mode.
     enforced: bool = True
     rollout_stage: str = "100"
+    # The number of the active stored policy version; None: none stored, the code default.
+    policy_active: int | None = None
+    policy_candidate: int | None = None  # a version computed in shadow next to it

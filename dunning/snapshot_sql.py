@@ -26,6 +26,7 @@ from dunning.models import (
     CustomerNotice,
     DunningCase,
     OutboxItem,
+    PolicyVersion,
     RolloutGate,
 )
 from dunning.snapshot import (
@@ -59,7 +60,9 @@ ACCOUNT_COLUMNS = f"""a.id, a.stripe_customer_id, a.payment_method_updated_at,
      WHERE c.account_id = a.id AND c.opened_at > %s) AS cases,
   (SELECT g.stage FROM {_t(RolloutGate)} g WHERE g.id = 1) AS stage,
   (SELECT g.kill_switch FROM {_t(RolloutGate)} g WHERE g.id = 1) AS kill_switch,
-  (SELECT g.allowlist FROM {_t(RolloutGate)} g WHERE g.id = 1) AS allowlist"""
+  (SELECT g.allowlist FROM {_t(RolloutGate)} g WHERE g.id = 1) AS allowlist,
+  (SELECT v.number FROM {_t(PolicyVersion)} v WHERE v.active) AS policy_active,
+  (SELECT v.number FROM {_t(PolicyVersion)} v WHERE v.candidate) AS policy_candidate"""
 
 ACCOUNT = f"""
 SELECT {ACCOUNT_COLUMNS}
@@ -68,7 +71,7 @@ FROM {_t(Account)} a WHERE a.id = %s"""
 # The case as the engine reads it: every CaseView field, by name.
 CASE_COLUMNS = """c.id AS pk, c.state, c.resolution, c.level, c.level_since, c.decline_class,
   c.earliest_unpaid_at, c.amount_overdue, c.next_review_at, c.next_retry_at, c.paused_until,
-  c.pause_reason, c.grace_until, c.grace_reason, c.opened_at, c.shadow"""
+  c.pause_reason, c.grace_until, c.grace_reason, c.opened_at, c.shadow, c.policy_version"""
 
 OPEN_CASE = f"""
 SELECT {CASE_COLUMNS} FROM {_t(DunningCase)} c
@@ -333,6 +336,8 @@ def assemble(account_id: int, rows: AccountRows, *, now: datetime, memory: timed
             allowlist=_json(allowlist) if allowlist else [],
         ),
         rollout_stage=stage,
+        policy_active=head["policy_active"],
+        policy_candidate=head["policy_candidate"],
         lookups_asked={**pending.pop("lookups"), **ended["lookups"]},
         lookups_ended=frozenset(ended.pop("lookups")),
         **pending,

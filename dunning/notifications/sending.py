@@ -22,13 +22,12 @@ from billing_events.models import Account
 from core import clock
 from dunning import outbox_items
 from dunning.compute import compute
-from dunning.engine import read_snapshot
+from dunning.engine import read_with_policy
 from dunning.models import CustomerNotice
 from dunning.notifications.context import build_context
 from dunning.notifications.plan import PRIORITY, SETTLED_KINDS
 from dunning.notifications.render import choose_language, render_notice
 from dunning.outcomes import append_event
-from dunning.policy import current_policy
 
 Status = CustomerNotice.Status
 SEND, DROP, WAIT, DONE = "send", "drop", "wait", "done"
@@ -52,10 +51,9 @@ def claim(notice_id: int) -> Claim:
     )
     if account_id is None:
         return Claim(DROP, reason="no such notice")
-    policy = current_policy()
     with transaction.atomic():
         now = clock.now()
-        _, snapshot = read_snapshot(account_id=account_id, now=now, policy=policy)
+        _, snapshot, policy = read_with_policy(account_id=account_id, now=now)
         notice = CustomerNotice.objects.get(pk=notice_id)
         if notice.status not in (Status.SCHEDULED, Status.SENDING):
             return Claim(DROP, reason=notice.status)
