@@ -50,8 +50,10 @@ from config.celery import app as celery_app
 from dunning import clock, outbox, test_clock
 from dunning.engine import handle
 from dunning.models import OPEN_STATES, BadDebtEpisode, DunningCase, OutboxItem, TestClock
-from dunning.simulation.account_management import AccountManagementStub
-from dunning.simulation.generator import (
+from dunning.triggers import Trigger, TriggerKind
+from entitlements.models import Restriction
+from simulation.account_management import AccountManagementStub
+from simulation.generator import (
     DAY,
     LATE,
     ON_TIME,
@@ -61,9 +63,7 @@ from dunning.simulation.generator import (
     Spell,
     delivery_rng,
 )
-from dunning.simulation.ledger import InvoiceState, Ledger
-from dunning.triggers import Trigger, TriggerKind
-from entitlements.models import Restriction
+from simulation.ledger import InvoiceState, Ledger
 
 try:  # the gateway's failure lookup is being added alongside: run without it until then
     from billing_events.gateway import FailureLookup  # type: ignore[attr-defined]

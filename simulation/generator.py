@@ -37,7 +37,7 @@ import math
 import random
 from dataclasses import dataclass, field, replace
 
-from dunning.simulation.mix import Mix
+from simulation.mix import Mix
 
 DAY = 86400.0
 CYCLE_DAYS = 30

@@ -4,8 +4,8 @@
 from html import escape
 from pathlib import Path
 
-from dunning.simulation.ablation import claim_lines, table_rows
-from dunning.simulation.report import rows
+from simulation.ablation import claim_lines, table_rows
+from simulation.report import rows
 
 LEVEL_COLOURS = {
     "notice": "#c6dbef",
@@ -202,7 +202,7 @@ HOW_TO_READ = """
 and when they add a card or pay, what finance does) is drawn once from the seed and hidden from
 both policies; only the policy differs. The service ran for real: signed webhooks, the engine,
 the outbox, the simulated gateway answering retries from that hidden truth, on the test clock.
-The legacy side is a model (see <code>dunning/simulation/legacy.py</code>).</li>
+The legacy side is a model (see <code>simulation/legacy.py</code>).</li>
 <li><b>Money</b> counts invoices whose first charge failed; recovered is what was paid by the
 end of the run (retry, customer on-session, out of band). The legacy side keeps invoicing the
 accounts it leaves in limbo, so its denominator can be larger.</li>
