@@ -10,7 +10,7 @@ to it.
 import statistics
 from dataclasses import replace
 
-from simulation.generator import Book
+from simulation.book import Book
 from simulation.legacy import legacy_design
 from simulation.model import Design, model_report, run_model
 

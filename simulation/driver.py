@@ -53,16 +53,8 @@ from dunning.models import OPEN_STATES, BadDebtEpisode, DunningCase, OutboxItem,
 from dunning.triggers import Trigger, TriggerKind
 from entitlements.models import Restriction
 from simulation.account_management import AccountManagementStub
-from simulation.generator import (
-    DAY,
-    LATE,
-    ON_TIME,
-    AccountTruth,
-    Book,
-    Charge,
-    Spell,
-    delivery_rng,
-)
+from simulation.book import DAY, LATE, ON_TIME, AccountTruth, Book, Charge, Spell
+from simulation.generator import delivery_rng
 from simulation.ledger import InvoiceState, Ledger
 
 try:  # the gateway's failure lookup is being added alongside: run without it until then

@@ -4,7 +4,7 @@ data, so the legacy model and the service's report share it."""
 
 from collections import Counter, defaultdict
 
-from simulation.generator import LATE, MISSING, Book
+from simulation.book import LATE, MISSING, Book
 from simulation.ledger import Attempt, InvoiceState, Ledger
 
 CARD_STOPPERS = ("hard", "fraud")  # after such a decline, the same card is not to be charged

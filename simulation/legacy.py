@@ -23,7 +23,7 @@ the service's handling does. Where unsure, the model is generous to the legacy s
 
 from dataclasses import replace
 
-from simulation.generator import Book
+from simulation.book import Book
 from simulation.model import SOFT_CADENCE_DAYS, Design, ModelRun, model_report, run_model
 
 LEGACY_RETRY_DAYS = SOFT_CADENCE_DAYS

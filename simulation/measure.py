@@ -15,8 +15,8 @@ from dunning.models import (
     OutboxItem,
 )
 from simulation import fair
+from simulation.book import Book
 from simulation.driver import START, ServiceRun, at, index_of
-from simulation.generator import Book
 from simulation.hardcases import ledger_measures, owed_at
 from simulation.ledger import Ledger, money_and_retries
 

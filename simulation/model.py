@@ -32,8 +32,8 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 
+from simulation.book import DAY, AccountTruth, Book, Charge, Spell
 from simulation.fair import bad_debt, limbo
-from simulation.generator import DAY, AccountTruth, Book, Charge, Spell
 from simulation.hardcases import ledger_measures
 from simulation.ledger import InvoiceState, Ledger, money_and_retries
 

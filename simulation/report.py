@@ -8,8 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 from simulation.ablation import claim_lines, format_ablation
+from simulation.book import DAY, Book
 from simulation.driver import START
-from simulation.generator import DAY, Book
 from simulation.hardcases import drawn
 
 

@@ -18,7 +18,8 @@ import pytest
 from billing_events.models import Account, WebhookEvent
 from dunning import models as dunning_models
 from simulation import simulate
-from simulation.generator import DAY, Book, Charge, generate
+from simulation.book import DAY, Book, Charge
+from simulation.generator import generate
 from simulation.hardcases import (
     drawn,
     retries_after_a_card_decline,
