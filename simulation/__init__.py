@@ -34,12 +34,12 @@ def simulate(
     above 1 the ablation runs on seeds seed..seed+seeds-1 and the real service on the first
     `service_seeds` of them; `reset` empties the database between service runs."""
     from simulation import ablation
-    from simulation.driver import run_service
     from simulation.fair import DEFINITIONS
     from simulation.generator import generate
     from simulation.legacy import legacy_report, run_legacy
     from simulation.measure import service_report
     from simulation.report import build_report
+    from simulation.service import run_service
 
     seed_list = [seed + n for n in range(max(1, seeds))]
     service_seeds = max(1, min(service_seeds, len(seed_list)))

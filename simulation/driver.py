@@ -29,254 +29,37 @@ the shared test clock.
 """
 
 import heapq
-import itertools
-import logging
 import math
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 
 from django.db.models import Min
 from django.test import Client
-from django.test.utils import override_settings
 
 from billing_events import processing, samples
-from billing_events.gateway import SIMULATED, PaymentResult, declined, failed, succeeded
-from billing_events.models import Account, PaymentAttempt, WebhookEvent
-from config.celery import app as celery_app
-from dunning import clock, outbox, test_clock
+from billing_events.models import Account
+from dunning import outbox, test_clock
 from dunning.engine import handle
-from dunning.models import OPEN_STATES, BadDebtEpisode, DunningCase, OutboxItem, TestClock
+from dunning.models import OPEN_STATES, BadDebtEpisode, DunningCase, OutboxItem
 from dunning.triggers import Trigger, TriggerKind
 from entitlements.models import Restriction
 from simulation.account_management import AccountManagementStub
 from simulation.book import DAY, LATE, ON_TIME, AccountTruth, Book, Charge, Spell
-from simulation.generator import delivery_rng
-from simulation.ledger import InvoiceState, Ledger
+from simulation.service_run import SECRET, START, _ts, at, index_of
+from simulation.stripe_side import StripeSide
 
-try:  # the gateway's failure lookup is being added alongside: run without it until then
-    from billing_events.gateway import FailureLookup  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the gateway's version
-    FailureLookup = None
-
-START = datetime(2027, 1, 4, tzinfo=UTC)  # a Monday, 00:00 UTC: day 0 of every run
-START_TS = int(START.timestamp())
 STEP = 3600.0  # deliveries are batched per hour of simulated time
-SECRET = "whsec_simulation_only"
 LEVELS = ("notice", "upgrade_restricted", "premium_restricted", "read_only", "suspended")
-QUIET_LOGGERS = ("billing_events", "dunning", "entitlements", "celery", "kombu")
 
 
-class SimulationError(RuntimeError):
-    """The run cannot start (e.g. the database is not empty)."""
-
-
-@dataclass
-class ServiceRun:
-    """What the run saw besides the database: Stripe's side, deliveries, daily samples."""
-
-    book: Book
-    ledger: Ledger = field(default_factory=Ledger)
-    events_created: int = 0
-    deliveries: Counter = field(default_factory=Counter)  # HTTP status -> count
-    duplicates_delivered: int = 0
-    delayed: int = 0  # held back 1 min-3 h by Stripe, so delivered after later events
-    levels: dict[str, list[int]] = field(default_factory=dict)
-    cancelled_by_day: list[int] = field(default_factory=list)
-    bad_debt_by_day: list[int] = field(default_factory=list)
-    restricted_days: int = 0
-    beyond_upgrade_days: int = 0
-    no_core_days: int = 0
-    core_days_lost: int = 0  # every account, not only those with a paying history
-    cancelled: set[int] = field(default_factory=set)  # accounts whose subscription ended
-    drift_changed: int = 0
-    drift_accounts: int = 0
-    account_management: dict[str, int] = field(default_factory=dict)
-    am_standing: dict[str, str] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    iterations: int = 0
-    # The hard cases as met: "<on_time|late|missing>:<class>" -> failed first attempts.
-    charge_events: Counter = field(default_factory=Counter)
-    old_invoices_seen: int = 0
-    failure_lookups_scripted: int = 0
-    failure_lookup_available: bool = False
-    # Retries made while the invoice's latest failure had no decline code recorded by the
-    # service, by the class that failure had in truth.
-    charged_class_unknown: Counter = field(default_factory=Counter)
-
-
-def _ts(t: float) -> int:
-    return START_TS + int(t)
-
-
-def at(t: float) -> datetime:
-    return START + timedelta(seconds=t)
-
-
-def index_of(customer: str) -> int:
-    return int(customer.removeprefix("cus_sim"))
-
-
-class Driver:
+class Driver(StripeSide):
     def __init__(self, book: Book, *, progress: Callable[[str], None] | None = None) -> None:
-        self.book = book
-        self.mix = book.mix
-        self.run = ServiceRun(book)
-        self.ledger = self.run.ledger
-        self.rng = delivery_rng(book)
+        super().__init__(book)
         self.progress = progress
         self.client = Client()
         self.happenings: list[tuple[float, int, str, object]] = []
-        self.queue: list[tuple[float, int, dict]] = []
-        self.order = itertools.count()
-        self.event_ids = itertools.count(1)
-        self.echoes: list[tuple[float, int, str, int, Spell | None]] = []
-        self.cancelled: dict[int, float] = {}
-        self.last_cancel_pk = 0
-        self.last_revert_pk = 0
         self.now = 0.0
         self.am = AccountManagementStub()
-        # invoice -> time of its failed first attempt, while that is its latest failure
-        # (a retry's decline comes back with its code in the gateway's answer).
-        self.unanswered_failure: dict[str, float] = {}
-
-    # --- Stripe's events ------------------------------------------------------------
-
-    def event(self, type: str, obj: dict, t: float, previous: dict | None = None) -> dict:
-        self.run.events_created += 1
-        return samples.event(
-            type,
-            obj,
-            created=_ts(t),
-            id=f"evt_sim{next(self.event_ids):010d}",
-            previous_attributes=previous,
-        )
-
-    def send(self, event: dict, t: float) -> None:
-        """Stripe delivers it soon, sometimes late (after later events), sometimes twice."""
-        delay = self.rng.uniform(1, 30)
-        if self.rng.random() < self.mix.delayed_rate:
-            delay = self.rng.triangular(60, 3 * 3600, 600)
-            self.run.delayed += 1
-        heapq.heappush(self.queue, (t + delay, next(self.order), event))
-        if self.rng.random() < self.mix.duplicate_rate:
-            again = t + delay + self.rng.uniform(5, 6 * 3600)
-            heapq.heappush(self.queue, (again, next(self.order), event))
-
-    def invoice_event(
-        self, type: str, truth: AccountTruth, state: InvoiceState, t: float, **fields
-    ) -> None:
-        charge = state.charge
-        obj = samples.invoice(
-            id=charge.invoice_id,
-            customer=truth.customer,
-            created=_ts(charge.at),
-            amount_due=charge.amount,
-            billing_reason=charge.billing_reason,
-            attempt_count=state.attempts,
-            subscription=truth.subscription,
-            status_at=_ts(t),
-            **fields,
-        )
-        self.send(self.event(type, obj, t), t)
-
-    def charge_event(
-        self,
-        truth: AccountTruth,
-        state: InvoiceState,
-        t: float,
-        charge_id: str,
-        spell: Spell | None,
-        *,
-        attempted: float | None = None,
-        delay: float = 0.0,
-        with_intent: bool = False,
-    ) -> None:
-        """The charge's event (and the payment intent's, when asked), created at t for a
-        charge attempted at `attempted` (default t), on their way `delay` seconds late."""
-        attempted = t if attempted is None else attempted
-        intent_id = f"pi_{state.charge.invoice_id.removeprefix('in_')}" if with_intent else None
-        obj = samples.charge(
-            id=charge_id,
-            customer=truth.customer,
-            created=_ts(attempted),
-            invoice=state.charge.invoice_id,
-            status="failed" if spell else "succeeded",
-            amount=state.charge.amount,
-            decline_code=spell.trouble.code if spell else None,
-            payment_method=self.payment_method(truth.index),
-            payment_intent=intent_id,
-        )
-        self.send(self.event("charge.failed" if spell else "charge.succeeded", obj, t), t + delay)
-        if intent_id and spell is not None:
-            intent = samples.payment_intent_failed(
-                id=intent_id,
-                customer=truth.customer,
-                created=_ts(attempted),
-                charge=charge_id,
-                invoice=state.charge.invoice_id,
-                amount=state.charge.amount,
-                decline_code=spell.trouble.code,
-            )
-            intent["payment_method"] = self.payment_method(truth.index)
-            self.send(self.event("payment_intent.payment_failed", intent, t), t + delay)
-
-    def script_failure_lookup(
-        self, truth: AccountTruth, state: InvoiceState, charge_id: str, spell: Spell
-    ) -> None:
-        """What Stripe's API answers about the invoice's failed first attempt, whatever
-        became of its webhooks."""
-        script = getattr(SIMULATED, "script_failure", None)
-        if script is None or FailureLookup is None:
-            return
-        values = {
-            "found": True,
-            "retryable_error": False,
-            "message": "",
-            "outcome": "failed",
-            "decline_code": spell.trouble.code,
-            "failure_code": "card_declined",
-            "advice_code": "",
-            "network_advice_code": "",
-            "network_decline_code": "",
-            "card_brand": "visa",
-            "payment_method": self.payment_method(truth.index),
-            "charge_id": charge_id,
-            "payment_intent_id": f"pi_{state.charge.invoice_id.removeprefix('in_')}",
-            "attempted_at": at(int(state.charge.at)),
-        }
-        known = {f.name for f in fields(FailureLookup)}
-        script(
-            state.charge.invoice_id,
-            FailureLookup(**{k: v for k, v in values.items() if k in known}),
-        )
-        self.run.failure_lookups_scripted += 1
-
-    def subscription_event(self, type: str, truth: AccountTruth, t: float, status: str) -> None:
-        obj = samples.subscription(
-            id=truth.subscription, customer=truth.customer, created=_ts(t), status=status
-        )
-        self.send(self.event(type, obj, t), t)
-
-    def upgraded(self, truth: AccountTruth, charge: Charge, t: float) -> None:
-        """The subscription change Stripe reports with the upgrade, with the items it had
-        before in `previous_attributes` (what a revert puts back)."""
-        base, addon = "price_sim_base", f"price_sim_up_{charge.invoice_id.removeprefix('in_')}"
-        obj = samples.subscription(
-            id=truth.subscription,
-            customer=truth.customer,
-            created=_ts(t),
-            status="active",
-            items=[(base, 1), (addon, 1)],
-        )
-        previous = {"items": samples.subscription_items(truth.subscription, [(base, 1)])}
-        self.send(self.event("customer.subscription.updated", obj, t, previous), t)
-
-    def payment_method(self, account: int) -> str:
-        return f"pm_sim{account:06d}_{self.ledger.cards[account].generation}"
 
     # --- the hidden truth, as it happens -----------------------------------------------
 
@@ -387,90 +170,6 @@ class Driver:
             self.invoice_event(
                 "invoice.marked_uncollectible", truth, state, t, status="uncollectible"
             )
-
-    # --- the gateway: Stripe answering the service's retries ----------------------------
-
-    def decide(self, invoice_id: str, attempt: int) -> PaymentResult:
-        t = (clock.now() - START).total_seconds()
-        state = self.ledger.invoices.get(invoice_id)
-        if state is None:
-            return failed(retryable=False, message="no such invoice")
-        if state.status == "paid":
-            return succeeded(message="invoice was already paid")
-        if state.status == "void":
-            return failed(retryable=False, message="invoice is void")
-        failed_at = self.unanswered_failure.pop(invoice_id, None)
-        if failed_at is not None and not self.decline_code_recorded(invoice_id, failed_at):
-            self.run.charged_class_unknown[state.failed_class or "none"] += 1
-        spell = self.ledger.retry(state.account, invoice_id, t)
-        self.echoes.append((t, state.account, invoice_id, attempt, spell))
-        return declined(spell.trouble.code) if spell else succeeded()
-
-    @staticmethod
-    def decline_code_recorded(invoice_id: str, failed_at: float) -> bool:
-        """Whether the service holds a decline code for the invoice's attempt at failed_at
-        (or a later one): from the charge's events, or from whatever it learned itself."""
-        return (
-            PaymentAttempt.objects.filter(
-                stripe_invoice_id=invoice_id,
-                outcome=PaymentAttempt.Outcome.FAILED,
-                # Stripe's timestamps are whole seconds (see _ts).
-                attempted_at__gte=at(int(failed_at)),
-            )
-            .exclude(decline_code="")
-            .exists()
-        )
-
-    def echo(self) -> None:
-        """The webhooks Stripe sends after each retry, and after each cancellation."""
-        echoes, self.echoes = self.echoes, []
-        for t, account, invoice_id, attempt, spell in echoes:
-            truth = self.book.accounts[account]
-            state = self.ledger.invoices[invoice_id]
-            self.charge_event(truth, state, t, f"ch_sim_{invoice_id}_{attempt}", spell)
-            if spell is None:
-                self.invoice_event("invoice.paid", truth, state, t, status="paid")
-            else:
-                self.invoice_event("invoice.payment_failed", truth, state, t)
-        done = (
-            OutboxItem.objects.filter(
-                kind=OutboxItem.Kind.CANCEL_SUBSCRIPTION,
-                status=OutboxItem.Status.DONE,
-                pk__gt=self.last_cancel_pk,
-            )
-            .order_by("pk")
-            .values_list("pk", "account__stripe_customer_id", "completed_at")
-        )
-        for pk, customer, completed_at in done:
-            self.last_cancel_pk = pk
-            index = index_of(customer)
-            t = (completed_at - START).total_seconds()
-            self.cancelled.setdefault(index, t)
-            self.subscription_event(
-                "customer.subscription.deleted", self.book.accounts[index], t, "canceled"
-            )
-        self.echo_reverts()
-
-    def echo_reverts(self) -> None:
-        """Stripe's side of a reverted upgrade: its invoice voided, and the webhook for it."""
-        done = (
-            OutboxItem.objects.filter(
-                kind=OutboxItem.Kind.REVERT_UPGRADE,
-                status=OutboxItem.Status.DONE,
-                pk__gt=self.last_revert_pk,
-            )
-            .order_by("pk")
-            .values_list("pk", "account__stripe_customer_id", "completed_at", "result")
-        )
-        for pk, customer, completed_at, result in done:
-            self.last_revert_pk = pk
-            truth = self.book.accounts[index_of(customer)]
-            t = (completed_at - START).total_seconds()
-            for invoice_id in result.get("voided", []):
-                state = self.ledger.invoices.get(invoice_id)
-                if state is not None and state.status in ("open", "uncollectible"):
-                    state.status, state.closed_at = "void", t
-                    self.invoice_event("invoice.voided", truth, state, t, status="void")
 
     # --- delivering ---------------------------------------------------------------------
 
@@ -619,85 +318,3 @@ class Driver:
         outbox.drain()
         self.run.drift_accounts = len(ids)
         self.run.drift_changed = changed
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """The gateway and workers log every call at INFO: thousands of lines in a run."""
-    saved = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # Eager Celery has kombu say once that no broker host was given: known and harmless.
-    logging.getLogger("kombu").setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for name, level in saved.items():
-            logging.getLogger(name).setLevel(level)
-
-
-@contextmanager
-def service_for_simulation(driver: Driver) -> Iterator[None]:
-    """The service configured for a run, everything restored afterwards: the test clock
-    on, tasks in-process, the simulated gateway answering from the book, Account
-    Management on loopback, no real Stripe, no outcome subscribers."""
-    saved_gateway = (SIMULATED.decide, SIMULATED.default)
-    saved_eager = celery_app.conf.task_always_eager
-    driver.am.start()
-    try:
-        with (
-            override_settings(
-                DUNNING_TEST_CLOCK=True,
-                STRIPE_API_KEY="",
-                STRIPE_WEBHOOK_SECRETS=[SECRET],
-                # In-process tasks, as on the embedded default: the request processes.
-                WEBHOOK_ENQUEUE_ON_INGEST=True,
-                ACCOUNT_MANAGEMENT_URL=driver.am.url,
-                ACCOUNT_MANAGEMENT_TIMEOUT_SECONDS=2.0,
-                DUNNING_OUTCOME_WEBHOOK_URLS=[],
-                # The service as it runs once rolled out: enforcing for every account.
-                DUNNING_ROLLOUT_DEFAULT_STAGE="100",
-                # Customer notices are planned and claimed as in production; the simulated
-                # customers' mail goes nowhere.
-                EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
-            ),
-            _quiet(),
-        ):
-            celery_app.conf.task_always_eager = True
-            SIMULATED.reset()
-            SIMULATED.decide = driver.decide
-            yield
-    finally:
-        SIMULATED.decide, SIMULATED.default = saved_gateway
-        SIMULATED.reset()
-        celery_app.conf.task_always_eager = saved_eager
-        driver.am.stop()
-
-
-def run_service(book: Book, *, progress: Callable[[str], None] | None = None) -> ServiceRun:
-    """Run the book through the service in the current database, which must hold no
-    accounts or webhook events yet."""
-    if Account.objects.exists() or WebhookEvent.objects.exists():
-        raise SimulationError(
-            "the database already holds accounts or webhook events; the simulation needs an "
-            "empty one (manage.py simulate makes a scratch database of its own)"
-        )
-    driver = Driver(book, progress=progress)
-    with service_for_simulation(driver):
-        TestClock.objects.update_or_create(pk=TestClock.SINGLETON, defaults={"now": START})
-        started = time.perf_counter()
-        driver.simulate()
-        driver.run.seconds["simulate"] = time.perf_counter() - started
-        started = time.perf_counter()
-        driver.converge()
-        driver.run.seconds["converge"] = time.perf_counter() - started
-        driver.run.account_management = {
-            "requests": driver.am.requests,
-            "refused_during_outage": driver.am.refused,
-        }
-        driver.run.am_standing = dict(driver.am.standing)
-        driver.run.cancelled = set(driver.cancelled)
-    driver.run.failure_lookup_available = (
-        FailureLookup is not None and getattr(SIMULATED, "script_failure", None) is not None
-    )
-    return driver.run

@@ -16,9 +16,9 @@ from dunning.models import (
 )
 from simulation import fair
 from simulation.book import Book
-from simulation.driver import START, ServiceRun, at, index_of
 from simulation.hardcases import ledger_measures, owed_at
 from simulation.ledger import Ledger, money_and_retries
+from simulation.service_run import START, ServiceRun, at, index_of
 
 UNFINISHED_EVENTS = ("received", "failed", "dead")
 NOT_ABOVE_NOTICE = ("none", "notice")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from simulation.ablation import claim_lines, format_ablation
 from simulation.book import DAY, Book
-from simulation.driver import START
 from simulation.hardcases import drawn
+from simulation.service_run import START
 
 
 def book_summary(book: Book) -> dict:

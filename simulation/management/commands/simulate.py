@@ -16,9 +16,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from simulation import simulate
-from simulation.driver import SimulationError
 from simulation.mix import Mix, MixError, mix_table, parse_mix
 from simulation.report import format_table, write_json
+from simulation.service_run import SimulationError
 
 
 def scratch_name() -> str:
