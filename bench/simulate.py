@@ -80,7 +80,7 @@ def child(database: str, accounts: int, days: int, seed: int) -> dict:
     django.setup()
     from django.db import connection
 
-    from dunning.simulation import simulate
+    from simulation import simulate
 
     connection.settings_dict.setdefault("TEST", {})["NAME"] = (
         PG_NAME if database == "postgresql" else str(SQLITE_FILE)

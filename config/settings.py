@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "billing_events",
     "dunning",
     "entitlements",
+    "simulation",  # a tool over the service (manage.py simulate), no product app imports it
 ]
 
 MIDDLEWARE = [

@@ -23,7 +23,7 @@ from dunning import outbox, outbox_items
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("billing_events", "dunning", "entitlements", "config", "core")
-TOOLING = ("simulation", "bench", "dunning.simulation")
+TOOLING = ("simulation", "bench")
 
 # Helper "splits" owns dunning/admin.py: the admin imports notice_admin to register it, and
 # notice_admin takes `_pretty_json` back from the admin. The lead removes this entry when

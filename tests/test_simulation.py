@@ -17,16 +17,17 @@ import pytest
 
 from billing_events.models import Account, WebhookEvent
 from dunning import models as dunning_models
-from dunning.simulation import simulate
-from dunning.simulation.generator import DAY, Book, Charge, generate
-from dunning.simulation.hardcases import (
+from simulation import simulate
+from simulation.book import DAY, Book, Charge
+from simulation.generator import generate
+from simulation.hardcases import (
     drawn,
     retries_after_a_card_decline,
     written_off_upgrade_alone,
 )
-from dunning.simulation.ledger import Attempt, InvoiceState
-from dunning.simulation.mix import MixError, parse_mix
-from dunning.simulation.report import as_json, format_table
+from simulation.ledger import Attempt, InvoiceState
+from simulation.mix import MixError, parse_mix
+from simulation.report import as_json, format_table
 
 # The runs commit (module fixtures, outside any test's transaction); the mark makes
 # pytest-django create the test database for this module.
@@ -377,7 +378,7 @@ DEFAULT_SEEDS = range(7, 12)  # `make simulate`: --seed 7 --seeds 5, 1,000 accou
 
 
 def _ablation(seed: int, accounts: int = 1000, days: int = 90) -> dict:
-    from dunning.simulation.ablation import ablate
+    from simulation.ablation import ablate
 
     return ablate(generate(accounts=accounts, days=days, seed=seed))
 
@@ -407,7 +408,7 @@ def test_each_part_switched_off_brings_its_fault_back(variant, metric):
 
 def test_the_legacy_baseline_retries_on_the_service_soft_cadence():
     from dunning.policy import DEFAULT_RETRIES, DeclineClass
-    from dunning.simulation.legacy import LEGACY, legacy_design
+    from simulation.legacy import LEGACY, legacy_design
 
     soft = tuple(d.days for d in DEFAULT_RETRIES.schedules[DeclineClass.SOFT])
     assert LEGACY.retry_days == soft
@@ -416,7 +417,7 @@ def test_the_legacy_baseline_retries_on_the_service_soft_cadence():
 
 def _ledger_with(owed: dict[int, list[str]]):
     """A ledger where each account owes failed invoices of the given kinds."""
-    from dunning.simulation.ledger import Ledger
+    from simulation.ledger import Ledger
 
     ledger = Ledger()
     for account, kinds in owed.items():
@@ -440,7 +441,7 @@ def _ledger_with(owed: dict[int, list[str]]):
     ],
 )
 def test_limbo_is_owing_uncancelled_and_nothing_planned(owed, cancelled, planned, expected):
-    from dunning.simulation.fair import limbo
+    from simulation.fair import limbo
 
     assert limbo(_ledger_with(owed), cancelled=cancelled, planned=planned) == expected
 
@@ -452,7 +453,7 @@ def test_limbo_is_owing_uncancelled_and_nothing_planned(owed, cancelled, planned
 def test_bad_debt_is_upgrade_only_when_every_failed_invoice_owed_is_an_upgrade(
     owed, expected_upgrade_only
 ):
-    from dunning.simulation.fair import bad_debt
+    from simulation.fair import bad_debt
 
     counted = bad_debt([(1, DAY)], _ledger_with(owed), days=90)
     assert counted["bad_debt_entries"] == 1
@@ -461,7 +462,7 @@ def test_bad_debt_is_upgrade_only_when_every_failed_invoice_owed_is_an_upgrade(
 
 def test_both_sides_count_limbo_and_bad_debt_with_the_same_code():
     """The legacy model and the service's measures both count through `fair`."""
-    from dunning.simulation import fair, measure, model
+    from simulation import fair, measure, model
 
     assert model.limbo is fair.limbo and model.bad_debt is fair.bad_debt
     assert measure.fair is fair
@@ -488,7 +489,7 @@ def test_the_report_shows_the_ablation_spread_claims_and_definitions(seeded_repo
     for side in ("legacy", "service"):
         assert {"limbo", "limbo_upgrade_only", "upgrade_only_bad_debt"} <= set(seeded_report[side])
     json.loads(as_json(seeded_report))
-    from dunning.simulation.html import render
+    from simulation.html import render
 
     page = render(seeded_report)
     assert "What each part of the design buys" in page and "upgrade rule off" in page

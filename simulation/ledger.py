@@ -11,7 +11,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from dunning.simulation.generator import DAY, AccountTruth, Card, Charge, Spell
+from simulation.book import DAY, AccountTruth, Card, Charge, Spell
 
 NETWORK_CAP = 15  # attempts on one card within the window (Visa)
 NETWORK_WINDOW = 30 * DAY

@@ -4,8 +4,8 @@ data, so the legacy model and the service's report share it."""
 
 from collections import Counter, defaultdict
 
-from dunning.simulation.generator import LATE, MISSING, Book
-from dunning.simulation.ledger import Attempt, InvoiceState, Ledger
+from simulation.book import LATE, MISSING, Book
+from simulation.ledger import Attempt, InvoiceState, Ledger
 
 CARD_STOPPERS = ("hard", "fraud")  # after such a decline, the same card is not to be charged
 

@@ -7,10 +7,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from dunning.simulation.ablation import claim_lines, format_ablation
-from dunning.simulation.driver import START
-from dunning.simulation.generator import DAY, Book
-from dunning.simulation.hardcases import drawn
+from simulation.ablation import claim_lines, format_ablation
+from simulation.book import DAY, Book
+from simulation.hardcases import drawn
+from simulation.service_run import START
 
 
 def book_summary(book: Book) -> dict:
@@ -253,7 +253,7 @@ def ablation_section(report: dict) -> list[str]:
         "",
         f"ablation: the same books, seeds {seeds[0]}-{seeds[-1]} ({len(seeds)}); mean "
         "[min-max] across seeds; every row but the last is the model "
-        f"(dunning/simulation/model.py), the last is the real service on seed(s) "
+        f"(simulation/model.py), the last is the real service on seed(s) "
         f"{', '.join(map(str, service_seeds))}",
         format_ablation(ablation["table"]),
         "",

@@ -23,8 +23,8 @@ the service's handling does. Where unsure, the model is generous to the legacy s
 
 from dataclasses import replace
 
-from dunning.simulation.generator import Book
-from dunning.simulation.model import SOFT_CADENCE_DAYS, Design, ModelRun, model_report, run_model
+from simulation.book import Book
+from simulation.model import SOFT_CADENCE_DAYS, Design, ModelRun, model_report, run_model
 
 LEGACY_RETRY_DAYS = SOFT_CADENCE_DAYS
 SEED_LEGACY_RETRY_DAYS = (3, 8, 15, 22)  # the seed's legacy model: fewer, sparser retries

@@ -15,7 +15,7 @@ of the legacy policy on the same customers, and the outcome report.
 
 from collections.abc import Callable
 
-from dunning.simulation.mix import Mix, parse_mix
+from simulation.mix import Mix, parse_mix
 
 
 def simulate(
@@ -33,13 +33,13 @@ def simulate(
     """Generate the book, run legacy and service on it, return the report. With `seeds`
     above 1 the ablation runs on seeds seed..seed+seeds-1 and the real service on the first
     `service_seeds` of them; `reset` empties the database between service runs."""
-    from dunning.simulation import ablation
-    from dunning.simulation.driver import run_service
-    from dunning.simulation.fair import DEFINITIONS
-    from dunning.simulation.generator import generate
-    from dunning.simulation.legacy import legacy_report, run_legacy
-    from dunning.simulation.measure import service_report
-    from dunning.simulation.report import build_report
+    from simulation import ablation
+    from simulation.fair import DEFINITIONS
+    from simulation.generator import generate
+    from simulation.legacy import legacy_report, run_legacy
+    from simulation.measure import service_report
+    from simulation.report import build_report
+    from simulation.service import run_service
 
     seed_list = [seed + n for n in range(max(1, seeds))]
     service_seeds = max(1, min(service_seeds, len(seed_list)))

@@ -32,10 +32,10 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 
-from dunning.simulation.fair import bad_debt, limbo
-from dunning.simulation.generator import DAY, AccountTruth, Book, Charge, Spell
-from dunning.simulation.hardcases import ledger_measures
-from dunning.simulation.ledger import InvoiceState, Ledger, money_and_retries
+from simulation.book import DAY, AccountTruth, Book, Charge, Spell
+from simulation.fair import bad_debt, limbo
+from simulation.hardcases import ledger_measures
+from simulation.ledger import InvoiceState, Ledger, money_and_retries
 
 SOFT_CADENCE_DAYS = (1, 3, 5, 8, 12, 17, 23)  # dunning.policy.DEFAULT_RETRIES, soft class
 SMALL_AMOUNT_MINOR = 500

@@ -15,10 +15,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
-from dunning.simulation import simulate
-from dunning.simulation.driver import SimulationError
-from dunning.simulation.mix import Mix, MixError, mix_table, parse_mix
-from dunning.simulation.report import format_table, write_json
+from simulation import simulate
+from simulation.mix import Mix, MixError, mix_table, parse_mix
+from simulation.report import format_table, write_json
+from simulation.service_run import SimulationError
 
 
 def scratch_name() -> str:
@@ -117,7 +117,7 @@ class Command(BaseCommand):
             write_json(report, options["json_path"])
             self.stdout.write(f"JSON: {options['json_path']}")
         if options["html_path"]:
-            from dunning.simulation.html import write_html
+            from simulation.html import write_html
 
             write_html(report, options["html_path"])
             self.stdout.write(f"HTML: {options['html_path']}")

@@ -14,11 +14,11 @@ from dunning.models import (
     DunningCase,
     OutboxItem,
 )
-from dunning.simulation import fair
-from dunning.simulation.driver import START, ServiceRun, at, index_of
-from dunning.simulation.generator import Book
-from dunning.simulation.hardcases import ledger_measures, owed_at
-from dunning.simulation.ledger import Ledger, money_and_retries
+from simulation import fair
+from simulation.book import Book
+from simulation.hardcases import ledger_measures, owed_at
+from simulation.ledger import Ledger, money_and_retries
+from simulation.service_run import START, ServiceRun, at, index_of
 
 UNFINISHED_EVENTS = ("received", "failed", "dead")
 NOT_ABOVE_NOTICE = ("none", "notice")

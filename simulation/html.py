@@ -4,22 +4,18 @@
 from html import escape
 from pathlib import Path
 
-from dunning.simulation.ablation import claim_lines, table_rows
-from dunning.simulation.report import rows
-
-LEVEL_COLOURS = {
-    "notice": "#c6dbef",
-    "upgrade_restricted": "#6baed6",
-    "premium_restricted": "#fdae6b",
-    "read_only": "#e6550d",
-    "suspended": "#a50f15",
-}
-LEGACY_COLOURS = {
-    "retrying": "#c6dbef",
-    "bad_debt": "#a50f15",
-}
-LEGACY_GREY, SERVICE_BLUE = "#969696", "#2171b5"
-WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM, PAD_TOP = 640, 240, 48, 36, 12
+from simulation.ablation import claim_lines, table_rows
+from simulation.charts import (
+    LEGACY_COLOURS,
+    LEGACY_GREY,
+    LEVEL_COLOURS,
+    SERVICE_BLUE,
+    legend,
+    nice_max,
+    recovery_chart,
+    stacked_days_chart,
+)
+from simulation.report import rows
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
@@ -35,114 +31,6 @@ figure{margin:0}figcaption{font-weight:600;margin-bottom:.3em}
 .legend i{display:inline-block;width:.8em;height:.8em;margin-right:.3em;vertical-align:-1px}
 svg text{font-size:11px;fill:#444}
 """
-
-
-def _svg_open(width: int = WIDTH, height: int = HEIGHT, label: str = "") -> str:
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}">'
-    )
-
-
-def _nice_max(value: float) -> float:
-    if value <= 0:
-        return 1
-    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000):
-        if value <= step * 5:
-            return step * 5 if value > step * 4 else step * 4 if value > step * 3 else step * 3
-    return value
-
-
-def _axes(ymax: float, height: int, width: int) -> list[str]:
-    bottom = height - PAD_BOTTOM
-    parts = [
-        f'<line x1="{PAD_LEFT}" y1="{PAD_TOP}" x2="{PAD_LEFT}" y2="{bottom}" stroke="#999"/>',
-        f'<line x1="{PAD_LEFT}" y1="{bottom}" x2="{width - 8}" y2="{bottom}" stroke="#999"/>',
-    ]
-    for tick in range(5):
-        value = ymax * tick / 4
-        y = bottom - (bottom - PAD_TOP) * tick / 4
-        parts.append(
-            f'<line x1="{PAD_LEFT - 3}" y1="{y:.1f}" x2="{width - 8}" y2="{y:.1f}" '
-            f'stroke="#eee"/><text x="{PAD_LEFT - 6}" y="{y + 4:.1f}" '
-            f'text-anchor="end">{value:g}</text>'
-        )
-    return parts
-
-
-def recovery_chart(legacy: dict, service: dict) -> str:
-    """Grouped bars: recovered invoices per days-to-recovery bucket, legacy vs service."""
-    buckets = [label for label, _ in legacy["days_to_recovery_histogram"]]
-    values = [
-        (old, new)
-        for (_, old), (_, new) in zip(
-            legacy["days_to_recovery_histogram"], service["days_to_recovery_histogram"], strict=True
-        )
-    ]
-    ymax = _nice_max(max((max(pair) for pair in values), default=0))
-    bottom, plot = HEIGHT - PAD_BOTTOM, HEIGHT - PAD_BOTTOM - PAD_TOP
-    group = (WIDTH - PAD_LEFT - 16) / max(len(buckets), 1)
-    bar = group * 0.36
-    parts = [_svg_open(label="days to recovery"), *_axes(ymax, HEIGHT, WIDTH)]
-    for index, (bucket, (old, new)) in enumerate(zip(buckets, values, strict=True)):
-        x = PAD_LEFT + 8 + index * group
-        for offset, (count, colour, who) in enumerate(
-            ((old, LEGACY_GREY, "legacy"), (new, SERVICE_BLUE, "this service"))
-        ):
-            h = plot * count / ymax
-            parts.append(
-                f'<rect x="{x + offset * bar:.1f}" y="{bottom - h:.1f}" width="{bar - 1:.1f}" '
-                f'height="{h:.1f}" fill="{colour}"><title>{who}, {bucket} days: {count}'
-                "</title></rect>"
-            )
-        parts.append(
-            f'<text x="{x + bar:.1f}" y="{bottom + 14}" text-anchor="middle">{bucket}</text>'
-        )
-    parts.append(
-        f'<text x="{WIDTH / 2:.0f}" y="{HEIGHT - 4}" text-anchor="middle">'
-        "days from the first failed charge to the money</text></svg>"
-    )
-    return "".join(parts)
-
-
-def stacked_days_chart(series: dict[str, list[int]], colours: dict[str, str], ymax: float) -> str:
-    """Stacked bars, one per day: accounts in each state."""
-    days = len(next(iter(series.values()), []))
-    bottom, plot = HEIGHT - PAD_BOTTOM, HEIGHT - PAD_BOTTOM - PAD_TOP
-    step = (WIDTH - PAD_LEFT - 16) / max(days, 1)
-    parts = [_svg_open(label="accounts by state per day"), *_axes(ymax, HEIGHT, WIDTH)]
-    for day in range(days):
-        x, height_so_far = PAD_LEFT + 4 + day * step, 0.0
-        for name, colour in colours.items():
-            count = series.get(name, [0] * days)[day]
-            if not count:
-                continue
-            h = plot * count / ymax
-            parts.append(
-                f'<rect x="{x:.1f}" y="{bottom - height_so_far - h:.1f}" '
-                f'width="{max(step - 0.6, 0.6):.1f}" height="{h:.1f}" fill="{colour}">'
-                f"<title>day {day + 1}, {name}: {count}</title></rect>"
-            )
-            height_so_far += h
-    for day in range(0, days + 1, max(days // 6, 1)):
-        x = PAD_LEFT + 4 + day * step
-        parts.append(f'<text x="{x:.1f}" y="{bottom + 14}" text-anchor="middle">{day}</text>')
-    parts.append(
-        f'<text x="{WIDTH / 2:.0f}" y="{HEIGHT - 4}" text-anchor="middle">day of the run</text>'
-        "</svg>"
-    )
-    return "".join(parts)
-
-
-def _legend(colours: dict[str, str]) -> str:
-    return (
-        '<div class="legend">'
-        + "".join(
-            f'<span><i style="background:{colour}"></i>{escape(name.replace("_", " "))}</span>'
-            for name, colour in colours.items()
-        )
-        + "</div>"
-    )
 
 
 LOWER_IS_BETTER = {
@@ -202,7 +90,7 @@ HOW_TO_READ = """
 and when they add a card or pay, what finance does) is drawn once from the seed and hidden from
 both policies; only the policy differs. The service ran for real: signed webhooks, the engine,
 the outbox, the simulated gateway answering retries from that hidden truth, on the test clock.
-The legacy side is a model (see <code>dunning/simulation/legacy.py</code>).</li>
+The legacy side is a model (see <code>simulation/legacy.py</code>).</li>
 <li><b>Money</b> counts invoices whose first charge failed; recovered is what was paid by the
 end of the run (retry, customer on-session, out of band). The legacy side keeps invoicing the
 accounts it leaves in limbo, so its denominator can be larger.</li>
@@ -234,7 +122,7 @@ def render(report: dict) -> str:
     params, outage = report["parameters"], report["account_management_outage"]
     service_series = service["series"]["levels"]
     legacy_series = legacy["series"]
-    ymax = _nice_max(
+    ymax = nice_max(
         max(
             [sum(values) for values in zip(*service_series.values(), strict=True)]
             + [sum(values) for values in zip(*legacy_series.values(), strict=True)]
@@ -265,9 +153,9 @@ Amounts in USD. Green: the service does better; red: worse.</p>
 <h2>Ladder levels over time</h2>
 <div class="charts">
 <figure><figcaption>This service: open dunning cases by level, each day</figcaption>
-{_legend(LEVEL_COLOURS)}{stacked_days_chart(service_series, LEVEL_COLOURS, ymax)}</figure>
+{legend(LEVEL_COLOURS)}{stacked_days_chart(service_series, LEVEL_COLOURS, ymax)}</figure>
 <figure><figcaption>Legacy: accounts retrying, flagged, or exhausted without a flag</figcaption>
-{_legend(LEGACY_COLOURS)}{stacked_days_chart(legacy_series, LEGACY_COLOURS, ymax)}</figure>
+{legend(LEGACY_COLOURS)}{stacked_days_chart(legacy_series, LEGACY_COLOURS, ymax)}</figure>
 </div>
 <p class="muted">The service restricts premium features first and keeps core access until
 suspension; the legacy flag bans outright. Cancelled at the end of the ladder during the run:

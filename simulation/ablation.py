@@ -10,9 +10,9 @@ to it.
 import statistics
 from dataclasses import replace
 
-from dunning.simulation.generator import Book
-from dunning.simulation.legacy import legacy_design
-from dunning.simulation.model import Design, model_report, run_model
+from simulation.book import Book
+from simulation.legacy import legacy_design
+from simulation.model import Design, model_report, run_model
 
 FULL = Design("the whole design (modelled)")
 SERVICE_ROW = "this service (real engine)"

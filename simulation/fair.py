@@ -8,8 +8,8 @@ else is read from the world's ledger, Stripe's side, which every world keeps ali
 
 from collections.abc import Iterable
 
-from dunning.simulation.hardcases import owed_at, written_off_upgrade_alone
-from dunning.simulation.ledger import Ledger
+from simulation.hardcases import owed_at, written_off_upgrade_alone
+from simulation.ledger import Ledger
 
 DEFINITIONS = {
     "recovery_rate": (
