@@ -21,7 +21,7 @@ from django.utils.html import format_html
 
 from billing_events.models import Account, Invoice
 from dunning import clock
-from dunning.admin import SupportReadOnlyAdmin, _pretty_json
+from dunning.admin_base import SupportReadOnlyAdmin, _pretty_json
 from dunning.compute import compute
 from dunning.engine import read_snapshot
 from dunning.models import OPEN_STATES, CustomerNotice, DunningCase

@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from dunning import rollout
-from dunning.admin import SupportReadOnlyAdmin
+from dunning.admin_base import SupportReadOnlyAdmin
 from dunning.models import DriftScan, RolloutGate, ShadowDecision
 from dunning.support_api.permissions import can_act, can_read
 

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from dunning.admin import SupportReadOnlyAdmin
+from dunning.admin_base import SupportReadOnlyAdmin
 from entitlements.models import Restriction
 
 
