@@ -37,5 +37,5 @@ class SupportReadOnlyAdmin(ReadOnlyForSupport, admin.ModelAdmin):
     pass
 
 
-def _pretty_json(value: object) -> str:
+def pretty_json(value: object) -> str:
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, default=str))

@@ -6,14 +6,12 @@ as NinjaPanel's API, audited with the admin user's name; they need `support_acti
 
 import json
 from datetime import timedelta
-from functools import cache
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest
-from django.template import engines
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -26,6 +24,7 @@ from dunning.models import (
     CaseTransition,
     DunningCase,
 )
+from dunning.stripe_conflicts import CANCELLED, KINDS, RETRIED, conflicted_cases
 from dunning.stuck import stuck_cases
 from dunning.support_api import selectors
 from dunning.support_api.permissions import can_act
@@ -64,6 +63,28 @@ class StuckFilter(admin.SimpleListFilter):
         return queryset.filter(pk__in=stuck_cases(now=clock.now()).values("pk"))
 
 
+class StripeConflictFilter(admin.SimpleListFilter):
+    """Open cases where Stripe Billing still retries or cancels on its own: the same cases
+    the metrics gauge dunning_stripe_conflict_cases counts."""
+
+    title = "Stripe conflict"
+    parameter_name = "stripe_conflict"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("any", "Any Stripe conflict"),
+            (RETRIED, "Stripe retried an invoice"),
+            (CANCELLED, "Stripe cancelled a subscription"),
+        ]
+
+    def queryset(self, request, queryset: QuerySet[DunningCase]):
+        if self.value() not in (*KINDS, "any"):
+            return queryset
+        found = conflicted_cases()
+        kinds = KINDS if self.value() == "any" else (self.value(),)
+        return queryset.filter(pk__in={pk for kind in kinds for pk in found[kind]})
+
+
 class CaseTransitionInline(ReadOnlyForSupport, admin.TabularInline):
     model = CaseTransition
     fields = ("at", "from_state", "to_state", "trigger", "actor", "decision")
@@ -81,36 +102,7 @@ class HoldForm(forms.Form):
     days = forms.IntegerField(min_value=1, max_value=365, initial=7, help_text="From now.")
 
 
-HOLD_FORM_TEMPLATE = """{% extends "admin/base_site.html" %}
-{% load admin_urls %}
-{% block bodyclass %}{{ block.super }} app-{{ opts.app_label }}
-model-{{ opts.model_name }}{% endblock %}
-{% block breadcrumbs %}<div class="breadcrumbs">
-<a href="{% url 'admin:index' %}">Home</a>
-&rsaquo; <a href="{% url 'admin:app_list' app_label=opts.app_label %}">
-{{ opts.app_config.verbose_name }}</a>
-&rsaquo; <a href="{% url opts|admin_urlname:'changelist' %}">
-{{ opts.verbose_name_plural|capfirst }}</a>
-&rsaquo; {{ title }}</div>{% endblock %}
-{% block content %}
-<p>{{ explanation }}</p>
-<ul>{% for case in cases %}<li>{{ case.account.stripe_customer_id }}: case {{ case.pk }},
-{{ case.state }}, level {{ case.level }}</li>{% endfor %}</ul>
-<form method="post">{% csrf_token %}
-{{ form.as_p }}
-{% for case in cases %}<input type="hidden" name="{{ action_checkbox_name }}" value="{{ case.pk }}">
-{% endfor %}<input type="hidden" name="action" value="{{ action }}">
-<input type="hidden" name="apply" value="1">
-<input type="submit" value="{{ title }}">
-<a href="{% url opts|admin_urlname:'changelist' %}" class="button cancel-link">Cancel</a>
-</form>
-{% endblock %}
-"""
-
-
-@cache
-def _hold_form_template():
-    return engines["django"].from_string(HOLD_FORM_TEMPLATE)
+HOLD_FORM_TEMPLATE = "admin/dunning/dunningcase/hold_form.html"
 
 
 @admin.register(DunningCase)
@@ -136,6 +128,7 @@ class DunningCaseAdmin(SupportReadOnlyAdmin):
         InBadDebtFilter,
         StuckFilter,
         "resolution",
+        StripeConflictFilter,
     )
     search_fields = ("account__stripe_customer_id", "account__email")
     ordering = ("-opened_at", "-pk")
@@ -283,7 +276,7 @@ class DunningCaseAdmin(SupportReadOnlyAdmin):
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
         }
         request.current_app = self.admin_site.name
-        return TemplateResponse(request, _hold_form_template(), context)
+        return TemplateResponse(request, HOLD_FORM_TEMPLATE, context)
 
     def _apply_hold(self, request, cases, *, service, until, title, reason, days) -> None:
         actor = request.user.get_username()
@@ -306,33 +299,3 @@ class DunningCaseAdmin(SupportReadOnlyAdmin):
                 f"{', '.join(done)}.",
                 messages.SUCCESS,
             )
-
-
-# --- Stripe's own retries and cancellations (dunning.stripe_conflicts) ----------------------
-class StripeConflictFilter(admin.SimpleListFilter):
-    """Open cases where Stripe Billing still retries or cancels on its own: the same cases
-    the metrics gauge dunning_stripe_conflict_cases counts."""
-
-    title = "Stripe conflict"
-    parameter_name = "stripe_conflict"
-
-    def lookups(self, request, model_admin):
-        from dunning.stripe_conflicts import CANCELLED, RETRIED
-
-        return [
-            ("any", "Any Stripe conflict"),
-            (RETRIED, "Stripe retried an invoice"),
-            (CANCELLED, "Stripe cancelled a subscription"),
-        ]
-
-    def queryset(self, request, queryset: QuerySet[DunningCase]):
-        from dunning.stripe_conflicts import KINDS, conflicted_cases
-
-        if self.value() not in (*KINDS, "any"):
-            return queryset
-        found = conflicted_cases()
-        kinds = KINDS if self.value() == "any" else (self.value(),)
-        return queryset.filter(pk__in={pk for kind in kinds for pk in found[kind]})
-
-
-DunningCaseAdmin.list_filter = (*DunningCaseAdmin.list_filter, StripeConflictFilter)

@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from dunning import clock
-from dunning.admin_base import SupportReadOnlyAdmin, _pretty_json
+from dunning.admin_base import SupportReadOnlyAdmin, pretty_json
 from dunning.bad_debt_payment import NotProcessing, release
 from dunning.models import (
     AccountStanding,
@@ -39,11 +39,11 @@ class DecisionAdmin(SupportReadOnlyAdmin):
 
     @admin.display(description="changes")
     def changes_json(self, decision: Decision) -> str:
-        return _pretty_json(decision.changes)
+        return pretty_json(decision.changes)
 
     @admin.display(description="explanation")
     def explanation_json(self, decision: Decision) -> str:
-        return _pretty_json(decision.explanation)
+        return pretty_json(decision.explanation)
 
 
 @admin.register(CaseTransition)
