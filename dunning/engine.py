@@ -22,7 +22,7 @@ from dunning import clock
 from dunning.compute import Desired, compute
 from dunning.notifications.plan import SETTLED_KINDS
 from dunning.policy import Policy, current_policy
-from dunning.snapshot import Snapshot
+from dunning.snapshot import DECIDED_CASE_FIELDS, Snapshot
 from dunning.snapshot_sql import lock_and_read
 from dunning.triggers import Trigger
 
@@ -64,18 +64,7 @@ def _jsonable(value: object) -> object:
     return value
 
 
-CASE_FIELDS = (
-    "state",
-    "resolution",
-    "level",
-    "level_since",
-    "decline_class",
-    "earliest_unpaid_at",
-    "amount_overdue",
-    "next_review_at",
-    "next_retry_at",
-    "shadow",
-)
+CASE_FIELDS = DECIDED_CASE_FIELDS  # declared once, on snapshot.CaseView
 
 
 def diff(snapshot: Snapshot, desired: Desired, now: datetime | None = None) -> tuple[Change, ...]:

@@ -10,8 +10,9 @@ and both turn rows into a Snapshot through `assemble`.
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
+from typing import get_args, get_origin
 
 from django.db import connection
 
@@ -28,6 +29,7 @@ from dunning.models import (
     RolloutGate,
 )
 from dunning.snapshot import (
+    CASE_FIELDS,
     DEFAULT_STANDING,
     AttemptView,
     CaseView,
@@ -65,9 +67,7 @@ SELECT {ACCOUNT_COLUMNS}
 FROM {_t(Account)} a WHERE a.id = %s"""
 
 # The case as the engine reads it: every CaseView field, by name.
-CASE_COLUMNS = """c.id AS pk, c.state, c.resolution, c.level, c.level_since, c.decline_class,
-  c.earliest_unpaid_at, c.amount_overdue, c.next_review_at, c.next_retry_at, c.paused_until,
-  c.pause_reason, c.grace_until, c.grace_reason, c.opened_at, c.shadow"""
+CASE_COLUMNS = ", ".join("c.id AS pk" if name == "pk" else f"c.{name}" for name in CASE_FIELDS)
 
 OPEN_CASE = f"""
 SELECT {CASE_COLUMNS} FROM {_t(DunningCase)} c
@@ -173,15 +173,16 @@ def _named(cursor) -> list[dict]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-CASE_TIMES = ("level_since", "earliest_unpaid_at", "next_review_at", "next_retry_at")
-CASE_TIMES += ("paused_until", "grace_until", "opened_at")
+# How each case column is read, from CaseView's own types.
+CASE_TIMES = tuple(f.name for f in fields(CaseView) if datetime in get_args(f.type))
+CASE_JSON = tuple(f.name for f in fields(CaseView) if get_origin(f.type) is dict or f.type is dict)
 
 
 def _case(row: dict) -> CaseView:
     for name in CASE_TIMES:
         row[name] = _aware(row[name])
-    row["amount_overdue"] = _json(row["amount_overdue"])
-    row["shadow"] = _json(row["shadow"])
+    for name in CASE_JSON:
+        row[name] = _json(row[name])
     return CaseView(**row)
 
 
