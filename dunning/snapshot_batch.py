@@ -21,6 +21,15 @@ from dunning import rollout
 from dunning.models import CustomerNotice, DunningCase, OutboxItem
 from dunning.policy import Policy
 from dunning.snapshot import Snapshot
+from dunning.snapshot_rows import (
+    AccountRows,
+    _attempt,
+    _case,
+    _invoice,
+    _named,
+    assemble,
+    ended_since,
+)
 from dunning.snapshot_sql import (
     ACCOUNT_COLUMNS,
     ATTEMPT_COLUMNS,
@@ -37,14 +46,7 @@ from dunning.snapshot_sql import (
     RESTRICTION_COLUMNS,
     SUBSCRIPTION_COLUMNS,
     WENT_THROUGH_DUNNING,
-    AccountRows,
-    _attempt,
-    _case,
-    _invoice,
-    _named,
     _t,
-    assemble,
-    ended_since,
     lock_and_read,
 )
 from entitlements.models import Restriction
