@@ -77,12 +77,13 @@ class AccountRows:
     case: CaseView | None = None
     invoices: list[InvoiceView] = field(default_factory=list)
     attempts: list[AttemptView] = field(default_factory=list)
-    pending: list[tuple] = field(default_factory=list)  # PENDING_COLUMNS
-    ended: list[tuple] = field(default_factory=list)  # ENDED_COLUMNS
+    # Rows by column name, as `_named` reads them (snapshot_sql's *_COLUMNS).
+    pending: list[dict] = field(default_factory=list)
+    ended: list[dict] = field(default_factory=list)
     card_history: list[AttemptView] = field(default_factory=list)
-    subscriptions: list[tuple] = field(default_factory=list)  # SUBSCRIPTION_COLUMNS
-    restrictions: list[tuple] = field(default_factory=list)  # RESTRICTION_COLUMNS
-    notices: list[tuple] = field(default_factory=list)  # NOTICE_COLUMNS
+    subscriptions: list[dict] = field(default_factory=list)
+    restrictions: list[dict] = field(default_factory=list)
+    notices: list[dict] = field(default_factory=list)
 
 
 def ended_since(case: CaseView | None, now: datetime, lookup_window: timedelta) -> datetime:
@@ -100,15 +101,16 @@ def assemble(account_id: int, rows: AccountRows, *, now: datetime, memory: timed
     pending = _pending_effects(rows.pending, now)
     ended = _ended_effects(rows.ended)
     subscription_status, items_before_upgrade = {}, {}
-    for subscription_id, status, items in rows.subscriptions:
-        subscription_status[subscription_id] = status
-        if items := _json(items):
+    for row in rows.subscriptions:
+        subscription_id = row["stripe_subscription_id"]
+        subscription_status[subscription_id] = row["status"]
+        if items := _json(row["items_before_upgrade"]):
             items_before_upgrade[subscription_id] = tuple(
                 (item["price"], item.get("quantity", 1)) for item in items
             )
     notices = {
-        key: NoticeView(key, kind, status, _aware(due_at))
-        for key, kind, status, due_at in rows.notices
+        row["key"]: NoticeView(row["key"], row["kind"], row["status"], _aware(row["due_at"]))
+        for row in rows.notices
     }
 
     cases = head["cases"]
@@ -121,7 +123,7 @@ def assemble(account_id: int, rows: AccountRows, *, now: datetime, memory: timed
         attempts=tuple(rows.attempts),
         subscription_status=subscription_status,
         case=case,
-        restrictions=dict(rows.restrictions),
+        restrictions={row["code"]: row["level"] for row in rows.restrictions},
         standing_requested=head["requested"] or DEFAULT_STANDING,
         standing_acknowledged=head["acknowledged"] or DEFAULT_STANDING,
         payment_method_updated_at=_aware(head["payment_method_updated_at"]),
@@ -147,18 +149,18 @@ def assemble(account_id: int, rows: AccountRows, *, now: datetime, memory: timed
     )
 
 
-def _pending_effects(rows, now: datetime) -> dict:
+def _pending_effects(rows: list[dict], now: datetime) -> dict:
     scheduled_retry, in_flight = None, 0
     cancel_requested, revert_requested, lookups = set(), set(), {}
-    for pk, kind, payload, next_attempt_at, claimed_until, created_at in rows:
-        payload = _json(payload)
+    for row in rows:
+        kind, payload, claimed_until = row["kind"], _json(row["payload"]), row["claimed_until"]
         running = claimed_until is not None and _aware(claimed_until) > now
         if kind == Kind.PAYMENT_RETRY:
             scheduled_retry = ScheduledRetry(
-                outbox_pk=pk,
+                outbox_pk=row["id"],
                 stripe_invoice_id=payload["stripe_invoice_id"],
                 attempt_number=payload["attempt_number"],
-                at=_aware(next_attempt_at),
+                at=_aware(row["next_attempt_at"]),
                 running=running,
             )
             # A retry waiting for its time is a plan, not a side effect in flight.
@@ -169,7 +171,7 @@ def _pending_effects(rows, now: datetime) -> dict:
         if kind == Kind.REVERT_UPGRADE:
             revert_requested.add(payload["subscription_id"])
         if kind == Kind.FAILURE_LOOKUP:
-            lookups[payload["lookup"]] = _aware(created_at)
+            lookups[payload["lookup"]] = _aware(row["created_at"])
             continue  # asking Stripe a question holds nothing back
         if kind == Kind.CUSTOMER_NOTICE:
             continue  # a message waiting for its day holds nothing back either
@@ -183,12 +185,13 @@ def _pending_effects(rows, now: datetime) -> dict:
     }
 
 
-def _ended_effects(rows) -> dict:
+def _ended_effects(rows: list[dict]) -> dict:
     cancel_refused, revert_refused, reverted, revert_done, lookups = {}, {}, set(), set(), {}
-    for kind, status, created_at, payload, last_error in rows:
-        payload = _json(payload)
+    for row in rows:
+        kind, status, payload = row["kind"], row["status"], _json(row["payload"])
+        last_error = row["last_error"]
         if kind == Kind.FAILURE_LOOKUP:
-            lookups[payload["lookup"]] = _aware(created_at)
+            lookups[payload["lookup"]] = _aware(row["created_at"])
         elif kind == Kind.CANCEL_SUBSCRIPTION and status == "dead":
             cancel_refused[payload["subscription_id"]] = last_error[:200]
         elif kind == Kind.REVERT_UPGRADE and status == "dead":

@@ -4,9 +4,9 @@ The recompute is the hot path, and building ORM querysets cost more than running
 (about 0.7 ms of Python per query against 0.1 ms in PostgreSQL), so these statements are
 written once, from the models' own table names, and run as they are. They are plain SQL
 that PostgreSQL and SQLite (the embedded default) both run; the row lock is PostgreSQL's.
-Rows are read by column name, never by position. The column lists, conditions and row
-helpers are shared with `snapshot_batch` (many accounts per statement, for the drift scan),
-and both turn rows into a Snapshot through `assemble`.
+The column lists and conditions are shared with `snapshot_batch` (many accounts per
+statement, for the drift scan); both read rows by column name, never by position, and turn
+them into a Snapshot through `snapshot_rows.assemble`.
 """
 
 from datetime import datetime, timedelta
@@ -193,18 +193,18 @@ def lock_and_read(
             rows.attempts = [_attempt(row) for row in _named(cursor)]
 
         cursor.execute(PENDING_OUTBOX, [account_id])
-        rows.pending = cursor.fetchall()
+        rows.pending = _named(cursor)
         since = ended_since(case, now, lookup_window)
         cursor.execute(ENDED_EFFECTS, [account_id, _param(since)])
-        rows.ended = cursor.fetchall()
+        rows.ended = _named(cursor)
         cursor.execute(CARD_HISTORY, [account_id, _param(now - card_window)])
         rows.card_history = [_attempt(row) for row in _named(cursor)]
         cursor.execute(SUBSCRIPTIONS, [account_id])
-        rows.subscriptions = cursor.fetchall()
+        rows.subscriptions = _named(cursor)
         cursor.execute(RESTRICTIONS, [account_id])
-        rows.restrictions = cursor.fetchall()
+        rows.restrictions = _named(cursor)
         cursor.execute(NOTICES, [account_id, case.pk if case else -1, _param(now - NOTICE_MEMORY)])
-        rows.notices = cursor.fetchall()
+        rows.notices = _named(cursor)
     account = Account(
         pk=account_id,
         stripe_customer_id=head["stripe_customer_id"],
