@@ -18,6 +18,7 @@ from psycopg.types.datetime import TimestamptzLoader
 
 from billing_events.models import Account, PaymentAttempt, Subscription
 from dunning import rollout
+from dunning.in_dunning import WENT_THROUGH_DUNNING
 from dunning.models import CustomerNotice, DunningCase, OutboxItem
 from dunning.policy import Policy
 from dunning.snapshot import Snapshot
@@ -45,7 +46,6 @@ from dunning.snapshot_sql import (
     PENDING_COLUMNS,
     RESTRICTION_COLUMNS,
     SUBSCRIPTION_COLUMNS,
-    WENT_THROUGH_DUNNING,
     _t,
     lock_and_read,
 )

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from django.db import connection
 
 from billing_events.models import Account, Invoice, PaymentAttempt, Subscription
+from dunning.in_dunning import WENT_THROUGH_DUNNING
 from dunning.models import (
     OPEN_STATES,
     AccountStanding,
@@ -76,20 +77,13 @@ JOIN {_t(CaseInvoice)} ci ON ci.case_id = c.id
 JOIN {_t(Invoice)} i ON i.id = ci.invoice_id
 WHERE c.account_id = %s AND i.stripe_invoice_id = %s"""
 
-# The SQL twin of `decision_rules.went_through_dunning` for unsettled invoices (open or
-# uncollectible), plus the case's own and the one the trigger names
-# (tests/test_snapshot_rules_agree.py holds the two to each other).
 INVOICE_COLUMNS = """i.id AS pk, i.stripe_invoice_id, i.status, i.amount_remaining,
   i.currency, i.billing_reason, i.attempt_count, i.payment_failed_at, i.paid_out_of_band,
   i.finalized_at, i.stripe_created,
   i.stripe_subscription_id AS subscription_id, ci.case_id, i.version AS updated_at"""
 INVOICE_CASE = f"{_t(Invoice)} i LEFT JOIN {_t(CaseInvoice)} ci ON ci.invoice_id = i.id"
-WENT_THROUGH_DUNNING = f"""i.status = 'uncollectible'
-  OR (i.status = 'open' AND (
-    i.attempt_count > 0 OR i.payment_failed_at IS NOT NULL
-    OR EXISTS (SELECT 1 FROM {_t(PaymentAttempt)} p
-               WHERE p.invoice_id = i.id AND p.outcome = 'failed')))"""
-
+# The unsettled invoices in dunning (`in_dunning`), plus the case's own and the one the
+# trigger names.
 INVOICES = f"""
 SELECT {INVOICE_COLUMNS}
 FROM {INVOICE_CASE}
