@@ -1,8 +1,11 @@
 """The read-only admin base for rows an engine writes: support roles may view them,
 nobody adds, changes or deletes them in the admin (each app's actions call its services)."""
 
+import json
+
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 from core.permissions import can_read
 
@@ -28,3 +31,8 @@ class ReadOnlyForSupport:
 
 class SupportReadOnlyAdmin(ReadOnlyForSupport, admin.ModelAdmin):
     pass
+
+
+def pretty_json(value: object) -> str:
+    """A JSON value as an indented, escaped <pre> block for a read-only admin field."""
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, default=str))

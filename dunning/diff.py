@@ -6,7 +6,7 @@ from datetime import datetime
 
 from dunning.compute import Desired
 from dunning.notifications.plan import SETTLED_KINDS
-from dunning.snapshot import Snapshot
+from dunning.snapshot import DECIDED_CASE_FIELDS, Snapshot
 
 
 @dataclass(frozen=True)
@@ -46,18 +46,7 @@ def _jsonable(value: object) -> object:
     return value
 
 
-CASE_FIELDS = (
-    "state",
-    "resolution",
-    "level",
-    "level_since",
-    "decline_class",
-    "earliest_unpaid_at",
-    "amount_overdue",
-    "next_review_at",
-    "next_retry_at",
-    "shadow",
-)
+CASE_FIELDS = DECIDED_CASE_FIELDS  # declared once, on snapshot.CaseView
 
 
 def diff(snapshot: Snapshot, desired: Desired, now: datetime | None = None) -> tuple[Change, ...]:

@@ -21,8 +21,7 @@ from django.utils.html import format_html
 
 from billing_events.models import Account, Invoice
 from core import clock
-from core.admin import SupportReadOnlyAdmin
-from dunning.admin import _pretty_json
+from core.admin import SupportReadOnlyAdmin, pretty_json
 from dunning.compute import compute
 from dunning.engine import read_snapshot
 from dunning.models import OPEN_STATES, CustomerNotice, DunningCase
@@ -173,11 +172,11 @@ class CustomerNoticeAdmin(SupportReadOnlyAdmin):
 
     @admin.display(description="facts (what the plan knew)")
     def facts_json(self, notice: CustomerNotice) -> str:
-        return _pretty_json(notice.facts)
+        return pretty_json(notice.facts)
 
     @admin.display(description="context (what was rendered)")
     def context_json(self, notice: CustomerNotice) -> str:
-        return _pretty_json(notice.context)
+        return pretty_json(notice.context)
 
     @admin.display(description="preview")
     def preview(self, notice: CustomerNotice) -> str:
