@@ -101,13 +101,27 @@ def pgbench(*args: str) -> str:
     return done.stdout
 
 
-def floor_phase(args) -> dict:
-    """pgbench simple-update: the commits per second this machine's PostgreSQL does now."""
-    out = pgbench(
-        "-N", "-c", str(args.connections), "-j", "2", "-T", str(args.pgbench_seconds), PGBENCH_DB
-    )
+def floor_phase(args, postmaster: int | None) -> dict:
+    """pgbench simple-update: the commits per second this machine's PostgreSQL does now,
+    and the CPU of a transaction: pgbench itself and its backends, read every 0.2 s while
+    they live (they exit with pgbench, and an exited backend's CPU is only seen mixed
+    with every other database's), so up to 0.2 s of each backend's last work is missed."""
+    command = ["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-N", "-c", str(args.connections)]
+    command += ["-j", "2", "-T", str(args.pgbench_seconds), PGBENCH_DB]
+    clients, backends = e2e_stack.children_cpu(), {}
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while run.poll() is None:
+        for pid, (ticks, cmd) in common.Tree.take(postmaster).children.items():
+            if f" {PGBENCH_DB} " in cmd:
+                backends[pid] = ticks / common.CLK_TCK
+        time.sleep(0.2)
+    out, err = run.communicate()
+    if run.returncode != 0:
+        raise BenchError(f"{' '.join(command)} failed:\n{out}\n{err}")
+    cpu = sum(backends.values()) + e2e_stack.children_cpu() - clients
     tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
-    return {"tps": tps, "load": common.load_average()}
+    transactions = int(re.search(r"transactions actually processed: (\d+)", out).group(1))
+    return {"tps": tps, "cpu_ms_per_tx": cpu / transactions * 1000, "load": common.load_average()}
 
 
 def run_wrk(records: Path, port: int, args, delay_ms: int, max_seconds: int) -> dict:
@@ -170,7 +184,7 @@ def events_phase(ctx: dict, args, label: str, accounts: int, delay_ms: int = 0) 
     phase["ingest_rps"] = len(deliveries) / wrk["duration_us"] * 1e6
     phase["wrk_p99_ms"], phase["fillers"] = wrk["p99_us"] / 1000, wrk["fillers"]
     phase["events_per_s"] = events / got["span_s"]
-    phase["span_s"] = got["span_s"]
+    phase["span_s"], phase["events_span_s"] = got["span_s"], got["events_span_s"]
     phase["p50_ms"] = percentile(got["latencies_ms"], 50)
     phase["p99_ms"] = percentile(got["latencies_ms"], 99)
     phase["latencies_ms"] = got["latencies_ms"]
@@ -217,7 +231,7 @@ def main() -> int:
         for r in range(args.rounds):
             for part in ("events", "floor") if r % 2 == 0 else ("floor", "events"):
                 if part == "floor":
-                    floors.append(floor_phase(args))
+                    floors.append(floor_phase(args, ctx["pids"][0]))
                     print(f"  round {r + 1:<6} pgbench {floors[-1]['tps']:8.1f} tps", flush=True)
                 else:
                     rounds.append(events_phase(ctx, args, f"round {r + 1}", args.accounts))

@@ -36,13 +36,14 @@ def report(args, rounds: list[dict], floors: list[dict], steps: list[dict], lost
     )
     print(
         f"\n{'':<9}{'events':>7}{'deliv.':>7}{'posted/s':>9}{'events/s':>9}{'span s':>7}"
-        f"{'p50 s':>7}{'p99 s':>7}{'pgbench':>9}{'ratio':>8}{'load':>6}"
+        f"{'(events)':>9}{'p50 s':>7}{'p99 s':>7}{'pgbench':>9}{'ratio':>8}{'load':>6}"
     )
     for p, f, ratio in zip(rounds, floors, ratios, strict=True):
         print(
             f"{p['label']:<9}{p['events']:>7}{p['deliveries']:>7}{p['ingest_rps']:>9.1f}"
-            f"{p['events_per_s']:>9.1f}{p['span_s']:>7.1f}{p['p50_ms'] / 1000:>7.2f}"
-            f"{p['p99_ms'] / 1000:>7.2f}{f['tps']:>9.1f}{ratio:>8.4f}{p['load']:>6.2f}"
+            f"{p['events_per_s']:>9.1f}{p['span_s']:>7.1f}{p['events_span_s']:>9.1f}"
+            f"{p['p50_ms'] / 1000:>7.2f}{p['p99_ms'] / 1000:>7.2f}{f['tps']:>9.1f}"
+            f"{ratio:>8.4f}{p['load']:>6.2f}"
         )
     eps = _spread([p["events_per_s"] for p in rounds])
     tps = _spread([f["tps"] for f in floors])
@@ -54,10 +55,16 @@ def report(args, rounds: list[dict], floors: list[dict], steps: list[dict], lost
         f"\nratio events/s / pgbench tps: median {median(ratios):.4f}"
         f" ({min(ratios):.4f}..{max(ratios):.4f}), 1 event per {1 / median(ratios):.1f}"
         " pgbench transactions' time"
-        f"\nreceived-to-processed, pooled over the rounds (a backlog drained, so mostly"
-        f" queueing): p50 {percentile(pooled, 50) / 1000:.2f} s, p99 {percentile(pooled, 99) / 1000:.2f} s"  # noqa: E501
+        f"\nreceived-to-processed, pooled over the rounds (a backlog drained: mostly"
+        f" queueing): p50 {percentile(pooled, 50) / 1000:.2f} s,"
+        f" p99 {percentile(pooled, 99) / 1000:.2f} s"
     )
+    tx_cpu = median([f["cpu_ms_per_tx"] for f in floors])
     print("CPU ms per event: " + "  ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
+    print(
+        f"CPU ms per pgbench transaction (backends and client): {tx_cpu:.3f}; an event costs"
+        f" the stack {cpu['stack'] / tx_cpu:.0f}x that (the ratio by CPU, steadier under load)"
+    )
     print(
         f"load average (1 min) at the end of each phase: median {median(loads):.2f},"
         f" {min(loads):.2f}..{max(loads):.2f} on {os.cpu_count()} CPUs; processes outside"
@@ -91,6 +98,8 @@ def report(args, rounds: list[dict], floors: list[dict], steps: list[dict], lost
             "p99": round(percentile(pooled, 99), 1),
         },
         "cpu_ms_per_event": cpu,
+        "pgbench_cpu_ms_per_tx": round(tx_cpu, 4),
+        "cpu_ratio_event_to_tx": round(cpu["stack"] / tx_cpu, 1),
         "load_average_1min": _spread(loads, 2),
         "other_cpu_share": round(others / wall / (os.cpu_count() or 1), 3),
         "rounds": [{k: v for k, v in p.items() if k not in strip} for p in rounds],

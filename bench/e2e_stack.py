@@ -108,6 +108,12 @@ class Stack:
         self.procs = {}
 
 
+def children_cpu() -> float:
+    """CPU seconds of this process's reaped children (wrk, pgbench) so far."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
 @dataclass
 class Sample:
     """One look at every process of the stack, the bench process and its children (wrk,
