@@ -245,6 +245,7 @@ def main() -> int:
             steps.append(dict(step, fraction=fraction))
         print("checking that nothing was lost ...", flush=True)
         lost = e2e_verify.nothing_lost(ctx["posted"])
+        lost["errors_logged"] = stack.errors_logged()
     finally:
         stack.stop()
         fake.stop()

@@ -81,11 +81,12 @@ def report(args, rounds: list[dict], floors: list[dict], steps: list[dict], lost
     print(
         f"NOTHING LOST: {verdict}: {lost['events']} events by state, outbox {lost['outbox']},"
         f" {lost['accounts']} accounts, {lost['accounts_drifting']} with a non-empty recompute"
-        f"\ncases: {'; '.join(lost['cases'])}"
+        f"\ncases: {'; '.join(lost['cases'])}\nlines at ERROR in the logs (bench/results/"
+        f"e2e_logs/): {lost['errors_logged']}"
     )
     for problem in lost["problems"]:
         print(f"  LOST: {problem}")
-    strip = {"latencies_ms", "cpu"}
+    strip = {"latencies_ms"}
     return {
         "command": " ".join([".venv/bin/python", "bench/e2e.py", *sys.argv[1:]]),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -58,7 +58,7 @@ class Stack:
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         for name, command in self.commands().items():
-            with (self.logs / f"{name}.log").open("ab") as log:
+            with (self.logs / f"{name}.log").open("wb") as log:
                 self.procs[name] = subprocess.Popen(
                     command,
                     cwd=ROOT,
@@ -93,6 +93,17 @@ class Stack:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
                 raise BenchError(f"{name} died (exit {proc.returncode}); see {self.logs}")
+
+    def errors_logged(self) -> dict[str, int]:
+        """Lines at ERROR (or a traceback) each process logged during the run."""
+        return {
+            name: sum(
+                1
+                for line in (self.logs / f"{name}.log").read_text(errors="replace").splitlines()
+                if "ERROR" in line or line.startswith("Traceback")
+            )
+            for name in NAMES
+        }
 
     def stop(self) -> None:
         """TERM each process group, then KILL what is left of it: nothing outlives the run."""
