@@ -15,9 +15,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from billing_events.demo import DAY, STORIES
 from billing_events.scenarios import StripeCustomer
 from billing_events.signature import sign_header
+from dunning.demo import DAY, STORIES
 
 
 def soft_decline_left_to_retries(cus: StripeCustomer) -> str:

@@ -8,9 +8,9 @@ from collections import Counter
 from django.db import connection
 
 from billing_events.models import Account
-from dunning import clock
+from core import clock
 from dunning.compute import compute
-from dunning.engine import diff
+from dunning.diff import diff
 from dunning.policy import current_policy
 from dunning.snapshot_batch import read_snapshots
 
