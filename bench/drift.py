@@ -99,8 +99,10 @@ if sys.path and Path(sys.path[0]).resolve() == ROOT / "bench":
 elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-DB_BIG = "dunning_bench_drift"
-DB_SMALL = "dunning_bench_drift_small"
+# BENCH_DRIFT_DATABASE: another name for the big book (the small one adds `_small`), so
+# two checkouts on one server do not share books.
+DB_BIG = os.environ.get("BENCH_DRIFT_DATABASE", "dunning_bench_drift")
+DB_SMALL = f"{DB_BIG}_small"
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 RESULTS = ROOT / "bench" / "results"
 BUILD_VERSION = 2  # bump when the book changes: --reuse then rebuilds
