@@ -14,6 +14,7 @@ import time
 import django
 from django.db import connection
 
+from bench.common import median
 from bench.drift_book import (
     FLOOR_S,
     GOAL_ACCOUNTS,
@@ -70,8 +71,8 @@ def report(run: dict) -> None:
     DB_BIG, DB_SMALL = run["databases"]
     run_started = run["started"]
 
-    def median(name: str, key: str) -> float:
-        return statistics.median(r[key] for r in rounds[name])
+    def of_rounds(name: str, key: str) -> float:
+        return median([r[key] for r in rounds[name]])
 
     rows = {}
     for name in order:
@@ -93,7 +94,7 @@ def report(run: dict) -> None:
                 )
             },
             **{
-                k: median(name, k)
+                k: of_rounds(name, k)
                 for k in (
                     "scan_s",
                     "scan_cpu_s",
