@@ -15,7 +15,8 @@ no Redis at all (CELERY_BROKER_URL is empty: tasks run in-process, so the side e
 the remediations are inside the scan's time, as a worker would run them): it flushes nothing.
 
 What it does, end to end:
-  1. drops and creates the PostgreSQL database `dunning_bench_drift` (migrated, its
+  1. drops and creates the PostgreSQL database `dunning_bench_drift` (BENCH_DRIFT_DATABASE
+     names another; the small book adds `_small`) (migrated, its
      schema checked against the models; with --reuse both books are kept when they match
      the models and were built with the same arguments, which skips the build: 25 minutes
      on a busy 2-core machine, most of it the engine opening and settling 20,000 cases;
