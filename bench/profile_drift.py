@@ -3,14 +3,19 @@
 
     .venv/bin/python bench/profile_drift.py [--repeat 3] [--profile compute|read|none]
                                             [--sort tottime|cumulative] [--top 30]
+                                            [--collector on|paused] [--scans N]
 
 Reads the candidates of the drift bench's big book (`dunning_bench_drift`, or
 BENCH_DRIFT_DATABASE; build one first: `bench/drift.py --accounts 50000 --build-only`)
 at the bench's NOW, batch by batch as `scan()` does, and times each stage per candidate
 on one thread, with no read-ahead, in CPU seconds (this process's; the read's backend's
 apart): the read (`read_snapshots`: SQL and rows -> snapshots), `compute()` and `diff()`.
-Median of --repeat passes. Then a cProfile of one stage.
-Writes nothing: no drift is put in and nothing is remediated.
+Median of --repeat passes. Then a cProfile of one stage. These passes write nothing.
+
+--scans N then runs `scan()` itself N times, the bench's drift put back before each (the
+book is written to, as bench/drift.py does): its CPU per candidate, this process's and the
+book's backends', remediations included; the figure to compare two versions of the code
+on a shared machine, where the wall time mostly measures the neighbours.
 """
 
 from __future__ import annotations
@@ -39,6 +44,12 @@ os.environ.update(
     CELERY_BROKER_URL="",
     DUNNING_TEST_CLOCK="false",
     DUNNING_ROLLOUT_DEFAULT_STAGE="100",
+    # As bench/drift.py: remediations run their side effects in-process, sending nothing.
+    ACCOUNT_MANAGEMENT_URL="",
+    DUNNING_OUTCOME_WEBHOOK_URLS="",
+    EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
+    DRIFT_GUARD_SECONDS="900",
+    STRIPE_API_KEY="",
     LOG_LEVEL="WARNING",
     SENTRY_DSN="",
 )
@@ -50,8 +61,9 @@ django.setup()
 from django.db import connection  # noqa: E402
 
 import dunning.effects  # noqa: E402, F401  (import order: see bench/drift.py)
-from bench.common import load_average, median, process_cpu_s  # noqa: E402
+from bench.common import DuringMeasurement, load_average, median, process_cpu_s  # noqa: E402
 from bench.drift_book import NOW, SCAN_EVERY  # noqa: E402
+from bench.drift_measure import drift_accounts, reset  # noqa: E402
 from dunning import clock, drift  # noqa: E402
 from dunning.compute import compute  # noqa: E402
 from dunning.engine import diff  # noqa: E402
@@ -84,6 +96,28 @@ def one_pass(ids: list[int], policy) -> dict[str, float]:
     return spent
 
 
+def scans(count: int) -> None:
+    """scan() itself, `count` times on the same book: CPU per candidate and wall time."""
+    runs = []
+    for _ in range(count):
+        reset(drift_accounts()[0])
+        cpu = time.process_time()
+        with DuringMeasurement(DB) as during:
+            started = time.perf_counter()
+            run = drift.scan()
+            wall = time.perf_counter() - started
+        own = time.process_time() - cpu
+        runs.append((own + during.backends_cpu_s, own, wall, max(during.samples)))
+    n = run.candidates
+    each = ", ".join(f"{total / n * 1000:.3f}" for total, *_ in runs)
+    print(
+        f"scan(): {n:,} candidates, {run.drifted} drifted, {run.remediated} remediated; CPU a "
+        f"candidate {median([r[0] for r in runs]) / n * 1000:.3f} ms (runs {each}), of it "
+        f"this process {median([r[1] for r in runs]) / n * 1000:.3f} ms; wall "
+        f"{median([r[2] for r in runs]):.2f} s; load average up to {max(r[3] for r in runs):.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -96,6 +130,7 @@ def main() -> None:
         default="on",
         help="the cyclic garbage collector during the passes (scan() pauses it)",
     )
+    parser.add_argument("--scans", type=int, default=0, help="then time scan() this many times")
     args = parser.parse_args()
     if args.collector == "paused":
         gc.disable()
@@ -122,23 +157,25 @@ def main() -> None:
             f"runs on the other core while the scan computes); 22,000 candidates (the 1M book) "
             f"-> {total * 22:.1f} s of CPU before remediation"
         )
-        if args.profile == "none":
-            return
-        snapshots = {}
-        for start in range(0, n, drift.BATCH):
-            batch = ids[start : start + drift.BATCH]
-            snapshots.update(read_snapshots(batch, now=NOW, policy=policy))
-        profiler = cProfile.Profile()
-        if args.profile == "compute":
-            profiler.enable()
-            for snapshot in snapshots.values():
-                compute(snapshot, NOW, policy)
-        else:
-            profiler.enable()
+        if args.profile != "none":
+            snapshots = {}
             for start in range(0, n, drift.BATCH):
-                read_snapshots(ids[start : start + drift.BATCH], now=NOW, policy=policy)
-        profiler.disable()
-        pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
+                batch = ids[start : start + drift.BATCH]
+                snapshots.update(read_snapshots(batch, now=NOW, policy=policy))
+            profiler = cProfile.Profile(time.process_time)  # CPU, as the stages above
+            if args.profile == "compute":
+                profiler.enable()
+                for snapshot in snapshots.values():
+                    compute(snapshot, NOW, policy)
+            else:
+                profiler.enable()
+                for start in range(0, n, drift.BATCH):
+                    read_snapshots(ids[start : start + drift.BATCH], now=NOW, policy=policy)
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
+        gc.enable()  # scan() pauses it itself, as in a worker
+        if args.scans:
+            scans(args.scans)
 
 
 if __name__ == "__main__":
