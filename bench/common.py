@@ -1,16 +1,19 @@
-"""Pieces the out-of-process benchmarks share: whole-stack CPU from /proc, the load
-average, pooled latency percentiles, a database of the bench's own, Redis hygiene and
-the wrk client. Used by bench/ingest.py; no Django import, so it loads in any process.
+"""Pieces every benchmark shares: CPU from /proc (whole stack, one process, the backends of
+a database sampled during a measurement), the load average, percentiles, a database of the
+bench's own, Redis hygiene, gunicorn and the wrk client. No Django import, so it loads in
+any process; the Django-side set-up (migrate, check the schema) is bench/database.py.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -166,6 +169,70 @@ def load_average() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds a process (all its threads) has used so far: schedstat's nanoseconds,
+    else /proc/<pid>/stat's ticks; nan once it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    stat = _stat(pid)
+    return stat[1] / CLK_TCK if stat else float("nan")
+
+
+class DuringMeasurement:
+    """While the block runs, every SAMPLE_S: the 1-minute load average (the load printed is
+    the one during the measurement), and the CPU of every PostgreSQL backend of `database`,
+    so a backend opened and closed inside the block counts too. A backend that exits loses
+    at most its last SAMPLE_S from the count (/proc keeps no trace of it)."""
+
+    SAMPLE_S = 0.25
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self._ours: dict[int, bool] = {}  # pid -> a backend of the database (titles keep it)
+
+    def __enter__(self) -> DuringMeasurement:
+        self.samples = [load_average()]
+        self.first = self._backends()
+        self.last = dict(self.first)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _backends(self) -> dict[int, float]:
+        found = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            if pid not in self._ours:
+                title = _cmdline(pid).split()
+                # "postgres: [cluster:] user database host(port) state"
+                self._ours[pid] = title[:1] == ["postgres:"] and self.database in title[2:4]
+            if self._ours[pid] and not math.isnan(cpu := process_cpu_s(pid)):
+                found[pid] = cpu
+        return found
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.SAMPLE_S):
+            self.samples.append(load_average())
+            for pid, cpu in self._backends().items():
+                self.first.setdefault(pid, 0.0)  # started during the block: all of it
+                self.last[pid] = cpu
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(load_average())
+        self.last.update(self._backends())
+
+    @property
+    def backends_cpu_s(self) -> float:
+        return sum(cpu - self.first[pid] for pid, cpu in self.last.items())
+
+
 # --- latency ----------------------------------------------------------------------------
 # wrk reports each phase's latency at these percentiles; a side's pooled percentiles
 # are read off the mixture of its phases, each weighted by its request count.
@@ -196,13 +263,25 @@ def median(values: list[float]) -> float:
 
 
 # --- the bench's own database and Redis db --------------------------------------------------
-def create_database(db_name: str, *, drop_first: bool = False) -> None:
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        if drop_first:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{db_name}"')
-            print(f"created database {db_name}", flush=True)
+def admin(sql: str, params: list | None = None, *, admin_dsn: str = ADMIN_DSN) -> list[tuple]:
+    """One statement on the server's `postgres` database, in autocommit (CREATE DATABASE)."""
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        cursor = conn.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def database_exists(db_name: str, *, admin_dsn: str = ADMIN_DSN) -> bool:
+    found = admin("SELECT 1 FROM pg_database WHERE datname = %s", [db_name], admin_dsn=admin_dsn)
+    return bool(found)
+
+
+def create_database(db_name: str, *, drop_first: bool = False, admin_dsn: str = ADMIN_DSN) -> None:
+    """The one way a bench makes its database: created if missing, dropped first if asked."""
+    if drop_first:
+        admin(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)', admin_dsn=admin_dsn)
+    if not database_exists(db_name, admin_dsn=admin_dsn):
+        admin(f'CREATE DATABASE "{db_name}"', admin_dsn=admin_dsn)
+        print(f"created database {db_name}", flush=True)
 
 
 class RedisKeys:

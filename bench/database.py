@@ -1,17 +1,27 @@
-"""Shared set-up of the PostgreSQL benchmarks: each has a database of its own, migrated
-and checked against the models. Import after django.setup()."""
+"""The Django side of a PostgreSQL bench's database (bench/common.py creates it): migrated and
+checked against the models, and small helpers to run SQL on Django's connection.
+Import after django.setup()."""
 
-import psycopg
 from django.apps import apps
 from django.core.management import call_command
 from django.db import DatabaseError, connection
 
+from bench.common import ADMIN_DSN, BenchError, admin, create_database, database_exists
 
-class BenchError(SystemExit):
-    """Abort loudly (non-zero exit) with a message."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(f"\nBENCH FAILED: {message}")
+__all__ = [
+    "ADMIN_DSN",
+    "BenchError",
+    "admin",
+    "database_exists",
+    "fresh_database",
+    "prepare_database",
+    "query",
+    "scalar",
+    "schema_mismatch",
+    "sql",
+    "t",
+    "use_database",
+]
 
 
 def schema_mismatch() -> list[str]:
@@ -31,18 +41,12 @@ def schema_mismatch() -> list[str]:
     return mismatch
 
 
-def prepare_database(db_name: str, admin_dsn: str) -> None:
+def prepare_database(db_name: str, admin_dsn: str = ADMIN_DSN) -> None:
     """Create the database if missing, migrate it and empty it. If its schema does not
     match the models (a migration edited in place), drop it and start again."""
     mismatch: list[str] = []
     for attempt in range(2):
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name])
-            if attempt:
-                conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-            if attempt or not exists.fetchone():
-                conn.execute(f'CREATE DATABASE "{db_name}"')
-                print(f"created database {db_name}")
+        create_database(db_name, drop_first=bool(attempt), admin_dsn=admin_dsn)
         try:
             call_command("migrate", verbosity=0, interactive=False)
         except DatabaseError as error:  # migrations rewritten since this database was made
@@ -56,3 +60,44 @@ def prepare_database(db_name: str, admin_dsn: str) -> None:
     else:
         raise BenchError(f"after migrate, the database does not match the models: {mismatch}")
     call_command("flush", verbosity=0, interactive=False)
+
+
+def use_database(name: str) -> None:
+    """Point Django's one connection at `name` (reconnecting on the next query)."""
+    if connection.settings_dict["NAME"] != name:
+        connection.close()
+        connection.settings_dict["NAME"] = name
+
+
+def fresh_database(name: str) -> None:
+    """Drop and create `name`, migrate it and check its schema against the models."""
+    use_database(name)
+    connection.close()
+    create_database(name, drop_first=True)
+    call_command("migrate", verbosity=0, interactive=False)
+    mismatch = schema_mismatch()
+    if mismatch:
+        raise BenchError(f"after migrate, {name} does not match the models: {mismatch}")
+
+
+def sql(statement: str, params: dict | None = None) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params or {})
+        return cursor.rowcount
+
+
+def scalar(statement: str, params: dict | list | None = None):
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params or {})
+        return cursor.fetchone()[0]
+
+
+def query(statement: str, params: dict | list | None = None) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params or {})
+        return cursor.fetchall()
+
+
+def t(model) -> str:
+    """A model's table name, quoted for SQL."""
+    return connection.ops.quote_name(model._meta.db_table)

@@ -6,7 +6,8 @@
 Needs wrk, the out-of-process HTTP load generator: `apt-get install -y wrk`.
 
 The database `dunning_bench_ingest` (created, migrated, emptied) and Redis db 14 are the
-bench's own; only Redis keys that appear during the run are deleted. gunicorn serves
+bench's own (BENCH_INGEST_DATABASE and BENCH_INGEST_REDIS_DB name others); only Redis keys
+that appear during the run are deleted. gunicorn serves
 `config.wsgi` with bench.settings: 4 sync workers, production's worker class, where an
 idle worker takes the next connection (gthread's keep-alive connections split between
 workers at random, 8/0 at times, which swings a phase's rate more than the code does).
@@ -43,9 +44,11 @@ from bench.common import BenchError, StackSample, median  # noqa: E402
 from billing_events import samples  # noqa: E402  (pure builders, no Django)
 from billing_events.signature import sign_header  # noqa: E402
 
-DB_NAME = "dunning_bench_ingest"
+# The bench's own database and Redis db; BENCH_INGEST_DATABASE / BENCH_INGEST_REDIS_DB name
+# others, so two checkouts on one server do not share them.
+DB_NAME = os.environ.get("BENCH_INGEST_DATABASE", "dunning_bench_ingest")
 DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
-BROKER_URL = "redis://127.0.0.1:6379/14"
+BROKER_URL = f"redis://127.0.0.1:6379/{int(os.environ.get('BENCH_INGEST_REDIS_DB', '14'))}"
 SECRET = "whsec_bench_0123456789abcdef"
 RESULTS = ROOT / "bench" / "results"
 LUA = ROOT / "bench" / "wrk" / "signed_events.lua"
@@ -168,7 +171,7 @@ def verify(ctx: dict, keys: common.RedisKeys) -> dict:
             sent = f"{p['wrk']['requests']} answered of {p['wrk']['issued']} sent"
             problems.append(f"{p['side']} {p['label']}: {rows} rows ({due} due), {sent}")
     if new := keys.new_keys():
-        problems.append(f"the requests published to Redis db 14: {sorted(new)[:5]}")
+        problems.append(f"the requests published to {BROKER_URL}: {sorted(new)[:5]}")
     if problems:
         raise BenchError("storage check failed: " + "; ".join(problems))
     return {"event_rows": sum(n for n, _ in events.values()), "baseline_rows": sum(base.values())}

@@ -6,7 +6,8 @@
 Calls the WSGI application (`config.wsgi` with bench.settings, as gunicorn serves it in
 bench/ingest.py) directly, one thread, with the bench's signed invoice.payment_failed
 bodies: a cProfile of the webhook and of the baseline (one jsonb INSERT), then the
-ingest path's steps one at a time. Uses the bench's database `dunning_bench_ingest`
+ingest path's steps one at a time (those of `billing_events.ingest.ingest_stripe_webhook`,
+in its order). Uses the bench's database `dunning_bench_ingest`, or BENCH_INGEST_DATABASE
 (run bench/ingest.py once first: it creates and migrates it) and deletes the rows it
 wrote; publishes nothing (the event pump hands events out).
 """

@@ -117,7 +117,15 @@ def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Desired:
     notices = plan_notices(
         case=case_situation(d), card=card_situation(snapshot), now=now, rules=policy.notices
     )
-    return replace(desired, notices=notices)
+    # Not dataclasses.replace: this runs for every candidate of the drift scan.
+    return Desired(
+        desired.case,
+        desired.restrictions,
+        desired.standing,
+        desired.rules,
+        enforced=desired.enforced,
+        notices=notices,
+    )
 
 
 def _deliberate(d: Deliberation) -> Desired:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+from functools import cache
 
 
 class Network(StrEnum):
@@ -214,6 +215,7 @@ def network_rules_from_json(text: str) -> NetworkRules:
     return DEFAULT_NETWORK_RULES.with_overrides(overrides)
 
 
+@cache  # a handful of brands; asked once per retry planned
 def card_networks(brand: str) -> frozenset[Network]:
     """The networks whose rules bind this card: all of them when the brand is not known."""
     key = "".join(ch for ch in brand.lower() if ch.isalnum())

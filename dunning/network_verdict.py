@@ -134,10 +134,12 @@ def _wait_holds(wait: AdviceWait, declines: Iterable[CardAttempt]):
 def _never_fired(
     rules: Sequence[NeverRetry], declines: Sequence[CardAttempt]
 ) -> tuple[NeverRetry, CardAttempt, str] | None:
+    starts = [(rule, _start(rule.effective_from)) for rule in rules]  # once, not per decline
     for attempt in sorted(declines, key=lambda a: a.at, reverse=True):  # most recent first
-        for rule in rules:
-            start = _start(rule.effective_from)
-            code = _code(attempt, rule.field)
+        codes: dict[str, str] = {}  # several rules read the same field
+        for rule, start in starts:
+            if (code := codes.get(rule.field)) is None:
+                code = codes[rule.field] = _code(attempt, rule.field)
             if code in rule.codes and (start is None or attempt.at >= start):
                 return rule, attempt, code
     return None
@@ -165,7 +167,10 @@ def earliest_retry(
     """The earliest merchant-initiated retry of this card at or after `not_before` that every
     card-network rule allows, or allowed=False when a never-retry rule fired."""
     not_before = _utc(not_before, "not_before")
-    attempts = [replace(a, at=_utc(a.at, "attempt time")) for a in attempts]
+    # Already UTC (as the database gives them): no copy, the drift scan does this per candidate.
+    attempts = [
+        a if a.at.tzinfo is UTC else replace(a, at=_utc(a.at, "attempt time")) for a in attempts
+    ]
     networks = card_networks(brand)
     declines = [a for a in attempts if a.declined]
     base = {

@@ -84,16 +84,27 @@ SELECT p.account_id AS account, {ATTEMPT_COLUMNS}
 FROM {_t(PaymentAttempt)} p WHERE p.account_id = ANY(%s::bigint[]) AND p.attempted_at > %s
 ORDER BY p.attempted_at, p.id"""
 
+# The outbox and the notices are read account by account through their account index, as
+# INVOICES is (LATERAL ... OFFSET 0): as a plain join or `= ANY`, PostgreSQL chose to read
+# the whole table in each batch while it was small next to a batch (with 4,000 accounts in
+# dunning: 10,600 outbox rows read for 752 kept, every one of 8,000 notices; 28 of a
+# batch's 50 ms), a cost per batch growing with the accounts in dunning.
 PENDING_OUTBOX = f"""
-SELECT o.account_id AS account, {PENDING_COLUMNS}
-FROM {_t(OutboxItem)} o WHERE o.account_id = ANY(%s::bigint[]) AND o.status = 'pending'
+SELECT k.account, {PENDING_COLUMNS}
+FROM unnest(%s::bigint[]) AS k(account), LATERAL (
+  SELECT {PENDING_COLUMNS}
+  FROM {_t(OutboxItem)} o WHERE o.account_id = k.account AND o.status = 'pending'
+  OFFSET 0) AS o
 ORDER BY o.id"""
 
 # Each account with the moment its ended side effects count from.
 ENDED_EFFECTS = f"""
-SELECT o.account_id AS account, {ENDED_COLUMNS}
-FROM unnest(%s::bigint[], %s::timestamptz[]) AS k(account, since), {_t(OutboxItem)} o
-WHERE o.account_id = k.account AND o.created_at >= k.since AND {ENDED_KINDS}
+SELECT k.account, {ENDED_COLUMNS}
+FROM unnest(%s::bigint[], %s::timestamptz[]) AS k(account, since), LATERAL (
+  SELECT o.id, {ENDED_COLUMNS}
+  FROM {_t(OutboxItem)} o
+  WHERE o.account_id = k.account AND o.created_at >= k.since AND {ENDED_KINDS}
+  OFFSET 0) AS o
 ORDER BY o.id"""
 
 SUBSCRIPTIONS = f"""
@@ -106,8 +117,11 @@ FROM {_t(Restriction)} r WHERE r.account_id = ANY(%s::bigint[])"""
 
 NOTICES = f"""
 SELECT k.account, {NOTICE_COLUMNS}
-FROM unnest(%s::bigint[], %s::bigint[]) AS k(account, case_pk), {_t(CustomerNotice)} n
-WHERE n.account_id = k.account AND {NOTICES_KEPT.format(case="k.case_pk")}"""
+FROM unnest(%s::bigint[], %s::bigint[]) AS k(account, case_pk), LATERAL (
+  SELECT {NOTICE_COLUMNS}
+  FROM {_t(CustomerNotice)} n
+  WHERE n.account_id = k.account AND {NOTICES_KEPT.format(case="k.case_pk")}
+  OFFSET 0) AS n"""
 
 
 def read_snapshots(

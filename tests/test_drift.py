@@ -1,7 +1,9 @@
 """Drift detection with a time guard, and the stuck-in-lifting re-drive."""
 
+import gc
 import threading
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 
@@ -98,6 +100,29 @@ def test_a_consistent_book_is_scanned_without_any_change(stripe_sender, test_clo
     run = scan()
 
     assert (run.candidates, run.drifted) == (5, 0)
+
+
+def test_a_scan_pauses_the_garbage_collector_only_while_it_runs(stripe_sender, test_clock):
+    failing(stripe_sender, StripeCustomer())
+    Restriction.objects.all().delete()
+    seen = []
+    compute = drift.compute
+
+    def watched(*args):
+        seen.append(gc.isenabled())
+        return compute(*args)
+
+    with mock.patch.object(drift, "compute", watched):
+        assert scan().candidates == 1
+    gc.disable()
+    try:
+        scan()
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
+
+    assert seen == [False]
+    assert gc.isenabled()
 
 
 def test_candidates_are_accounts_in_dunning_or_changed_not_all_accounts(stripe_sender, test_clock):
