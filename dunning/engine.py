@@ -182,6 +182,7 @@ def read_snapshot(
         card_window=policy.retries.card_attempt_window,
         memory=policy.severity.memory,
         lookup_window=policy.retries.unknown_class_wait * 2,
+        paid_enough=policy.severity.good_payer_min_paid,
         invoice_hint=invoice_hint,
         lock=lock,
     )

@@ -119,6 +119,7 @@ def read_snapshots(
         "card_window": policy.retries.card_attempt_window,
         "memory": policy.severity.memory,
         "lookup_window": policy.retries.unknown_class_wait * 2,
+        "paid_enough": policy.severity.good_payer_min_paid,
     }
     if not account_ids:
         return {}
@@ -142,7 +143,7 @@ def read_snapshots(
 
 
 def _read_rows(cursor, account_ids: list[int], *, now: datetime, windows: dict) -> dict:
-    cursor.execute(ACCOUNTS, [now - windows["memory"], _array(account_ids)])
+    cursor.execute(ACCOUNTS, [windows["paid_enough"], now - windows["memory"], _array(account_ids)])
     rows = {head["id"]: AccountRows(head=head) for head in _named(cursor)}
     ids = sorted(rows)  # the accounts that exist
     if not ids:
