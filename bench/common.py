@@ -294,3 +294,49 @@ def summarize(phases: list[dict]) -> dict:
         "cpu_ms_per_request": {k: round(v, 3) for k, v in cpu.items()},
         "other_cpu_share": round(other / (seconds * (os.cpu_count() or 1)), 3),
     }
+
+
+# --- in-process Django benches (recompute, retry dispatch) ----------------------------------
+def django_bench(db_name: str, **env: str) -> None:
+    """Make the repo root importable (a bench runs as `python bench/x.py`, so sys.path[0]
+    is bench/), point Django at the bench's own database and set it up."""
+    if sys.path and Path(sys.path[0]).resolve() == ROOT / "bench":
+        sys.path[0] = str(ROOT)
+    elif str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    os.environ.update(
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db_name}",
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DJANGO_DEBUG="false",
+        DUNNING_TEST_CLOCK="false",
+        STRIPE_API_KEY="",
+        ACCOUNT_MANAGEMENT_URL="",
+        SENTRY_DSN="",
+        LOG_LEVEL="WARNING",
+        EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
+    )
+    os.environ.update(env)
+    import django
+
+    django.setup()
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds a process (e.g. a PostgreSQL backend) has used: nanoseconds from
+    schedstat where the kernel keeps them, else clock ticks; NaN if it is not visible."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        stat = _stat(pid)
+        return stat[1] / CLK_TCK if stat else float("nan")
+
+
+def verdict(measured: float, goal: float, floor: float, *, higher_is_better: bool) -> str:
+    """'goal PASS, floor PASS' style: the goal is the verdict, the floor said apart."""
+
+    def ok(limit: float) -> str:
+        met = measured >= limit if higher_is_better else measured <= limit
+        return "PASS" if met else "FAIL"
+
+    sign = ">=" if higher_is_better else "<="
+    return f"goal {sign} {goal:g}x {ok(goal)}, floor {sign} {floor:g}x {ok(floor)}"
