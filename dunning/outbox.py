@@ -4,8 +4,8 @@
                      claim due items with SELECT ... FOR UPDATE SKIP LOCKED, give each a
                      lease, commit, enqueue one task per item id.
     run_item(id)     a worker: check the item is still wanted, do the network call with
-                     no lock held, then record the result in a short transaction and
-                     hand the account back to the engine as a trigger.
+                     no lock held, then, in one transaction, record the result and hand
+                     the account back to the engine as a trigger (it recomputes).
 
 A crashed worker's item, or one whose task message the broker lost (Redis killed), is
 picked up again when its lease runs out, about a minute later, as the webhook pump does
@@ -19,8 +19,9 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
+from billing_events.models import Account
 from dunning import clock
 from dunning.effects.registry import effect_for
 from dunning.models import OutboxItem
@@ -98,34 +99,57 @@ def run_item(*, item_id: int, finish_hand_back: bool = False) -> str:
     result = effect.perform(item) if effect.still_wanted(item) else None
     now = clock.now()
     with transaction.atomic():
+        if effect.HANDS_BACK:
+            # The engine's lock order, account then item: the recompute below runs in this
+            # transaction, and a webhook's recompute may be rescheduling this very item.
+            list(Account.objects.select_for_update().filter(pk=item.account_id).values("pk"))
         item = OutboxItem.objects.select_for_update().get(pk=item_id)
         if item.status != OutboxItem.Status.PENDING:
             return item.status
-        item.claimed_until = None
-        if result is not None and result.defer:
-            item.next_attempt_at = result.defer_until or now + ORDER_WAIT
-            item.save()
-            return item.status
-        item.attempts += 1
-        if result is None:
-            item.status = OutboxItem.Status.SUPERSEDED
-            item.completed_at = now
-        elif result.ok:
-            item.status = OutboxItem.Status.DONE
-            item.completed_at = now
-            item.result = {"detail": result.detail, **result.data}
-            effect.record(item, now)
-        else:
-            item.last_error = result.detail
-            gives_up = not effect.KEEP_TRYING and item.attempts >= settings.OUTBOX_MAX_ATTEMPTS
-            if not result.retryable or gives_up:
-                item.status = OutboxItem.Status.DEAD
-            else:
-                item.next_attempt_at = now + retry_delay(item.attempts)
+        _close(item, effect, result, now)
         item.save()
-    if item.status != OutboxItem.Status.PENDING:
-        hand_back(item)
+        if item.status != OutboxItem.Status.PENDING:
+            # Recorded and recomputed in one transaction: no moment where the result is in
+            # the mirror and the case does not know it.
+            _hand_back_in(item)
     return item.status
+
+
+def _close(item: OutboxItem, effect, result, now) -> None:
+    """The item's new status from what the effect came to (the one writer of it)."""
+    item.claimed_until = None
+    if result is not None and result.defer:
+        item.next_attempt_at = result.defer_until or now + ORDER_WAIT
+        return
+    item.attempts += 1
+    if result is None:
+        item.status = OutboxItem.Status.SUPERSEDED
+        item.completed_at = now
+    elif result.ok:
+        item.status = OutboxItem.Status.DONE
+        item.completed_at = now
+        item.result = {"detail": result.detail, **result.data}
+        effect.record(item, now)
+    else:
+        item.last_error = result.detail
+        gives_up = not effect.KEEP_TRYING and item.attempts >= settings.OUTBOX_MAX_ATTEMPTS
+        if not result.retryable or gives_up:
+            item.status = OutboxItem.Status.DEAD
+        else:
+            item.next_attempt_at = now + retry_delay(item.attempts)
+
+
+def _hand_back_in(item: OutboxItem) -> None:
+    """The hand-back inside the closing transaction. A database fault rolls both back (the
+    task retries, the effect runs again under its idempotency key); any other failure of
+    the recompute leaves the item closed, as before, so a broken recompute cannot make the
+    side effect run again and again: the account's next trigger recomputes it."""
+    try:
+        hand_back(item)
+    except DatabaseError:
+        raise
+    except Exception:
+        logger.exception("event=outbox_hand_back_failed outbox_item=%s", item.pk)
 
 
 def hand_back(item: OutboxItem) -> None:
