@@ -1,8 +1,8 @@
 """The outbox: side effects decided by the engine, run by workers after the commit.
 
     dispatch_due()   beat, every few seconds (and right after a commit that adds items):
-                     claim due items with SELECT ... FOR UPDATE SKIP LOCKED, give each a
-                     lease, commit, enqueue one task per item id.
+                     claim due items (`dunning.queue`: SKIP LOCKED, a lease each), commit,
+                     publish their ids in batches, one task message per batch.
     run_item(id)     a worker: check the item is still wanted, do the network call with
                      no lock held, then, in one transaction, record the result and hand
                      the account back to the engine as a trigger (it recomputes).
@@ -19,59 +19,70 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, close_old_connections, transaction
 
 from billing_events.models import Account
-from dunning import clock
+from dunning import clock, queue
 from dunning.effects.registry import effect_for
 from dunning.models import OutboxItem
+from dunning.outbox_items import LEASE, QUEUE  # noqa: F401 - LEASE: read by the tests
 from dunning.triggers import Trigger, TriggerKind
 
 logger = logging.getLogger(__name__)
 
-# Long enough for the slowest effect (a Stripe call times out after 10 s), short enough
-# that a lost message costs about a minute, not a standing or a retry that comes late.
-LEASE = timedelta(seconds=getattr(settings, "OUTBOX_LEASE_SECONDS", 60))
 ORDER_WAIT = timedelta(seconds=2)
-RETRY_BASE_SECONDS = 30
-RETRY_CAP_SECONDS = 3600
+RETRY_CAP = timedelta(hours=1)
+# Item ids per task message: a worker runs a batch in order, so a batch is short enough
+# that its last item does not wait long behind the others (a retry is a Stripe call).
+BATCH = 10
 
 
 def retry_delay(attempts: int) -> timedelta:
-    return timedelta(seconds=min(RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0), RETRY_CAP_SECONDS))
+    return queue.backoff(attempts, cap=RETRY_CAP)
 
 
 def claim_due(*, limit: int = 500) -> list[int]:
-    now = clock.now()
-    with transaction.atomic():
-        ids = list(
-            OutboxItem.objects.select_for_update(skip_locked=True)
-            .filter(status=OutboxItem.Status.PENDING, next_attempt_at__lte=now)
-            .exclude(claimed_until__gt=now)
-            .order_by("next_attempt_at", "pk")
-            .values_list("pk", flat=True)[:limit]
-        )
-        OutboxItem.objects.filter(pk__in=ids).update(claimed_until=now + LEASE)
-    return ids
+    return queue.claim(QUEUE, now=clock.now(), limit=limit)
 
 
 def dispatch_due(*, limit: int = 500, budget_seconds: float = 2.0) -> int:
-    """Hand due items to workers in batches until none is due or the time budget of one
-    beat tick is spent (so a backlog drains in one tick, not 500 items per tick)."""
-    from dunning.tasks import run_outbox_item
-
+    """Hand due items to workers until none is due or the time budget of one beat tick is
+    spent (so a backlog drains in one tick, not `limit` items per tick)."""
     started = time.monotonic()
     handed = 0
     while True:
         ids = claim_due(limit=limit)
-        for pk in ids:
-            try:
-                run_outbox_item.apply_async(args=[pk])
-            except Exception:  # noqa: BLE001 - the lease runs out and the next dispatch retries
-                logger.warning("event=outbox_enqueue_failed outbox_item=%s", pk)
-        handed += len(ids)
+        handed += queue.dispatch(QUEUE, ids, publish=_publish, batch=BATCH, now=clock.now)
         if len(ids) < limit or time.monotonic() - started > budget_seconds:
             return handed
+
+
+def _publish(ids: list[int]) -> bool:
+    from dunning.tasks import run_outbox_items
+
+    run_outbox_items.apply_async(args=[ids])
+    return True
+
+
+def run_items(item_ids: list[int]) -> list[str]:
+    """A worker's batch, one item after the other. A database fault hands that item to
+    `run_outbox_item`, whose retries back off; any other failure leaves the item to its
+    lease (logged), and the batch goes on."""
+    from dunning.tasks import run_outbox_item
+
+    statuses = []
+    for item_id in item_ids:
+        try:
+            statuses.append(run_item(item_id=item_id))
+        except DatabaseError:
+            logger.warning("event=outbox_item_database_error outbox_item=%s", item_id)
+            close_old_connections()
+            run_outbox_item.apply_async(args=[item_id])
+            statuses.append("retrying")
+        except Exception:
+            logger.exception("event=outbox_item_failed outbox_item=%s", item_id)
+            statuses.append("failed")
+    return statuses
 
 
 def kick_dispatcher() -> None:
