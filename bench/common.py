@@ -340,3 +340,48 @@ def verdict(measured: float, goal: float, floor: float, *, higher_is_better: boo
 
     sign = ">=" if higher_is_better else "<="
     return f"goal {sign} {goal:g}x {ok(goal)}, floor {sign} {floor:g}x {ok(floor)}"
+
+
+class CeleryWorker:
+    """`celery -A config worker` as a subprocess in its own process group (stopped with
+    the group, so its pool's children go too)."""
+
+    def __init__(self, env: dict, log: Path, *args: str) -> None:
+        command = [sys.executable, "-m", "celery", "-A", "config", "worker", *args]
+        command += ["--without-gossip", "--without-mingle", "-n", f"bench-{os.getpid()}@%h"]
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        with log.open("w") as out:
+            self.proc = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(timeout=5)
+
+
+def wait_until(condition, *, timeout: float, what: str, alive=lambda: True) -> float:
+    """Poll `condition` every 10 ms; the seconds it took. Aborts on timeout or when
+    `alive()` turns false (a worker died)."""
+    started = time.perf_counter()
+    while not condition():
+        if not alive():
+            raise BenchError(f"the worker died while waiting for {what}")
+        if time.perf_counter() - started > timeout:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.01)
+    return time.perf_counter() - started
