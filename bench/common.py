@@ -375,7 +375,7 @@ class CeleryWorker:
 
 
 def wait_until(condition, *, timeout: float, what: str, alive=lambda: True) -> float:
-    """Poll `condition` every 10 ms; the seconds it took. Aborts on timeout or when
+    """Poll `condition` every 2 ms; the seconds it took. Aborts on timeout or when
     `alive()` turns false (a worker died)."""
     started = time.perf_counter()
     while not condition():
@@ -383,5 +383,5 @@ def wait_until(condition, *, timeout: float, what: str, alive=lambda: True) -> f
             raise BenchError(f"the worker died while waiting for {what}")
         if time.perf_counter() - started > timeout:
             raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(0.002)
     return time.perf_counter() - started
