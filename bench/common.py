@@ -410,3 +410,84 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, -(-len(ordered) * q // 100))
     return ordered[int(rank) - 1]
+
+
+# --- in-process Django benches (recompute, retry dispatch) ----------------------------------
+def django_bench(db_name: str, **env: str) -> None:
+    """Make the repo root importable (a bench runs as `python bench/x.py`, so sys.path[0]
+    is bench/), point Django at the bench's own database and set it up."""
+    if sys.path and Path(sys.path[0]).resolve() == ROOT / "bench":
+        sys.path[0] = str(ROOT)
+    elif str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    os.environ.update(
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db_name}",
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DJANGO_DEBUG="false",
+        DUNNING_TEST_CLOCK="false",
+        STRIPE_API_KEY="",
+        ACCOUNT_MANAGEMENT_URL="",
+        SENTRY_DSN="",
+        LOG_LEVEL="WARNING",
+        EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
+    )
+    os.environ.update(env)
+    import django
+
+    django.setup()
+
+
+def verdict(measured: float, goal: float, floor: float, *, higher_is_better: bool) -> str:
+    """'goal PASS, floor PASS' style: the goal is the verdict, the floor said apart."""
+
+    def ok(limit: float) -> str:
+        met = measured >= limit if higher_is_better else measured <= limit
+        return "PASS" if met else "FAIL"
+
+    sign = ">=" if higher_is_better else "<="
+    return f"goal {sign} {goal:g}x {ok(goal)}, floor {sign} {floor:g}x {ok(floor)}"
+
+
+class CeleryWorker:
+    """`celery -A config worker` as a subprocess in its own process group (stopped with
+    the group, so its pool's children go too)."""
+
+    def __init__(self, env: dict, log: Path, *args: str) -> None:
+        command = [sys.executable, "-m", "celery", "-A", "config", "worker", *args]
+        command += ["--without-gossip", "--without-mingle", "-n", f"bench-{os.getpid()}@%h"]
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        with log.open("w") as out:
+            self.proc = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(timeout=5)
+
+
+def wait_until(condition, *, timeout: float, what: str, alive=lambda: True) -> float:
+    """Poll `condition` every 2 ms; the seconds it took. Aborts on timeout or when
+    `alive()` turns false (a worker died)."""
+    started = time.perf_counter()
+    while not condition():
+        if not alive():
+            raise BenchError(f"the worker died while waiting for {what}")
+        if time.perf_counter() - started > timeout:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.002)
+    return time.perf_counter() - started

@@ -20,7 +20,7 @@ from dunning.models import (
     ShadowDecision,
 )
 from dunning.notifications.records import record_plan
-from dunning.outbox_items import add_item
+from dunning.outbox_items import add_item, supersede_waiting_retry
 from dunning.outcomes import publish_outcome
 from dunning.policy import Policy
 from dunning.snapshot import Snapshot
@@ -193,9 +193,7 @@ def _reschedule_retry(
     account: Account, desired: Desired, decision: Decision, now: datetime
 ) -> list[int]:
     """At most one pending retry per account: the plan replaces any waiting one."""
-    OutboxItem.objects.filter(
-        account=account, kind=OutboxItem.Kind.PAYMENT_RETRY, status=OutboxItem.Status.PENDING
-    ).exclude(claimed_until__gt=now).update(status=OutboxItem.Status.SUPERSEDED, completed_at=now)
+    supersede_waiting_retry(account_id=account.pk, now=now)
     plan = desired.case.retry if desired.case is not None else None
     if plan is None:
         return []

@@ -24,7 +24,7 @@ from dunning.compute import compute
 from dunning.diff import Outcome, diff
 from dunning.policy import Policy
 from dunning.policy_shadow import shadow_candidate
-from dunning.policy_versions import cached_active, policy_for
+from dunning.policy_versions import cached_active, paid_count_cap, policy_for
 from dunning.snapshot import Snapshot
 from dunning.snapshot_sql import lock_and_read
 from dunning.triggers import Trigger
@@ -41,6 +41,7 @@ def read_snapshot(
         card_window=policy.retries.card_attempt_window,
         memory=policy.severity.memory,
         lookup_window=policy.retries.unknown_class_wait * 2,
+        paid_enough=paid_count_cap(policy),
         invoice_hint=invoice_hint,
         lock=lock,
     )
@@ -63,8 +64,9 @@ def read_with_policy(
     assumed = cached_active()
     read = {"account_id": account_id, "now": now, "invoice_hint": invoice_hint, "lock": lock}
     account, snapshot = read_snapshot(policy=assumed, **read)
-    policy = policy_for(snapshot)
-    if _windows(policy) != _windows(assumed):
+    counted_to = paid_count_cap(assumed)
+    policy = policy_for(snapshot)  # may load versions this process had not seen
+    if _windows(policy) != _windows(assumed) or policy.severity.good_payer_min_paid > counted_to:
         account, snapshot = read_snapshot(policy=policy, **read)
     return account, snapshot, policy
 

@@ -17,7 +17,8 @@ from dunning.rules import Rule
 
 @dataclass(frozen=True)
 class PaymentHistory:
-    paid_invoices: int  # ever paid, on any attempt
+    # Ever paid, on any attempt; read up to the good-payer threshold and no further.
+    paid_invoices: int
     recent_cases: int  # earlier dunning cases opened within the policy's memory
 
 
@@ -38,7 +39,7 @@ def severity_factor(
     if history.paid_invoices >= rules.good_payer_min_paid and history.recent_cases == 0:
         factor *= rules.good_payer_factor
         why.append(
-            f"{history.paid_invoices} invoices paid and no dunning in "
+            f"at least {rules.good_payer_min_paid} invoices paid and no dunning in "
             f"{rules.memory.days} days: ladder x{rules.good_payer_factor:g}"
         )
     if decline_class == DeclineClass.FRAUD:

@@ -1,11 +1,11 @@
 """The outbox: side effects decided by the engine, run by workers after the commit.
 
     dispatch_due()   beat, every few seconds (and right after a commit that adds items):
-                     claim due items with SELECT ... FOR UPDATE SKIP LOCKED, give each a
-                     lease, commit, enqueue one task per item id.
+                     claim due items (`dunning.queue`: SKIP LOCKED, a lease each), commit,
+                     publish their ids in batches, one task message per batch.
     run_item(id)     a worker: check the item is still wanted, do the network call with
-                     no lock held, then record the result in a short transaction and
-                     hand the account back to the engine as a trigger.
+                     no lock held, then, in one transaction, record the result and hand
+                     the account back to the engine as a trigger (it recomputes).
 
 A crashed worker's item, or one whose task message the broker lost (Redis killed), is
 picked up again when its lease runs out, about a minute later, as the webhook pump does
@@ -20,58 +20,70 @@ from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, close_old_connections, transaction
 
+from billing_events.models import Account
 from core import clock
+from dunning import queue
 from dunning.effects.registry import effect_for
 from dunning.models import OutboxItem
+from dunning.outbox_items import LEASE, QUEUE  # noqa: F401 - LEASE: read by the tests
 from dunning.triggers import Trigger, TriggerKind
 
 logger = logging.getLogger(__name__)
 
-# Long enough for the slowest effect (a Stripe call times out after 10 s), short enough
-# that a lost message costs about a minute, not a standing or a retry that comes late.
-LEASE = timedelta(seconds=getattr(settings, "OUTBOX_LEASE_SECONDS", 60))
 ORDER_WAIT = timedelta(seconds=2)
-RETRY_BASE_SECONDS = 30
-RETRY_CAP_SECONDS = 3600
+RETRY_CAP = timedelta(hours=1)
+# Item ids per task message: a worker runs a batch in order, so a batch is short enough
+# that its last item does not wait long behind the others (a retry is a Stripe call).
+BATCH = 10
 # Published by name: the task module imports this one.
 RUN_ITEM_TASK = "dunning.tasks.run_outbox_item"
+RUN_ITEMS_TASK = "dunning.tasks.run_outbox_items"
 
 
 def retry_delay(attempts: int) -> timedelta:
-    return timedelta(seconds=min(RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0), RETRY_CAP_SECONDS))
+    return queue.backoff(attempts, cap=RETRY_CAP)
 
 
 def claim_due(*, limit: int = 500) -> list[int]:
-    now = clock.now()
-    with transaction.atomic():
-        ids = list(
-            OutboxItem.objects.select_for_update(skip_locked=True)
-            .filter(status=OutboxItem.Status.PENDING, next_attempt_at__lte=now)
-            .exclude(claimed_until__gt=now)
-            .order_by("next_attempt_at", "pk")
-            .values_list("pk", flat=True)[:limit]
-        )
-        OutboxItem.objects.filter(pk__in=ids).update(claimed_until=now + LEASE)
-    return ids
+    return queue.claim(QUEUE, now=clock.now(), limit=limit)
 
 
 def dispatch_due(*, limit: int = 500, budget_seconds: float = 2.0) -> int:
-    """Hand due items to workers in batches until none is due or the time budget of one
-    beat tick is spent (so a backlog drains in one tick, not 500 items per tick)."""
+    """Hand due items to workers until none is due or the time budget of one beat tick is
+    spent (so a backlog drains in one tick, not `limit` items per tick)."""
     started = time.monotonic()
     handed = 0
     while True:
         ids = claim_due(limit=limit)
-        for pk in ids:
-            try:
-                current_app.signature(RUN_ITEM_TASK, args=[pk]).apply_async()
-            except Exception:  # noqa: BLE001 - the lease runs out and the next dispatch retries
-                logger.warning("event=outbox_enqueue_failed outbox_item=%s", pk)
-        handed += len(ids)
+        handed += queue.dispatch(QUEUE, ids, publish=_publish, batch=BATCH, now=clock.now)
         if len(ids) < limit or time.monotonic() - started > budget_seconds:
             return handed
+
+
+def _publish(ids: list[int]) -> bool:
+    current_app.signature(RUN_ITEMS_TASK, args=[ids]).apply_async()
+    return True
+
+
+def run_items(item_ids: list[int]) -> list[str]:
+    """A worker's batch, one item after the other. A database fault hands that item to
+    `run_outbox_item`, whose retries back off; any other failure leaves the item to its
+    lease (logged), and the batch goes on."""
+    statuses = []
+    for item_id in item_ids:
+        try:
+            statuses.append(run_item(item_id=item_id))
+        except DatabaseError:
+            logger.warning("event=outbox_item_database_error outbox_item=%s", item_id)
+            close_old_connections()
+            current_app.signature(RUN_ITEM_TASK, args=[item_id]).apply_async()
+            statuses.append("retrying")
+        except Exception:
+            logger.exception("event=outbox_item_failed outbox_item=%s", item_id)
+            statuses.append("failed")
+    return statuses
 
 
 def run_item(*, item_id: int, finish_hand_back: bool = False) -> str:
@@ -90,34 +102,57 @@ def run_item(*, item_id: int, finish_hand_back: bool = False) -> str:
     result = effect.perform(item) if effect.still_wanted(item) else None
     now = clock.now()
     with transaction.atomic():
+        if effect.HANDS_BACK:
+            # The engine's lock order, account then item: the recompute below runs in this
+            # transaction, and a webhook's recompute may be rescheduling this very item.
+            list(Account.objects.select_for_update().filter(pk=item.account_id).values("pk"))
         item = OutboxItem.objects.select_for_update().get(pk=item_id)
         if item.status != OutboxItem.Status.PENDING:
             return item.status
-        item.claimed_until = None
-        if result is not None and result.defer:
-            item.next_attempt_at = result.defer_until or now + ORDER_WAIT
-            item.save()
-            return item.status
-        item.attempts += 1
-        if result is None:
-            item.status = OutboxItem.Status.SUPERSEDED
-            item.completed_at = now
-        elif result.ok:
-            item.status = OutboxItem.Status.DONE
-            item.completed_at = now
-            item.result = {"detail": result.detail, **result.data}
-            effect.record(item, now)
-        else:
-            item.last_error = result.detail
-            gives_up = not effect.KEEP_TRYING and item.attempts >= settings.OUTBOX_MAX_ATTEMPTS
-            if not result.retryable or gives_up:
-                item.status = OutboxItem.Status.DEAD
-            else:
-                item.next_attempt_at = now + retry_delay(item.attempts)
+        _close(item, effect, result, now)
         item.save()
-    if item.status != OutboxItem.Status.PENDING:
-        hand_back(item)
+        if item.status != OutboxItem.Status.PENDING:
+            # Recorded and recomputed in one transaction: no moment where the result is in
+            # the mirror and the case does not know it.
+            _hand_back_in(item)
     return item.status
+
+
+def _close(item: OutboxItem, effect, result, now) -> None:
+    """The item's new status from what the effect came to (the one writer of it)."""
+    item.claimed_until = None
+    if result is not None and result.defer:
+        item.next_attempt_at = result.defer_until or now + ORDER_WAIT
+        return
+    item.attempts += 1
+    if result is None:
+        item.status = OutboxItem.Status.SUPERSEDED
+        item.completed_at = now
+    elif result.ok:
+        item.status = OutboxItem.Status.DONE
+        item.completed_at = now
+        item.result = {"detail": result.detail, **result.data}
+        effect.record(item, now)
+    else:
+        item.last_error = result.detail
+        gives_up = not effect.KEEP_TRYING and item.attempts >= settings.OUTBOX_MAX_ATTEMPTS
+        if not result.retryable or gives_up:
+            item.status = OutboxItem.Status.DEAD
+        else:
+            item.next_attempt_at = now + retry_delay(item.attempts)
+
+
+def _hand_back_in(item: OutboxItem) -> None:
+    """The hand-back inside the closing transaction. A database fault rolls both back (the
+    task retries, the effect runs again under its idempotency key); any other failure of
+    the recompute leaves the item closed, as before, so a broken recompute cannot make the
+    side effect run again and again: the account's next trigger recomputes it."""
+    try:
+        hand_back(item)
+    except DatabaseError:
+        raise
+    except Exception:
+        logger.exception("event=outbox_hand_back_failed outbox_item=%s", item.pk)
 
 
 def hand_back(item: OutboxItem) -> None:

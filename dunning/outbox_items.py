@@ -1,14 +1,29 @@
-"""Adding an item to the outbox (kept apart from `outbox`, which runs them, so that code
-deciding side effects does not import the code performing them)."""
+"""The outbox's items as a queue: adding one, and every change of a waiting item's status
+made outside a worker's run (kept apart from `outbox`, which runs them, so that code
+deciding side effects does not import the code performing them). With `outbox.run_item`
+these are the only writers of an item's status."""
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from celery import current_app
+from django.conf import settings
+from django.db.models import Q
 
+from dunning import queue
 from dunning.models import OutboxItem
 
 logger = logging.getLogger(__name__)
+
+# Long enough for the slowest effect (a Stripe call times out after 10 s), short enough
+# that a lost message costs about a minute, not a standing or a retry that comes late.
+LEASE = timedelta(seconds=getattr(settings, "OUTBOX_LEASE_SECONDS", 60))
+QUEUE = queue.Queue(
+    model=OutboxItem,
+    waiting=Q(status=OutboxItem.Status.PENDING),
+    lease=LEASE,
+    lease_field="claimed_until",
+)
 
 
 def add_item(
@@ -43,3 +58,31 @@ def kick_dispatcher() -> None:
         current_app.signature(DISPATCH_TASK).apply_async()
     except Exception:  # noqa: BLE001 - beat dispatches on its own schedule anyway
         logger.warning("event=outbox_kick_failed")
+
+
+def supersede_waiting_retry(*, account_id: int, now: datetime) -> int:
+    """A new plan replaces the account's retry that waits for its time; one a worker is
+    running (leased) is left to its worker, which closes it."""
+    return (
+        OutboxItem.objects.filter(
+            account_id=account_id,
+            kind=OutboxItem.Kind.PAYMENT_RETRY,
+            status=OutboxItem.Status.PENDING,
+        )
+        .exclude(claimed_until__gt=now)
+        .update(status=OutboxItem.Status.SUPERSEDED, completed_at=now)
+    )
+
+
+def redrive_side_effects(*, account_id: int, now: datetime) -> int:
+    """The account's side effects that gave up, or wait out a long backoff, are due again
+    now (a payment retry keeps its schedule: that is the retry policy, not a side effect)."""
+    rows = (
+        OutboxItem.objects.filter(
+            account_id=account_id,
+            status__in=[OutboxItem.Status.DEAD, OutboxItem.Status.PENDING],
+        )
+        .exclude(kind=OutboxItem.Kind.PAYMENT_RETRY)
+        .exclude(claimed_until__gt=now)
+    )
+    return queue.redrive(QUEUE, rows, now=now, status=OutboxItem.Status.PENDING)

@@ -183,6 +183,15 @@ def cached_active() -> Policy:
     return (_book or _default_book()).active
 
 
+def paid_count_cap(policy: Policy) -> int:
+    """How far a snapshot counts paid invoices: far enough for the good-payer rule of
+    `policy` and of every version this process knows (a case's own, a candidate in
+    shadow), so no version's rule sees a count cut short."""
+    book = _book or _default_book()
+    thresholds = [p.severity.good_payer_min_paid for p in book.by_label.values()]
+    return max([policy.severity.good_payer_min_paid, *thresholds])
+
+
 def active_policy() -> Policy:
     """The active policy, read now (one query): for readers without a snapshot."""
     number = PolicyVersion.objects.filter(active=True).values_list("number", flat=True).first()

@@ -21,6 +21,7 @@ from dunning import rollout
 from dunning.in_dunning import WENT_THROUGH_DUNNING
 from dunning.models import CustomerNotice, DunningCase, OutboxItem
 from dunning.policy import Policy
+from dunning.policy_versions import paid_count_cap
 from dunning.snapshot import Snapshot
 from dunning.snapshot_rows import (
     AccountRows,
@@ -135,6 +136,7 @@ def read_snapshots(
         "card_window": policy.retries.card_attempt_window,
         "memory": policy.severity.memory,
         "lookup_window": policy.retries.unknown_class_wait * 2,
+        "paid_enough": paid_count_cap(policy),
     }
     if not account_ids:
         return {}
@@ -158,7 +160,7 @@ def read_snapshots(
 
 
 def _read_rows(cursor, account_ids: list[int], *, now: datetime, windows: dict) -> dict:
-    cursor.execute(ACCOUNTS, [now - windows["memory"], _array(account_ids)])
+    cursor.execute(ACCOUNTS, [windows["paid_enough"], now - windows["memory"], _array(account_ids)])
     rows = {head["id"]: AccountRows(head=head) for head in _named(cursor)}
     ids = sorted(rows)  # the accounts that exist
     if not ids:

@@ -27,6 +27,7 @@ from dunning.models import (
     PolicyVersion,
     RolloutGate,
 )
+from dunning.policy import SeverityRules
 from dunning.snapshot import CASE_FIELDS, Snapshot
 from dunning.snapshot_rows import (
     AccountRows,
@@ -48,14 +49,18 @@ def _t(model) -> str:
 OPEN = ", ".join(f"'{state}'" for state in OPEN_STATES)
 Kind = OutboxItem.Kind
 
-# The account row and its one-value facts; the `%s` is the start of the severity memory.
+# The account row and its one-value facts. The first `%s` is the good-payer threshold:
+# paid invoices are counted up to it and no further, so the count costs the same for a
+# decade of history as for a year (the rule only asks "at least that many?"). The second
+# is the start of the severity memory.
 ACCOUNT_COLUMNS = f"""a.id, a.stripe_customer_id, a.payment_method_updated_at,
   a.default_payment_method, a.card_expiring_at,
   (SELECT s.requested FROM {_t(AccountStanding)} s WHERE s.account_id = a.id) AS requested,
   (SELECT s.acknowledged FROM {_t(AccountStanding)} s WHERE s.account_id = a.id) AS acknowledged,
   (SELECT e.reason FROM {_t(BadDebtEpisode)} e
      WHERE e.account_id = a.id AND e.exited_at IS NULL) AS episode,
-  (SELECT COUNT(*) FROM {_t(Invoice)} i WHERE i.account_id = a.id AND i.status = 'paid') AS paid,
+  (SELECT COUNT(*) FROM (SELECT 1 FROM {_t(Invoice)} i
+     WHERE i.account_id = a.id AND i.status = 'paid' LIMIT %s) p) AS paid,
   (SELECT COUNT(*) FROM {_t(DunningCase)} c
      WHERE c.account_id = a.id AND c.opened_at > %s) AS cases,
   (SELECT g.stage FROM {_t(RolloutGate)} g WHERE g.id = 1) AS stage,
@@ -161,13 +166,15 @@ def lock_and_read(
     lookup_window: timedelta = timedelta(days=2),
     invoice_hint: str = "",
     lock: bool = True,
+    paid_enough: int = SeverityRules.good_payer_min_paid,
 ) -> tuple[Account, Snapshot]:
     """Lock the account row (`core.locks`) and read its snapshot. Call inside
     a transaction. `lock=False` reads without the lock (the drift detector's preview).
+    Paid invoices are counted up to `paid_enough` (the good-payer threshold).
     Raises Account.DoesNotExist for an unknown account."""
     lock_sql = account_lock_clause("a") if lock else ""
     with connection.cursor() as cursor:
-        cursor.execute(ACCOUNT + lock_sql, [_param(now - memory), account_id])
+        cursor.execute(ACCOUNT + lock_sql, [paid_enough, _param(now - memory), account_id])
         found = _named(cursor)
         if not found:
             raise Account.DoesNotExist(f"no account {account_id}")

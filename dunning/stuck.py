@@ -12,7 +12,8 @@ from django.db.models import Q
 
 from core import clock
 from dunning.engine import handle
-from dunning.models import CaseState, DunningCase, OutboxItem
+from dunning.models import CaseState, DunningCase
+from dunning.outbox_items import redrive_side_effects
 from dunning.triggers import Trigger, TriggerKind
 
 
@@ -28,12 +29,6 @@ def redrive_stuck_lifting() -> int:
     now = clock.now()
     account_ids = list(stuck_cases(now=now).values_list("account_id", flat=True))
     for account_id in account_ids:
-        # Side effects that gave up, or wait out a long backoff, are tried again now (a
-        # payment retry keeps its schedule: that is the retry policy, not a side effect).
-        OutboxItem.objects.filter(
-            account_id=account_id, status__in=[OutboxItem.Status.DEAD, OutboxItem.Status.PENDING]
-        ).exclude(kind=OutboxItem.Kind.PAYMENT_RETRY).exclude(claimed_until__gt=now).update(
-            status=OutboxItem.Status.PENDING, next_attempt_at=now, claimed_until=None
-        )
+        redrive_side_effects(account_id=account_id, now=now)
         handle(Trigger(TriggerKind.DRIFT_DETECTED, account_id, source="beat:stuck-lifting"))
     return len(account_ids)

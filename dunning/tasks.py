@@ -29,6 +29,12 @@ def run_outbox_item(self, item_id: int) -> str:
 
 
 @shared_task(acks_late=True)
+def run_outbox_items(item_ids: list[int]) -> list[str]:
+    """The dispatcher's batch of item ids (one message per batch)."""
+    return outbox.run_items(item_ids)
+
+
+@shared_task(acks_late=True)
 def recompute_due_cases() -> int:
     if advance_in_progress():
         return 0

@@ -12,26 +12,40 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 
 from billing_events.mirror import merge_fact
 from billing_events.models import Account, WebhookEvent
 from billing_events.normalize import AttemptFact, Fact, InvoiceFact, parse_event
 from core import clock
 from core.locks import lock_account
+from dunning import queue
 from dunning.engine import handle
 from dunning.intake.triggers import TRIGGER_FOR_EVENT
 from dunning.triggers import Trigger
 
 logger = logging.getLogger(__name__)
 
-RETRY_BASE_SECONDS = 30
-RETRY_CAP_SECONDS = 6 * 3600
+RETRY_CAP = timedelta(hours=6)
 PENDING = (WebhookEvent.Status.RECEIVED, WebhookEvent.Status.FAILED)
 
 
 def retry_delay(attempts: int) -> timedelta:
     """30 s, 1 min, 2 min, 4 min ... capped at 6 h."""
-    return timedelta(seconds=min(RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0), RETRY_CAP_SECONDS))
+    return queue.backoff(attempts, cap=RETRY_CAP)
+
+
+def events_queue() -> queue.Queue:
+    """Stored events waiting to be processed; a claim pushes the event's own next look
+    forward (its lease), so the pump never hands one out twice while it waits in a queue.
+    Built per call: the lease is a setting."""
+    return queue.Queue(
+        model=WebhookEvent,
+        waiting=Q(status__in=PENDING),
+        lease=timedelta(seconds=settings.WEBHOOK_REENQUEUE_AFTER_SECONDS),
+        lease_field="next_attempt_at",
+        order=("next_attempt_at",),
+    )
 
 
 def invoice_named_by(fact: Fact) -> str:
@@ -119,37 +133,15 @@ def due_event_ids(*, now: datetime, limit: int) -> list[int]:
 
 
 def claim_due(*, limit: int) -> list[int]:
-    """Take due events (new ones and failed ones whose backoff is over) and push their
-    next look forward, so the pump never hands one out twice while it waits in a queue.
-    SKIP LOCKED keeps two pumps, or a pump and a worker, out of each other's way."""
-    now = clock.now()
-    with transaction.atomic():
-        ids = list(
-            WebhookEvent.objects.select_for_update(skip_locked=True)
-            .filter(status__in=PENDING, next_attempt_at__lte=now)
-            .order_by("next_attempt_at")
-            .values_list("pk", flat=True)[:limit]
-        )
-        if ids:
-            WebhookEvent.objects.filter(pk__in=ids).update(
-                next_attempt_at=now + timedelta(seconds=settings.WEBHOOK_REENQUEUE_AFTER_SECONDS)
-            )
-    return ids
+    """Take due events (new ones and failed ones whose backoff is over), leased."""
+    return queue.claim(events_queue(), now=clock.now(), limit=limit)
 
 
 def sweep(*, limit: int = 5000, batch: int = 50) -> int:
-    """The event pump: hand due events to workers, `batch` ids per task. Processing twice
-    is harmless anyway (status check under a row lock)."""
+    """The event pump: hand due events to workers, `batch` ids per task; a batch the broker
+    refused is due again at the next pump run. Processing twice is harmless anyway
+    (status check under a row lock)."""
     from billing_events.ingest import enqueue_batch
 
     ids = claim_due(limit=limit)
-    handed = 0
-    for start in range(0, len(ids), batch):
-        chunk = ids[start : start + batch]
-        if enqueue_batch(chunk):
-            handed += len(chunk)
-        else:  # the broker is down: due again at the next pump run
-            WebhookEvent.objects.filter(pk__in=chunk, status__in=PENDING).update(
-                next_attempt_at=clock.now()
-            )
-    return handed
+    return queue.dispatch(events_queue(), ids, publish=enqueue_batch, batch=batch, now=clock.now)
