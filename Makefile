@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PG_URL ?= postgres://postgres@127.0.0.1:5432/dunning
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: demo simulate test lint format services web worker beat bench-ingest bench-recompute bench-dispatch bench-drift bench-simulate chaos clean
+.PHONY: demo simulate test lint format services web worker beat bench-ingest bench-recompute bench-dispatch bench-drift bench-simulate bench-e2e chaos clean
 
 $(BIN)/python: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ bench-drift: $(BIN)/python services
 
 bench-simulate: $(BIN)/python services
 	$(BIN)/python bench/simulate.py
+
+# Signed webhook in to decision applied on gunicorn, worker and beat; needs wrk and pgbench.
+bench-e2e: $(BIN)/python services
+	$(BIN)/python bench/e2e.py
 
 # The fault suite: its own PostgreSQL and Redis, about 12 minutes; not part of `make test`.
 chaos: $(BIN)/python

@@ -294,3 +294,40 @@ def summarize(phases: list[dict]) -> dict:
         "cpu_ms_per_request": {k: round(v, 3) for k, v in cpu.items()},
         "other_cpu_share": round(other / (seconds * (os.cpu_count() or 1)), 3),
     }
+
+
+# --- CPU of named process trees (added for bench/e2e.py) ----------------------------------
+def tree_cpu(before: Tree, after: Tree) -> float:
+    """CPU seconds a process and its children (live, new, or exited in between) used
+    between two looks."""
+    return sum(after.delta(before, lambda _: "child").values())
+
+
+def postgres_cpu(before: Tree, after: Tree, db_name: str) -> dict[str, float]:
+    """The postmaster's tree between two looks, split as `stack_cpu` splits it: this
+    database's backends, exited backends (counted as ours, an upper bound, when one of
+    ours was among them), the auxiliary processes, and other databases' backends."""
+
+    def kind(cmd: str) -> str:
+        if f" {db_name} " in cmd:
+            return "ours"
+        return "other_db" if "(" in cmd or "[local]" in cmd else "aux"
+
+    pg = after.delta(before, kind)
+    gone = before.children.keys() - after.children.keys()
+    ours_exited = any(kind(before.children[pid][1]) == "ours" for pid in gone)
+    return {
+        "backends": pg.get("ours", 0.0),
+        "exited": pg["exited"] if ours_exited else 0.0,
+        "aux": pg["self"] + pg.get("aux", 0.0),
+        "other_databases": pg.get("other_db", 0.0) + (0.0 if ours_exited else pg["exited"]),
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    """q-th percentile of a list of values (nearest rank); NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]

@@ -21,7 +21,7 @@ What it does, end to end:
      on a busy 2-core machine, most of it the engine opening and settling 20,000 cases;
      --build-only builds them and stops)
      and builds the big book in it with `INSERT ... SELECT ... FROM generate_series(...)`,
-     on a fixed project time NOW (`dunning.clock.now` is patched to it for the whole run):
+     on a fixed project time NOW (`core.clock.now` is patched to it for the whole run):
        every account  an account row, a subscription, an invoice paid 35 days ago on its
                       first attempt (its succeeded charge) and that invoice.paid webhook
                       event, processed then;
@@ -147,9 +147,11 @@ from billing_events.models import (  # noqa: E402
     Subscription,
     WebhookEvent,
 )
-from dunning import clock, drift  # noqa: E402
+from core import clock  # noqa: E402
+from dunning import drift  # noqa: E402
 from dunning.compute import compute  # noqa: E402
-from dunning.engine import diff, handle  # noqa: E402
+from dunning.diff import diff  # noqa: E402
+from dunning.engine import handle  # noqa: E402
 from dunning.models import (  # noqa: E402
     OPEN_STATES,
     AccountStanding,

@@ -42,7 +42,7 @@ from billing_events import signature, validation  # noqa: E402
 from billing_events.ingest import screen_event as screen  # noqa: E402
 from billing_events.ingest import store_event  # noqa: E402
 from billing_events.validation import envelope_problem  # noqa: E402
-from dunning import clock  # noqa: E402
+from core import clock  # noqa: E402
 
 
 def post(path: str, body: bytes, header: str) -> int:

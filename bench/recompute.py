@@ -13,7 +13,7 @@ What it does, end to end:
      with a soft decline, so the case is `retrying` at `notice` with its first retry
      planned for tomorrow (a pending outbox row). Every short account, and the first
      long one, get their whole Stripe history delivered event by event through
-     `billing_events.processing.apply_event` (as tests/test_engine_properties.py does).
+     `dunning.intake.processing.apply_event` (as tests/test_engine_properties.py does).
      The other long accounts get a row-for-row copy of the first one's 199 paid invoices,
      their charges and the subscription (ids rewritten), then their dunning events
      through `apply_event`. Every store of every account (mirror and dunning, own ids
@@ -109,10 +109,12 @@ from billing_events.models import (  # noqa: E402
     Subscription,
     WebhookEvent,
 )
-from billing_events.processing import apply_event  # noqa: E402
 from billing_events.scenarios import StripeCustomer  # noqa: E402
-from dunning import clock, outbox  # noqa: E402
-from dunning.engine import Outcome, handle  # noqa: E402
+from core import clock  # noqa: E402
+from dunning import outbox, outbox_items  # noqa: E402
+from dunning.diff import Outcome  # noqa: E402
+from dunning.engine import handle  # noqa: E402
+from dunning.intake.processing import apply_event  # noqa: E402
 from dunning.models import OPEN_STATES, AccountStanding, DunningCase, OutboxItem  # noqa: E402
 from dunning.triggers import Trigger, TriggerKind  # noqa: E402
 from entitlements.models import Restriction  # noqa: E402
@@ -341,7 +343,7 @@ def recompute_empty(account_id: int) -> None:
 
 
 class Clock:
-    """Stands in for dunning.clock.now during the +diff phase: the real clock, or that
+    """Stands in for core.clock.now during the +diff phase: the real clock, or that
     plus the time until an account's case is due for review."""
 
     def __init__(self) -> None:
@@ -399,7 +401,7 @@ def recompute_nonempty(account_id: int) -> tuple[int, int]:
 def nonempty_phase(*, drain: bool = True):
     with (
         mock.patch.object(clock, "now", BENCH_CLOCK),
-        mock.patch.object(outbox, "kick_dispatcher", lambda: None),
+        mock.patch.object(outbox_items, "kick_dispatcher", lambda: None),
     ):
         yield
     if drain:

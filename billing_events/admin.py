@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from billing_events import processing
+from billing_events import ingest
 from billing_events.models import Account, Invoice, PaymentAttempt, Subscription, WebhookEvent
 
 
@@ -42,7 +42,7 @@ class WebhookEventAdmin(ReadOnlyMirrorAdmin):
 
     @admin.action(description="Reprocess selected events")
     def reprocess(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
-        count = processing.reprocess(event_ids=queryset.values_list("pk", flat=True))
+        count = ingest.reprocess(event_ids=queryset.values_list("pk", flat=True))
         self.message_user(request, f"{count} event(s) queued for processing.", messages.SUCCESS)
 
 

@@ -2,16 +2,19 @@
 
 The stored row is the truth. A received event is due at once: the event pump (beat,
 every WEBHOOK_SWEEP_SECONDS) claims due rows and hands them to workers in batches, so the
-request does no broker I/O and a broker outage loses nothing (see `processing.sweep`).
+request does no broker I/O and a broker outage loses nothing (see
+`dunning.intake.processing.sweep`).
 With WEBHOOK_ENQUEUE_ON_INGEST (the default with in-process tasks) the request hands the
 event over itself.
 """
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import psycopg
+from celery import current_app
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.db.backends.utils import CursorWrapper
@@ -19,7 +22,7 @@ from django.db.backends.utils import CursorWrapper
 from billing_events import signature, validation
 from billing_events.models import WebhookEvent
 from billing_events.normalize import HANDLED_EVENT_TYPES, MalformedEvent, NoCustomer, parse_event
-from dunning import clock
+from core import clock
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +99,7 @@ def screen_event(event: dict) -> tuple[str, str]:
     if event["type"] not in HANDLED_EVENT_TYPES:
         return WebhookEvent.Status.IGNORED, "event type not handled by dunning"
     try:
-        fact, _ = parse_event(event)
+        fact = parse_event(event)
     except NoCustomer as error:
         return WebhookEvent.Status.IGNORED, str(error)
     except PARSE_ERRORS as error:
@@ -188,12 +191,16 @@ def store_event(
     return row[0] if row else None
 
 
+# Processing a stored event is dunning's (`dunning/intake/`): its tasks are published by
+# name, so this app never imports the one that acts on what it stores.
+PROCESS_EVENT_TASK = "dunning.intake.tasks.process_webhook_event"
+PROCESS_EVENTS_TASK = "dunning.intake.tasks.process_webhook_events"
+
+
 def enqueue_processing(event_pk: int) -> bool:
     """Publish the processing task; a broker outage is logged, never raised."""
-    from billing_events.tasks import process_webhook_event
-
     try:
-        process_webhook_event.apply_async(args=[event_pk])
+        current_app.signature(PROCESS_EVENT_TASK, args=[event_pk]).apply_async()
     except Exception as error:  # noqa: BLE001 - any broker failure is recoverable by the sweeper
         logger.warning(
             "event=webhook_enqueue_failed webhook_event=%s error=%s", event_pk, type(error).__name__
@@ -204,10 +211,8 @@ def enqueue_processing(event_pk: int) -> bool:
 
 def enqueue_batch(event_pks: list[int]) -> int:
     """Publish one task for a batch of events; returns how many were handed over."""
-    from billing_events.tasks import process_webhook_events
-
     try:
-        process_webhook_events.apply_async(args=[event_pks])
+        current_app.signature(PROCESS_EVENTS_TASK, args=[event_pks]).apply_async()
     except Exception as error:  # noqa: BLE001 - the next pump run hands them out again
         logger.warning(
             "event=webhook_enqueue_failed webhook_events=%s error=%s",
@@ -216,3 +221,20 @@ def enqueue_batch(event_pks: list[int]) -> int:
         )
         return 0
     return len(event_pks)
+
+
+def reprocess(*, event_ids: Iterable[int]) -> int:
+    """Support's re-drive: put events back in the queue, including dead and processed ones."""
+    now = clock.now()
+    ids = list(
+        WebhookEvent.objects.filter(pk__in=list(event_ids), type__in=list(HANDLED_EVENT_TYPES))
+        .exclude(status=WebhookEvent.Status.IGNORED)
+        .values_list("pk", flat=True)
+    )
+    WebhookEvent.objects.filter(pk__in=ids).update(
+        status=WebhookEvent.Status.RECEIVED,
+        next_attempt_at=now + timedelta(seconds=settings.WEBHOOK_REENQUEUE_AFTER_SECONDS),
+    )
+    for pk in ids:
+        enqueue_processing(pk)
+    return len(ids)

@@ -10,8 +10,9 @@ from typing import Any
 from django.db import transaction
 
 from billing_events.mirror import upsert_attempt
-from billing_events.models import Account, Invoice, PaymentAttempt
+from billing_events.models import Invoice, PaymentAttempt
 from billing_events.normalize import AttemptFact, attempt_key, card_brand
+from core.locks import lock_account
 
 
 def _text(found: dict, key: str) -> str:
@@ -72,7 +73,7 @@ def merge_looked_up_failure(
     a gap the webhook fills later."""
     with transaction.atomic():
         # The same per-account lock as webhook processing and the engine.
-        account = Account.objects.select_for_update().get(pk=account_id)
+        account = lock_account(account_id)
         invoice = Invoice.objects.filter(stripe_invoice_id=stripe_invoice_id).first()
         amount = found.get("amount")
         if not isinstance(amount, int) or isinstance(amount, bool):

@@ -1,6 +1,6 @@
 """Turn a Stripe event into plain facts about Stripe objects. Pure: no database.
 
-Each handled event type maps to one parser and one trigger kind. Field access is
+Each handled event type maps to one parser. Field access is
 defensive because Stripe's shapes vary by API version (an id may come expanded, the
 invoice's subscription moved under `parent` in newer versions).
 """
@@ -9,8 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from dunning.clock import from_unix
-from dunning.triggers import TriggerKind
+from core.clock import from_unix
 
 
 class MalformedEvent(ValueError):
@@ -419,59 +418,48 @@ def parse_expiring_source(obj: dict, version: EventVersion) -> PaymentMethodFact
 INVOICE_STATUS_RANK = {"draft": 0, "open": 1, "uncollectible": 2, "paid": 3, "void": 4}
 
 
-@dataclass(frozen=True)
-class EventRoute:
-    trigger: TriggerKind
-    parse: Any  # (object, version[, previous_attributes]) -> Fact
-
-
-ROUTES: dict[str, EventRoute] = {
-    "invoice.payment_failed": EventRoute(TriggerKind.PAYMENT_FAILED, parse_invoice),
-    "invoice.paid": EventRoute(TriggerKind.PAYMENT_SUCCEEDED, parse_invoice),
-    "invoice.payment_succeeded": EventRoute(TriggerKind.PAYMENT_SUCCEEDED, parse_invoice),
-    "invoice.marked_uncollectible": EventRoute(TriggerKind.MARKED_UNCOLLECTIBLE, parse_invoice),
-    "invoice.voided": EventRoute(TriggerKind.INVOICE_VOIDED, parse_invoice),
-    "invoice.finalized": EventRoute(TriggerKind.INVOICE_UPDATED, parse_invoice),
-    "invoice.updated": EventRoute(TriggerKind.INVOICE_UPDATED, parse_invoice),
-    "charge.failed": EventRoute(TriggerKind.PAYMENT_FAILED, parse_charge),
-    "charge.succeeded": EventRoute(TriggerKind.PAYMENT_SUCCEEDED, parse_charge),
-    "payment_intent.payment_failed": EventRoute(TriggerKind.PAYMENT_FAILED, parse_payment_intent),
-    "customer.subscription.created": EventRoute(
-        TriggerKind.SUBSCRIPTION_CHANGED, parse_subscription
-    ),
-    "customer.subscription.updated": EventRoute(
-        TriggerKind.SUBSCRIPTION_CHANGED, parse_subscription
-    ),
-    "customer.subscription.deleted": EventRoute(
-        TriggerKind.SUBSCRIPTION_CHANGED, parse_subscription
-    ),
+# The parser of each event type dunning acts on; each takes (object, version) and, for the
+# types whose `previous_attributes` matter, those too. Which trigger a type becomes is
+# dunning's business (`dunning/intake/triggers.py`).
+PARSERS: dict[str, Any] = {
+    "invoice.payment_failed": parse_invoice,
+    "invoice.paid": parse_invoice,
+    "invoice.payment_succeeded": parse_invoice,
+    "invoice.marked_uncollectible": parse_invoice,
+    "invoice.voided": parse_invoice,
+    "invoice.finalized": parse_invoice,
+    "invoice.updated": parse_invoice,
+    "charge.failed": parse_charge,
+    "charge.succeeded": parse_charge,
+    "payment_intent.payment_failed": parse_payment_intent,
+    "customer.subscription.created": parse_subscription,
+    "customer.subscription.updated": parse_subscription,
+    "customer.subscription.deleted": parse_subscription,
     # The customer's email and preferred_locales: who customer notices go to, in which
     # language (an account first seen through its invoices has neither).
-    "customer.created": EventRoute(TriggerKind.PAYMENT_METHOD_UPDATED, parse_customer),
-    "customer.updated": EventRoute(TriggerKind.PAYMENT_METHOD_UPDATED, parse_customer),
-    "payment_method.attached": EventRoute(TriggerKind.PAYMENT_METHOD_UPDATED, parse_payment_method),
-    "payment_method.updated": EventRoute(
-        TriggerKind.PAYMENT_METHOD_UPDATED, parse_payment_method_update
-    ),
-    "customer.source.expiring": EventRoute(TriggerKind.CARD_EXPIRING, parse_expiring_source),
+    "customer.created": parse_customer,
+    "customer.updated": parse_customer,
+    "payment_method.attached": parse_payment_method,
+    "payment_method.updated": parse_payment_method_update,
+    "customer.source.expiring": parse_expiring_source,
 }
 
-HANDLED_EVENT_TYPES = frozenset(ROUTES)
+HANDLED_EVENT_TYPES = frozenset(PARSERS)
 
 
-def parse_event(event: dict) -> tuple[Fact, TriggerKind]:
-    route = ROUTES.get(event.get("type", ""))
-    if route is None:
+def parse_event(event: dict) -> Fact:
+    parse = PARSERS.get(event.get("type", ""))
+    if parse is None:
         raise MalformedEvent(f"unhandled event type {event.get('type')!r}")
     data = event.get("data") or {}
     obj = data.get("object")
     if not isinstance(obj, dict):
         raise MalformedEvent("event has no data.object")
     version = EventVersion(created=from_unix(event["created"]), event_id=event["id"])
-    if route.parse in (parse_customer, parse_subscription, parse_payment_method_update):
-        fact = route.parse(obj, version, data.get("previous_attributes") or {})
+    if parse in (parse_customer, parse_subscription, parse_payment_method_update):
+        fact = parse(obj, version, data.get("previous_attributes") or {})
     else:
-        fact = route.parse(obj, version)
+        fact = parse(obj, version)
     if event["type"] == "invoice.payment_failed":
         fact = replace(fact, payment_failed_at=version.created)
-    return fact, route.trigger
+    return fact

@@ -34,7 +34,7 @@ from billing_events.ingest import (
 )
 from billing_events.models import StripeEventPoll, WebhookEvent
 from billing_events.normalize import HANDLED_EVENT_TYPES
-from dunning import clock
+from core import clock
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import stripe
 from django.db import transaction
 
 from billing_events.gateway.results import failure_lookup_as_dict
-from billing_events.gateway.stripe_api import FAILURE_EXPAND, failure_from_invoice
+from billing_events.gateway.stripe_answers import FAILURE_EXPAND, failure_from_invoice
 from billing_events.lookups import merge_looked_up_failure
 from billing_events.mirror import merge_customer, merge_invoice, merge_subscription
 from billing_events.models import Account
@@ -35,6 +35,7 @@ from billing_events.normalize import (
     parse_subscription,
 )
 from billing_events.stripe_retry import RetryPolicy, call_with_retries
+from core.locks import lock_account
 
 PHASES = ("customers", "subscriptions", "invoices_open", "invoices_uncollectible", "invoices_paid")
 # Times on each object that mark a change of its state (Stripe objects have no `updated`).
@@ -291,4 +292,4 @@ def _id(value: Any) -> str:
 def _locked_account(customer_id: str) -> Account:
     """The same per-account lock as webhook processing and the engine."""
     account, _ = Account.objects.get_or_create(stripe_customer_id=customer_id)
-    return Account.objects.select_for_update().get(pk=account.pk)
+    return lock_account(account.pk)

@@ -152,7 +152,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
 CELERY_BEAT_SCHEDULE = {
     "sweep-webhook-events": {
-        "task": "billing_events.tasks.sweep_webhook_events",
+        "task": "dunning.intake.tasks.sweep_webhook_events",
         "schedule": float(os.environ.get("WEBHOOK_SWEEP_SECONDS", "1")),
     },
     "dispatch-outbox": {

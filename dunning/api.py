@@ -14,11 +14,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing_events.models import Account
-from dunning import bad_debt_payment, clock, payment_sweeper, rollout, test_clock
+from core import clock
+from core.permissions import SupportRole
+from dunning import bad_debt_payment, payment_sweeper, rollout, test_clock
 from dunning.bad_debt import bad_debt_metrics
 from dunning.bad_debt_payment import pay_bad_debt
 from dunning.models import BadDebtPayment, RolloutStage
-from dunning.support_api.permissions import SupportRole
 
 
 class AdvanceClockSerializer(serializers.Serializer):

@@ -5,8 +5,9 @@ from datetime import datetime
 from django.db import transaction
 
 from billing_events.models import Account
+from dunning import outbox_items
 from dunning.compute import Desired
-from dunning.engine import CASE_FIELDS, Change, Outcome
+from dunning.diff import CASE_FIELDS, Change, Outcome
 from dunning.models import (
     AccountStanding,
     BadDebtEpisode,
@@ -122,9 +123,7 @@ def apply(
         account=account, desired=desired, changes=changes, decision=decision, now=now
     )
     if outbox_ids:
-        from dunning.outbox import kick_dispatcher
-
-        transaction.on_commit(kick_dispatcher)
+        transaction.on_commit(outbox_items.kick_dispatcher)
     return Outcome(
         account_id=account.pk,
         changes=changes,

@@ -13,7 +13,7 @@ from django.conf import settings
 
 from billing_events.stripe_import import ImportOptions, ImportStats, Progress, StripeImporter
 from billing_events.stripe_retry import RetryPolicy
-from dunning import clock
+from core import clock
 from dunning.engine import handle
 from dunning.models import StripeImportCursor
 from dunning.triggers import Trigger, TriggerKind

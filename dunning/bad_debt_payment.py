@@ -26,8 +26,9 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 
 from billing_events import services as billing
-from billing_events.models import Account, Invoice
-from dunning import clock
+from billing_events.models import Invoice
+from core import clock
+from core.locks import lock_account
 from dunning.engine import handle
 from dunning.models import BadDebtEpisode, BadDebtPayment, CaseInvoice, SupportAction
 from dunning.triggers import Trigger, TriggerKind
@@ -58,7 +59,7 @@ def _claim(
 ) -> BadDebtPayment | PaymentAnswer:
     fingerprint = _fingerprint(invoices, amount, currency)
     with transaction.atomic():
-        Account.objects.select_for_update().get(pk=account_id)
+        lock_account(account_id)
         earlier = BadDebtPayment.objects.filter(account_id=account_id, idempotency_key=key).first()
         if earlier is not None:
             if earlier.request_fingerprint != fingerprint:

@@ -7,13 +7,9 @@ always give the same answer, and every conclusion carries the rules and facts be
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from dunning.decision_rules import (
-    RULE_ORDER,
-    Deliberation,
-    bad_debt_reason,
-    overdue_by_currency,
-    went_through_dunning,
-)
+from dunning.decision_rules import RULE_ORDER, bad_debt_reason
+from dunning.deliberation import Deliberation, overdue_by_currency
+from dunning.in_dunning import went_through_dunning
 from dunning.models import CaseState, Resolution
 from dunning.notifications.plan import Notice, plan_notices
 from dunning.notifications.situation import card_situation, case_situation

@@ -5,12 +5,13 @@ explanation, and either narrows the decision or settles it outright (`Deliberati
 The explanation names the rule that decided. Pure: no I/O, no clock.
 """
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from dunning.deliberation import Deliberation, is_upgrade, money_text, overdue_by_currency
+from dunning.in_dunning import went_through_dunning
 from dunning.ladder import PaymentHistory, consequence_level, describe_days
 from dunning.models import BadDebtEpisode, CaseState, Resolution
-from dunning.policy import LADDER_ORDER, DeclineClass, Level, Policy, Rung, Track
+from dunning.policy import LADDER_ORDER, Level, Policy, Track
 from dunning.retries import (
     RetryDecision,
     declines_on_card,
@@ -18,89 +19,9 @@ from dunning.retries import (
     plan_retry,
     worst_class,
 )
-from dunning.rules import Rule
-from dunning.snapshot import CaseView, InvoiceView, Snapshot
+from dunning.snapshot import InvoiceView, Snapshot
 
-UPGRADE_REASON = "subscription_update"
 CANCELLED_SUBSCRIPTION = ("canceled", "incomplete_expired")
-
-
-def went_through_dunning(invoice: InvoiceView, failed: set[int]) -> bool:
-    """An invoice whose collection failed at least once: unpaid after an attempt,
-    written off, or settled only after a failed attempt."""
-    if invoice.status == "uncollectible":
-        return True
-    failed_once = invoice.payment_failed or invoice.pk in failed
-    if invoice.status == "open":
-        return invoice.attempt_count > 0 or failed_once
-    if invoice.status in ("paid", "void"):
-        return invoice.attempt_count > 1 or failed_once
-    return False
-
-
-def is_upgrade(invoice: InvoiceView) -> bool:
-    return invoice.billing_reason == UPGRADE_REASON
-
-
-@dataclass
-class Deliberation:
-    """One decision being made: the facts, and what each rule concluded so far."""
-
-    snapshot: Snapshot
-    now: datetime
-    policy: Policy
-    rules: list[Rule] = field(default_factory=list)
-    case: CaseView | None = None
-    covered: list[InvoiceView] = field(default_factory=list)
-    track: Track = Track.BASE
-    ladder_start: datetime | None = None
-    decline_class: DeclineClass = DeclineClass.SOFT
-    bad_debt_floor: bool = False  # a base invoice was written off
-    rung: Rung | None = None
-    level_since: datetime | None = None
-    next_review_at: datetime | None = None
-    # The rung after this one and when it takes effect, if nothing changes (notices).
-    next_step: tuple[Level, datetime] | None = None
-    retry: RetryDecision | None = None
-    cancel: frozenset[str] = frozenset()
-    revert: frozenset[str] = frozenset()  # subscriptions whose upgrade is reverted
-    state: CaseState = CaseState.RETRYING
-    # Set by a rule that settles the case: (resolution, level).
-    settled: tuple[Resolution, Level] | None = None
-
-    def note(self, name: str, conclusion: str, facts: dict | None = None) -> None:
-        self.rules.append(Rule(name, conclusion, facts or {}))
-
-    def settle(self, resolution: Resolution, level: Level) -> None:
-        self.settled = (resolution, level)
-
-    @property
-    def unpaid(self) -> list[InvoiceView]:
-        return [i for i in self.covered if i.status == "open"]
-
-    @property
-    def written_off(self) -> list[InvoiceView]:
-        return [i for i in self.covered if i.status == "uncollectible"]
-
-    @property
-    def outstanding(self) -> list[InvoiceView]:
-        return self.unpaid + self.written_off
-
-    @property
-    def case_pks(self) -> frozenset[int]:
-        return frozenset(i.pk for i in self.covered)
-
-    @property
-    def subscriptions(self) -> frozenset[str]:
-        return frozenset(i.subscription_id for i in self.outstanding if i.subscription_id)
-
-    @property
-    def level(self) -> Level:
-        return self.rung.level if self.rung else Level.NONE
-
-    def review_at(self, at: datetime | None) -> None:
-        if at is not None and (self.next_review_at is None or at < self.next_review_at):
-            self.next_review_at = at
 
 
 def membership(d: Deliberation) -> None:
@@ -199,7 +120,7 @@ def track(d: Deliberation) -> None:
         d.track = Track.SMALL_AMOUNT
         d.note(
             "small_amount",
-            f"small amount ({_money(overdue)} minor units): no further than premium features "
+            f"small amount ({money_text(overdue)} minor units): no further than premium features "
             "before the end of the ladder",
             {"amount_overdue": overdue},
         )
@@ -385,14 +306,3 @@ RULE_ORDER = (
     end_of_ladder,
     case_state,
 )
-
-
-def overdue_by_currency(invoices: list[InvoiceView]) -> dict[str, int]:
-    overdue: dict[str, int] = {}
-    for invoice in invoices:
-        overdue[invoice.currency] = overdue.get(invoice.currency, 0) + invoice.amount_remaining
-    return overdue
-
-
-def _money(overdue: dict[str, int]) -> str:
-    return ", ".join(f"{amount} {currency}" for currency, amount in sorted(overdue.items()))

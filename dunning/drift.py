@@ -22,9 +22,10 @@ from django.db import connection, connections, transaction
 from django.db.models import F, Q
 
 from billing_events.models import PaymentAttempt, WebhookEvent
-from dunning import clock
+from core import clock
 from dunning.compute import compute
-from dunning.engine import diff, handle, read_snapshot
+from dunning.diff import diff
+from dunning.engine import handle, read_snapshot
 from dunning.models import (
     OPEN_STATES,
     AccountStanding,
@@ -34,7 +35,8 @@ from dunning.models import (
     DunningCase,
     OutboxItem,
 )
-from dunning.policy import Policy, current_policy
+from dunning.policy import Policy
+from dunning.policy_versions import cached_active, policy_for
 from dunning.snapshot import Snapshot
 from dunning.snapshot_batch import read_snapshots
 from dunning.triggers import Trigger, TriggerKind
@@ -111,7 +113,7 @@ def drifted(*, account_id: int, now: datetime, policy: Policy) -> bool:
     """Would a recompute change anything? Read-only: nothing is locked or written."""
     with transaction.atomic():
         _, snapshot = read_snapshot(account_id=account_id, now=now, policy=policy, lock=False)
-    return bool(diff(snapshot, compute(snapshot, now, policy), now))
+    return bool(diff(snapshot, compute(snapshot, now, policy_for(snapshot)), now))
 
 
 def _read_ahead(
@@ -144,7 +146,7 @@ def _read_ahead(
 
 def scan() -> DriftScan:
     now = clock.now()
-    policy = current_policy()
+    policy = cached_active()  # how far back to read; each case computes on its own version
     # The last scan that finished: a crashed one must not move the watermark.
     since = (
         DriftScan.objects.filter(finished_at__isnull=False)
@@ -159,7 +161,11 @@ def scan() -> DriftScan:
             account_id
             for account_id in batch
             if account_id in snapshots
-            and diff(snapshots[account_id], compute(snapshots[account_id], now, policy), now)
+            and diff(
+                snapshots[account_id],
+                compute(snapshots[account_id], now, policy_for(snapshots[account_id])),
+                now,
+            )
         ]
         run.drifted += len(drifting)
         held = guards(drifting, now=now) if drifting else {}

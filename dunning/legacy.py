@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from django.db import transaction
 
 from billing_events.models import Account
-from dunning import clock
+from core import clock
 from dunning.models import OPEN_STATES, CaseState, DunningCase, LegacyVerdict
 
 TRUE = {"1", "true", "yes", "y", "t"}

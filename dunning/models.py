@@ -524,3 +524,72 @@ class StripeImportCursor(models.Model):
 
     def __str__(self) -> str:
         return f"import cursor {self.scope}: {self.state}"
+
+
+class PolicyVersion(models.Model):
+    """One immutable version of the dunning policy (`dunning.policy_document`). Editing
+    makes a new version; only the activation bookkeeping of a row ever changes, through
+    `dunning.policy_versions.activate`. Exactly one version is active."""
+
+    number = models.PositiveIntegerField(unique=True)
+    # Stored on every decision and case (`policy_version`): version 1 keeps the code
+    # default's own label, so decisions made before the store existed point at it.
+    label = models.CharField(max_length=32, unique=True)
+    document = models.JSONField()
+    author = models.CharField(max_length=255)
+    reason = models.TextField()
+    created_at = models.DateTimeField()
+    active = models.BooleanField(default=False)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    activated_by = models.CharField(max_length=255, blank=True, default="")
+    # Computed in shadow next to the version in force (`dunning.policy_shadow`); at most one.
+    candidate = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["active"], condition=models.Q(active=True), name="one_active_policy"
+            ),
+            models.UniqueConstraint(
+                fields=["candidate"],
+                condition=models.Q(candidate=True),
+                name="one_candidate_policy",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"policy v{self.number} ({self.label}){' active' if self.active else ''}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise ValueError("a policy version is immutable: create a new version instead")
+        super().save(*args, **kwargs)
+
+
+class PolicyShadowDecision(models.Model):
+    """Where the candidate policy version, computed in shadow next to the version in force,
+    would decide differently for an account. Written by the recompute only when they differ,
+    once per distinct difference."""
+
+    account = models.ForeignKey(
+        "billing_events.Account", on_delete=models.CASCADE, related_name="+"
+    )
+    candidate = models.PositiveIntegerField()  # the candidate version's number
+    policy_version = models.CharField(max_length=32)  # the version that decided for real
+    at = models.DateTimeField()
+    differences = models.JSONField(help_text="[{field, decided, candidate}]")
+    decided = models.TextField()  # the real decision's explanation
+    candidate_decision = models.TextField()  # the candidate's
+    fingerprint = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "candidate", "fingerprint"], name="one_shadow_per_difference"
+            )
+        ]
+        indexes = [models.Index(fields=["candidate", "at"])]
+
+    def __str__(self) -> str:
+        return f"v{self.candidate} differs for {self.account_id} at {self.at:%Y-%m-%d %H:%M}"

@@ -20,14 +20,15 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from billing_events.models import Account, Invoice
-from dunning import clock
-from dunning.admin import SupportReadOnlyAdmin, _pretty_json
+from core import clock
+from core.admin import SupportReadOnlyAdmin, pretty_json
 from dunning.compute import compute
 from dunning.engine import read_snapshot
 from dunning.models import OPEN_STATES, CustomerNotice, DunningCase
 from dunning.notifications.context import build_context
 from dunning.notifications.render import choose_language, render_notice
-from dunning.policy import Level, Policy, current_policy
+from dunning.policy import Level, Policy
+from dunning.policy_versions import active_policy, policy_for
 
 Kind = CustomerNotice.Kind
 PREVIEW_URL_NAME = "dunning_customernotice_preview"
@@ -139,7 +140,7 @@ def preview_facts(account: Account, now: datetime, policy: Policy) -> dict[str, 
     )
     # What the engine would plan now wins: those are the facts the customer would get.
     _, snapshot = read_snapshot(account_id=account.pk, now=now, policy=policy, lock=False)
-    for notice in reversed(compute(snapshot, now, policy).notices):
+    for notice in reversed(compute(snapshot, now, policy_for(snapshot)).notices):
         facts[notice.kind] = notice.facts
         sources[notice.kind] = f"planned by the engine now ({notice.key})"
     return {kind: (facts[kind], sources[kind]) for kind in PREVIEW_ORDER}
@@ -171,11 +172,11 @@ class CustomerNoticeAdmin(SupportReadOnlyAdmin):
 
     @admin.display(description="facts (what the plan knew)")
     def facts_json(self, notice: CustomerNotice) -> str:
-        return _pretty_json(notice.facts)
+        return pretty_json(notice.facts)
 
     @admin.display(description="context (what was rendered)")
     def context_json(self, notice: CustomerNotice) -> str:
-        return _pretty_json(notice.context)
+        return pretty_json(notice.context)
 
     @admin.display(description="preview")
     def preview(self, notice: CustomerNotice) -> str:
@@ -201,7 +202,7 @@ class CustomerNoticeAdmin(SupportReadOnlyAdmin):
         chosen = form.cleaned_data["language"] if form.is_valid() else ""
         locales = [chosen] if chosen else list(account.preferred_locales)
         now = clock.now()
-        policy = current_policy()
+        policy = active_policy()
         notices = []
         for kind, (facts, source) in preview_facts(account, now, policy).items():
             shown = {

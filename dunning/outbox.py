@@ -18,10 +18,11 @@ import logging
 import time
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 
-from dunning import clock
+from core import clock
 from dunning.effects.registry import effect_for
 from dunning.models import OutboxItem
 from dunning.triggers import Trigger, TriggerKind
@@ -34,6 +35,8 @@ LEASE = timedelta(seconds=getattr(settings, "OUTBOX_LEASE_SECONDS", 60))
 ORDER_WAIT = timedelta(seconds=2)
 RETRY_BASE_SECONDS = 30
 RETRY_CAP_SECONDS = 3600
+# Published by name: the task module imports this one.
+RUN_ITEM_TASK = "dunning.tasks.run_outbox_item"
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -57,29 +60,18 @@ def claim_due(*, limit: int = 500) -> list[int]:
 def dispatch_due(*, limit: int = 500, budget_seconds: float = 2.0) -> int:
     """Hand due items to workers in batches until none is due or the time budget of one
     beat tick is spent (so a backlog drains in one tick, not 500 items per tick)."""
-    from dunning.tasks import run_outbox_item
-
     started = time.monotonic()
     handed = 0
     while True:
         ids = claim_due(limit=limit)
         for pk in ids:
             try:
-                run_outbox_item.apply_async(args=[pk])
+                current_app.signature(RUN_ITEM_TASK, args=[pk]).apply_async()
             except Exception:  # noqa: BLE001 - the lease runs out and the next dispatch retries
                 logger.warning("event=outbox_enqueue_failed outbox_item=%s", pk)
         handed += len(ids)
         if len(ids) < limit or time.monotonic() - started > budget_seconds:
             return handed
-
-
-def kick_dispatcher() -> None:
-    from dunning.tasks import dispatch_outbox
-
-    try:
-        dispatch_outbox.apply_async()
-    except Exception:  # noqa: BLE001 - beat dispatches on its own schedule anyway
-        logger.warning("event=outbox_kick_failed")
 
 
 def run_item(*, item_id: int, finish_hand_back: bool = False) -> str:

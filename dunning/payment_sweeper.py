@@ -16,7 +16,7 @@ from django.conf import settings
 
 from billing_events import services as billing
 from billing_events.gateway import PaymentResult, failed, succeeded
-from dunning import clock
+from core import clock
 from dunning.bad_debt_payment import PROCESSING, settle
 from dunning.models import BadDebtPayment
 

@@ -10,7 +10,8 @@ time of any retry, including the one a card update asks for.
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from dunning.network_rules import DEFAULT_NETWORK_RULES, CardAttempt, earliest_retry
+from dunning.network_rules import DEFAULT_NETWORK_RULES, CardAttempt
+from dunning.network_verdict import earliest_retry
 from dunning.policy import CLASS_SEVERITY, DeclineClass, Policy
 from dunning.snapshot import AttemptView, InvoiceView
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import transaction
 
-from dunning import clock
+from core import clock
 from dunning.models import (
     CustomerNotice,
     RolloutGate,

@@ -5,10 +5,10 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
+from core.admin import SupportReadOnlyAdmin
+from core.permissions import can_act, can_read
 from dunning import rollout
-from dunning.admin import SupportReadOnlyAdmin
 from dunning.models import DriftScan, RolloutGate, ShadowDecision
-from dunning.support_api.permissions import can_act, can_read
 
 
 class RolloutGateForm(forms.ModelForm):

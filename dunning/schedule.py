@@ -1,6 +1,6 @@
 """Time passing: cases whose ladder moves at `next_review_at` are recomputed then."""
 
-from dunning import clock
+from core import clock
 from dunning.engine import handle
 from dunning.models import OPEN_STATES, DunningCase
 from dunning.triggers import Trigger, TriggerKind

@@ -5,7 +5,7 @@ whatever the account's history: only invoices that are in dunning, belong to the
 were named by the trigger are loaded.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 DEFAULT_STANDING = "good"
@@ -47,24 +47,39 @@ class AttemptView:
     pk: int = 0  # the attempt's own identity: two declines alike in every field are two
 
 
-@dataclass(frozen=True)
+# A case field the engine decides: `engine.diff` compares it, `apply` writes it.
+DECIDED = {"decided": True}
+
+
+@dataclass(frozen=True, kw_only=True)
 class CaseView:
+    """The case as the engine reads it, and the one declaration of its fields: the snapshot
+    selects exactly these columns (`snapshot_sql.CASE_COLUMNS`), and the engine diffs and
+    writes the ones marked decided (`DECIDED_CASE_FIELDS`); the others are support's holds
+    and the case's identity."""
+
     pk: int
-    state: str
-    resolution: str
-    level: str
-    decline_class: str
-    earliest_unpaid_at: datetime | None
-    amount_overdue: dict[str, int]
-    next_review_at: datetime | None
-    next_retry_at: datetime | None
+    state: str = field(metadata=DECIDED)
+    resolution: str = field(metadata=DECIDED)
+    level: str = field(metadata=DECIDED)
+    # When the current level took effect.
+    level_since: datetime | None = field(default=None, metadata=DECIDED)
+    decline_class: str = field(metadata=DECIDED)
+    earliest_unpaid_at: datetime | None = field(metadata=DECIDED)
+    amount_overdue: dict[str, int] = field(metadata=DECIDED)
+    next_review_at: datetime | None = field(metadata=DECIDED)
+    next_retry_at: datetime | None = field(metadata=DECIDED)
     paused_until: datetime | None = None
     pause_reason: str = ""
     grace_until: datetime | None = None
     grace_reason: str = ""
     opened_at: datetime | None = None
-    shadow: dict = field(default_factory=dict)
-    level_since: datetime | None = None  # when the current level took effect
+    shadow: dict = field(default_factory=dict, metadata=DECIDED)
+    policy_version: str = ""  # the label of the policy version the case runs on
+
+
+CASE_FIELDS = tuple(f.name for f in fields(CaseView))
+DECIDED_CASE_FIELDS = tuple(f.name for f in fields(CaseView) if f.metadata.get("decided"))
 
 
 @dataclass(frozen=True)
@@ -126,3 +141,6 @@ class Snapshot:
     # Inside the rollout gate: consequences are applied; outside: shadow mode.
     enforced: bool = True
     rollout_stage: str = "100"
+    # The number of the active stored policy version; None: none stored, the code default.
+    policy_active: int | None = None
+    policy_candidate: int | None = None  # a version computed in shadow next to it

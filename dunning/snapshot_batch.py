@@ -18,9 +18,19 @@ from psycopg.types.datetime import TimestamptzLoader
 
 from billing_events.models import Account, PaymentAttempt, Subscription
 from dunning import rollout
+from dunning.in_dunning import WENT_THROUGH_DUNNING
 from dunning.models import CustomerNotice, DunningCase, OutboxItem
 from dunning.policy import Policy
 from dunning.snapshot import Snapshot
+from dunning.snapshot_rows import (
+    AccountRows,
+    _attempt,
+    _case,
+    _invoice,
+    _named,
+    assemble,
+    ended_since,
+)
 from dunning.snapshot_sql import (
     ACCOUNT_COLUMNS,
     ATTEMPT_COLUMNS,
@@ -36,15 +46,7 @@ from dunning.snapshot_sql import (
     PENDING_COLUMNS,
     RESTRICTION_COLUMNS,
     SUBSCRIPTION_COLUMNS,
-    WENT_THROUGH_DUNNING,
-    AccountRows,
-    _attempt,
-    _case,
-    _invoice,
-    _named,
     _t,
-    assemble,
-    ended_since,
     lock_and_read,
 )
 from entitlements.models import Restriction
@@ -83,23 +85,23 @@ FROM {_t(PaymentAttempt)} p WHERE p.account_id = ANY(%s::bigint[]) AND p.attempt
 ORDER BY p.attempted_at, p.id"""
 
 PENDING_OUTBOX = f"""
-SELECT o.account_id, {PENDING_COLUMNS}
+SELECT o.account_id AS account, {PENDING_COLUMNS}
 FROM {_t(OutboxItem)} o WHERE o.account_id = ANY(%s::bigint[]) AND o.status = 'pending'
 ORDER BY o.id"""
 
 # Each account with the moment its ended side effects count from.
 ENDED_EFFECTS = f"""
-SELECT o.account_id, {ENDED_COLUMNS}
+SELECT o.account_id AS account, {ENDED_COLUMNS}
 FROM unnest(%s::bigint[], %s::timestamptz[]) AS k(account, since), {_t(OutboxItem)} o
 WHERE o.account_id = k.account AND o.created_at >= k.since AND {ENDED_KINDS}
 ORDER BY o.id"""
 
 SUBSCRIPTIONS = f"""
-SELECT s.account_id, {SUBSCRIPTION_COLUMNS}
+SELECT s.account_id AS account, {SUBSCRIPTION_COLUMNS}
 FROM {_t(Subscription)} s WHERE s.account_id = ANY(%s::bigint[])"""
 
 RESTRICTIONS = f"""
-SELECT r.account_id, {RESTRICTION_COLUMNS}
+SELECT r.account_id AS account, {RESTRICTION_COLUMNS}
 FROM {_t(Restriction)} r WHERE r.account_id = ANY(%s::bigint[])"""
 
 NOTICES = f"""
@@ -173,25 +175,25 @@ def _read_rows(cursor, account_ids: list[int], *, now: datetime, windows: dict) 
             rows[account_of_invoice[attempt.invoice_pk]].attempts.append(attempt)
 
     cursor.execute(PENDING_OUTBOX, [accounts])
-    for account_id, *row in cursor.fetchall():
-        rows[account_id].pending.append(tuple(row))
+    for row in _named(cursor):
+        rows[row.pop("account")].pending.append(row)
     since = (ended_since(rows[a].case, now, windows["lookup_window"]) for a in ids)
     cursor.execute(ENDED_EFFECTS, [accounts, _array(since)])
-    for account_id, *row in cursor.fetchall():
-        rows[account_id].ended.append(tuple(row))
+    for row in _named(cursor):
+        rows[row.pop("account")].ended.append(row)
     cursor.execute(CARD_HISTORIES, [accounts, now - windows["card_window"]])
     for row in _named(cursor):
         account_id = row.pop("account")
         rows[account_id].card_history.append(_attempt(row))
     cursor.execute(SUBSCRIPTIONS, [accounts])
-    for account_id, *row in cursor.fetchall():
-        rows[account_id].subscriptions.append(tuple(row))
+    for row in _named(cursor):
+        rows[row.pop("account")].subscriptions.append(row)
     cursor.execute(RESTRICTIONS, [accounts])
-    for account_id, *row in cursor.fetchall():
-        rows[account_id].restrictions.append(tuple(row))
+    for row in _named(cursor):
+        rows[row.pop("account")].restrictions.append(row)
     cursor.execute(NOTICES, [accounts, case_pks, now - NOTICE_MEMORY])
-    for account_id, *row in cursor.fetchall():
-        rows[account_id].notices.append(tuple(row))
+    for row in _named(cursor):
+        rows[row.pop("account")].notices.append(row)
     return rows
 
 

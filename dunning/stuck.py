@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import Q
 
-from dunning import clock
+from core import clock
 from dunning.engine import handle
 from dunning.models import CaseState, DunningCase, OutboxItem
 from dunning.triggers import Trigger, TriggerKind

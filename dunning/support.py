@@ -8,9 +8,10 @@ from datetime import datetime
 
 from django.db import transaction
 
-from billing_events.models import Account
-from dunning import clock
-from dunning.engine import Outcome, handle
+from core import clock
+from core.locks import lock_account
+from dunning.diff import Outcome
+from dunning.engine import handle
 from dunning.models import OPEN_STATES, DunningCase, SupportAction
 from dunning.triggers import Trigger, TriggerKind
 
@@ -44,7 +45,7 @@ def recompute(*, account_id: int, actor: str) -> Outcome:
 
 def _set_hold(*, account_id: int, actor: str, action: str, fields: dict) -> Outcome:
     with transaction.atomic():
-        Account.objects.select_for_update().get(pk=account_id)
+        lock_account(account_id)
         updated = DunningCase.objects.filter(account_id=account_id, state__in=OPEN_STATES).update(
             **fields
         )

@@ -23,8 +23,9 @@ from django.db.models import Min
 
 from billing_events import polling
 from billing_events.models import WebhookEvent
-from billing_events.processing import PENDING, due_event_ids, process_event
-from dunning import clock, outbox, schedule
+from core import clock
+from dunning import outbox, schedule
+from dunning.intake.processing import PENDING, due_event_ids, process_event
 from dunning.models import OPEN_STATES, DunningCase, OutboxItem, TestClock
 
 # An arbitrary constant naming the advisory lock an advance holds (PostgreSQL only).

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from dunning.admin import SupportReadOnlyAdmin
+from core.admin import SupportReadOnlyAdmin
 from entitlements.models import Restriction
 
 

@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing_events.models import Account
-from dunning.support_api.permissions import SupportRole
+from core.permissions import SupportRole
 from entitlements.services import effective_entitlements
 
 RESTRICTION_FIELDS = {

@@ -32,10 +32,11 @@ from collections.abc import Callable
 from django.db.models import Min
 from django.test import Client
 
-from billing_events import processing, samples
+from billing_events import samples
 from billing_events.models import Account
 from dunning import outbox, test_clock
 from dunning.engine import handle
+from dunning.intake import processing
 from dunning.models import OPEN_STATES, DunningCase, OutboxItem
 from dunning.triggers import Trigger, TriggerKind
 from simulation.account_management import AccountManagementStub

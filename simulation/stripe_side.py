@@ -19,7 +19,7 @@ from dataclasses import fields
 from billing_events import samples
 from billing_events.gateway import SIMULATED, PaymentResult, declined, failed, succeeded
 from billing_events.models import PaymentAttempt
-from dunning import clock
+from core import clock
 from dunning.models import OutboxItem
 from simulation.book import AccountTruth, Book, Charge, Spell
 from simulation.generator import delivery_rng

@@ -24,7 +24,7 @@ class StripeSender:
         )
 
     def send(self, event: dict, *, secret: str = SECRET, timestamp: int | None = None):
-        from dunning import clock
+        from core import clock
 
         now = timestamp or int(clock.now().timestamp())
         payload, header = samples.signed(event, secret=secret, timestamp=now)

@@ -4,7 +4,8 @@ from datetime import datetime
 
 from billing_events.models import Account
 from billing_events.scenarios import StripeCustomer
-from dunning import clock, outbox
+from core import clock
+from dunning import outbox
 from dunning.models import DunningCase
 from tests.conftest import StripeSender
 from tests.events import deliver

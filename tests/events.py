@@ -1,8 +1,8 @@
 """Delivering scenario events through the real webhook and the worker's code path."""
 
 from billing_events.models import WebhookEvent
-from billing_events.processing import process_event
 from billing_events.scenarios import StripeCustomer as Customer
+from dunning.intake.processing import process_event
 from tests.conftest import StripeSender
 
 __all__ = ["Customer", "deliver"]

@@ -7,7 +7,7 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 
 from billing_events.scenarios import StripeCustomer
-from dunning import clock
+from core import clock
 from dunning.models import Decision, DunningCase, SupportAction
 from tests.dunning_helpers import case_of, deliver_now
 

@@ -23,7 +23,7 @@ from schemathesis.config import SchemathesisConfig
 
 from billing_events.models import Account
 from billing_events.scenarios import StripeCustomer
-from dunning import clock
+from core import clock
 from dunning.models import BadDebtPayment
 from tests.dunning_helpers import account_of
 from tests.test_pay_bad_debt import in_bad_debt

@@ -5,7 +5,8 @@ import pytest
 from billing_events.models import Subscription
 from billing_events.scenarios import StripeCustomer
 from billing_events.signature import verify
-from dunning import clock, outbox
+from core import clock
+from dunning import outbox
 from dunning import test_clock as clock_service
 from dunning.models import AccountStanding, BadDebtEpisode, DunningCase, OutboxItem, OutcomeEvent
 from entitlements.models import Restriction

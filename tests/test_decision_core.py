@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 
 from dunning.compute import compute
-from dunning.engine import diff
+from dunning.diff import diff
 from dunning.policy import Level
 from tests.core_values import POLICY, T0, case, days, decline, in_case, invoice, snapshot
 

@@ -7,7 +7,8 @@ import pytest
 
 from billing_events.models import PaymentAttempt
 from billing_events.scenarios import StripeCustomer
-from dunning import clock, outbox
+from core import clock
+from dunning import outbox
 from dunning import test_clock as clock_service
 from dunning.models import DunningCase, OutboxItem, TestClock
 from tests.dunning_helpers import case_of, deliver_now

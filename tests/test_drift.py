@@ -8,7 +8,8 @@ import pytest
 from billing_events.gateway import succeeded
 from billing_events.models import Account
 from billing_events.scenarios import StripeCustomer
-from dunning import clock, drift, outbox
+from core import clock
+from dunning import drift, outbox
 from dunning import test_clock as clock_service
 from dunning.drift import candidates, scan
 from dunning.models import AccountStanding, CaseState, DriftScan, OutboxItem

@@ -78,7 +78,7 @@ def test_two_workers_recomputing_one_account_apply_once(stripe_sender, test_cloc
         cus.charge_event("charge.failed", "ch_race", decline_code="insufficient_funds"),
         cus.invoice_event("invoice.payment_failed", attempt_count=1),
     ):
-        merge_fact(account, parse_event(event)[0])
+        merge_fact(account, parse_event(event))
 
     barrier = threading.Barrier(2)
     outcomes, errors = [], []

@@ -9,7 +9,7 @@ from django_fsm import TransitionNotAllowed
 
 from billing_events import samples
 from billing_events.scenarios import StripeCustomer
-from dunning import clock
+from core import clock
 from dunning import test_clock as clock_service
 from dunning.engine import handle
 from dunning.models import AccountStanding, BadDebtEpisode, CaseState, Decision, DunningCase

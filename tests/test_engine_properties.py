@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 
 from billing_events.gateway import SIMULATED
 from billing_events.models import Account, Invoice, WebhookEvent
-from billing_events.processing import apply_event
 from billing_events.scenarios import StripeCustomer
 from dunning import outbox
 from dunning.engine import handle
+from dunning.intake.processing import apply_event
 from dunning.models import AccountStanding, DunningCase
 from dunning.triggers import Trigger, TriggerKind
 from entitlements.models import Restriction

@@ -7,10 +7,11 @@ from django.contrib.admin.sites import site
 from django.utils import timezone
 from freezegun import freeze_time
 
-from billing_events import processing
+from billing_events import ingest
 from billing_events.admin import WebhookEventAdmin
 from billing_events.models import Invoice, WebhookEvent
-from billing_events.processing import due_event_ids, process_event
+from dunning.intake import processing
+from dunning.intake.processing import due_event_ids, process_event
 from tests.events import Customer, deliver
 
 pytestmark = pytest.mark.django_db
@@ -94,7 +95,7 @@ def test_dead_events_are_counted_and_reprocessable(
 
     monkeypatch.setattr(processing, "handle", lambda trigger: None)
     # what the admin's "reprocess" action calls; the publish goes to the real broker
-    assert processing.reprocess(event_ids=[WebhookEvent.objects.get().pk]) == 1
+    assert ingest.reprocess(event_ids=[WebhookEvent.objects.get().pk]) == 1
     event = WebhookEvent.objects.get()
     assert event.status == "received"
     assert process_event(event_id=event.pk) == "processed"

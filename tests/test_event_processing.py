@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 import pytest
 
 from billing_events.models import Account, Invoice, PaymentAttempt, Subscription, WebhookEvent
-from billing_events.processing import process_event
+from dunning.intake.processing import process_event
 from tests.events import Customer, deliver
 
 pytestmark = pytest.mark.django_db

@@ -17,7 +17,7 @@ from billing_events.gateway import (
     StripeGateway,
     failure_lookup_as_dict,
 )
-from billing_events.gateway.stripe_api import (
+from billing_events.gateway.stripe_answers import (
     FAILURE_EXPAND,
     FAILURE_EXPAND_BEFORE_PAYMENTS,
     failure_from_invoice,

@@ -4,7 +4,7 @@ the local fake Stripe, the pure item diff, and the SimulatedGateway. No database
 import pytest
 
 from billing_events.gateway import InvoiceResult, SimulatedGateway, StripeGateway
-from billing_events.gateway.stripe_api import subscription_item_changes
+from billing_events.gateway.stripe_answers import subscription_item_changes
 from tests.fake_stripe import (
     API_KEY,
     fake_stripe_fixture,  # noqa: F401 - provides the fake_stripe fixture

@@ -179,7 +179,7 @@ def test_options_limit_by_customer_and_created_date(book, test_clock):
         "in_open00003",
     }
 
-    from dunning.clock import from_unix
+    from core.clock import from_unix
 
     result, _, _ = run(created_since=from_unix(now - 10 * DAY))
     assert result.stats.customers == 0  # all customers are older

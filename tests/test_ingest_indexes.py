@@ -10,10 +10,12 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from billing_events import processing, samples
+from billing_events import samples
+from billing_events.metrics import WebhookEventCollector
 from billing_events.models import Account, WebhookEvent
-from config.metrics import DunningCollector
-from dunning import clock, drift
+from core import clock
+from dunning import drift
+from dunning.intake import processing
 from dunning.support_api.selectors import account_timeline
 from dunning.test_clock import _next_due_after
 from tests.conftest import SECRET
@@ -126,7 +128,7 @@ def test_drift_reads_recently_processed_events_through_the_processed_index(event
 
 
 def test_metrics_read_the_last_hour_of_processing_through_the_processed_index(event_log):
-    scans = scans_of_the_event_log(lambda: list(DunningCollector().collect()))
+    scans = scans_of_the_event_log(lambda: list(WebhookEventCollector(now=clock.now).collect()))
 
     # The per-type totals count every row (a full scan by nature); the latency window
     # must not.

@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from prometheus_client.parser import text_string_to_metric_families
 
 from billing_events.models import Account, WebhookEvent
-from config.metrics import DunningCollector
+from dunning.metrics import DunningCollector
 from dunning.models import BadDebtEpisode, CustomerNotice, Decision, DunningCase, OutboxItem
 
 pytestmark = pytest.mark.django_db

@@ -171,7 +171,7 @@ def apply_all(steps: list) -> dict:
                     at=datetime(2030, 1, 1, tzinfo=UTC),
                 )
                 continue
-            fact, _ = parse_event(step)
+            fact = parse_event(step)
             account, _ = Account.objects.get_or_create(stripe_customer_id=fact.customer_id)
             merge_fact(account, fact)
         result = snapshot()

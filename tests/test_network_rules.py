@@ -15,9 +15,9 @@ from dunning.network_rules import (
     Network,
     NetworkRules,
     describe_rules,
-    earliest_retry,
     network_rules_from_json,
 )
+from dunning.network_verdict import earliest_retry
 
 T = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -12,7 +12,8 @@ from rest_framework.test import APIClient
 from billing_events import samples
 from billing_events.models import Account, Invoice
 from billing_events.scenarios import StripeCustomer
-from dunning import clock, rollout
+from core import clock
+from dunning import rollout
 from dunning import test_clock as clock_service
 from dunning.models import CustomerNotice
 from tests.dunning_helpers import account_of, case_of, deliver_now

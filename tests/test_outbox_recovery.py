@@ -6,7 +6,8 @@ from datetime import timedelta
 import pytest
 
 from billing_events.scenarios import StripeCustomer
-from dunning import clock, outbox
+from core import clock
+from dunning import outbox
 from dunning import test_clock as clock_service
 from dunning.models import Decision, OutboxItem
 from dunning.tasks import run_outbox_item

@@ -11,7 +11,8 @@ from rest_framework.test import APIClient
 
 from billing_events.gateway import FailureLookup, declined, succeeded
 from billing_events.scenarios import StripeCustomer
-from dunning import clock, payment_sweeper
+from core import clock
+from dunning import payment_sweeper
 from dunning import test_clock as clock_service
 from dunning.models import BadDebtEpisode, BadDebtPayment, OutboxItem, SupportAction
 from entitlements.models import Restriction

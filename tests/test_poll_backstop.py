@@ -10,10 +10,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from billing_events import polling
 from billing_events.models import StripeEventPoll, WebhookEvent
-from billing_events.processing import process_event
 from billing_events.scenarios import StripeCustomer
-from dunning import clock
+from core import clock
 from dunning import test_clock as test_clock_module
+from dunning.intake.processing import process_event
 from tests.dunning_helpers import case_of
 from tests.events import deliver
 from tests.fake_stripe import API_KEY

@@ -7,7 +7,8 @@ import pytest
 from billing_events.gateway import declined, succeeded
 from billing_events.models import PaymentAttempt
 from billing_events.scenarios import StripeCustomer
-from dunning import clock, outbox
+from core import clock
+from dunning import outbox
 from dunning import test_clock as clock_service
 from dunning.models import CaseState, OutboxItem
 from dunning.policy import current_policy

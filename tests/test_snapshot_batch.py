@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing_events.models import Account
-from dunning import clock, support
+from core import clock
+from dunning import support
 from dunning import test_clock as clock_service
 from dunning.engine import read_snapshot
 from dunning.models import OPEN_STATES, DunningCase

@@ -1,6 +1,6 @@
 """The snapshot's SQL loads exactly the unsettled invoices the decision counts as having
-gone through dunning: `snapshot_sql.INVOICES` is the SQL twin of
-`decision_rules.went_through_dunning`, and the two must never disagree."""
+gone through dunning: `in_dunning.WENT_THROUGH_DUNNING` (in `snapshot_sql.INVOICES`) is the
+SQL twin of `in_dunning.went_through_dunning`, and the two must never disagree."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing_events.models import Account, Invoice, PaymentAttempt
-from dunning.decision_rules import went_through_dunning
+from dunning.in_dunning import went_through_dunning
 from dunning.snapshot import InvoiceView
 from dunning.snapshot_sql import lock_and_read
 

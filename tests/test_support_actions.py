@@ -3,7 +3,8 @@ from datetime import timedelta
 import pytest
 
 from billing_events.scenarios import StripeCustomer
-from dunning import clock, support
+from core import clock
+from dunning import support
 from dunning import test_clock as clock_service
 from dunning.models import SupportAction
 from tests.dunning_helpers import account_of, case_of, deliver_now

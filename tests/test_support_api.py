@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from billing_events.models import Account
 from billing_events.scenarios import StripeCustomer
-from dunning import clock
+from core import clock
 from dunning import test_clock as clock_service
 from dunning.models import Decision, DunningCase, SupportAction
 from tests.dunning_helpers import account_of, case_of, deliver_now

@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from billing_events.scenarios import StripeCustomer
-from dunning import clock
+from core import clock
 from tests.dunning_helpers import case_of, deliver_now
 
 pytestmark = pytest.mark.django_db
@@ -96,8 +96,8 @@ def test_an_advance_runs_every_retry_on_its_day_with_beat_and_workers_running(
     three soft declines are still retried on days 1, 3 and 5, not whenever a worker got
     to an item claimed at another moment of the walk."""
     from billing_events.models import PaymentAttempt
-    from billing_events.tasks import sweep_webhook_events
     from dunning import test_clock as clock_service
+    from dunning.intake.tasks import sweep_webhook_events
     from dunning.tasks import dispatch_outbox, recompute_due_cases
 
     customers = [StripeCustomer() for _ in range(3)]

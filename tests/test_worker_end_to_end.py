@@ -6,9 +6,9 @@ from contextlib import contextmanager
 import pytest
 from django.conf import settings
 
-from billing_events import processing
 from billing_events.models import Invoice, WebhookEvent
 from config.celery import app as celery_app
+from dunning.intake import processing
 from tests.dunning_helpers import on_stripe_clock
 from tests.events import Customer
 

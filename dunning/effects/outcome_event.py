@@ -2,7 +2,8 @@
 
 from datetime import datetime
 
-from dunning import clock, outcomes
+from core import clock
+from dunning import outcomes
 from dunning.effects.result import EffectResult
 from dunning.models import OutboxItem
 

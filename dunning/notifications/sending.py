@@ -19,15 +19,15 @@ from django.conf import settings
 from django.db import transaction
 
 from billing_events.models import Account
-from dunning import clock
+from core import clock
+from dunning import outbox_items
 from dunning.compute import compute
-from dunning.engine import read_snapshot
+from dunning.engine import read_with_policy
 from dunning.models import CustomerNotice
 from dunning.notifications.context import build_context
 from dunning.notifications.plan import PRIORITY, SETTLED_KINDS
 from dunning.notifications.render import choose_language, render_notice
 from dunning.outcomes import append_event
-from dunning.policy import current_policy
 
 Status = CustomerNotice.Status
 SEND, DROP, WAIT, DONE = "send", "drop", "wait", "done"
@@ -51,10 +51,9 @@ def claim(notice_id: int) -> Claim:
     )
     if account_id is None:
         return Claim(DROP, reason="no such notice")
-    policy = current_policy()
     with transaction.atomic():
         now = clock.now()
-        _, snapshot = read_snapshot(account_id=account_id, now=now, policy=policy)
+        _, snapshot, policy = read_with_policy(account_id=account_id, now=now)
         notice = CustomerNotice.objects.get(pk=notice_id)
         if notice.status not in (Status.SCHEDULED, Status.SENDING):
             return Claim(DROP, reason=notice.status)
@@ -130,8 +129,6 @@ def _close(notice: CustomerNotice, status: str, reason: str) -> Claim:
 
 
 def _hand_to_messaging_service(notice: CustomerNotice, now: datetime) -> None:
-    from dunning.outbox import kick_dispatcher
-
     append_event(
         account_id=notice.account_id,
         event_type="customer_notice.due",
@@ -149,7 +146,7 @@ def _hand_to_messaging_service(notice: CustomerNotice, now: datetime) -> None:
     )
     mark_sent(notice.pk, now)
     if settings.DUNNING_OUTCOME_WEBHOOK_URLS:
-        transaction.on_commit(kick_dispatcher)
+        transaction.on_commit(outbox_items.kick_dispatcher)
 
 
 def mark_sent(notice_id: int, now: datetime) -> None:

@@ -1,6 +1,6 @@
 """The decision in the plain values the notice planner reads (see `plan`)."""
 
-from dunning.decision_rules import Deliberation, overdue_by_currency
+from dunning.deliberation import Deliberation, overdue_by_currency
 from dunning.models import OPEN_STATES
 from dunning.notifications.plan import CardSituation, CaseSituation
 from dunning.snapshot import Snapshot

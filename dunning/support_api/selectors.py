@@ -5,7 +5,7 @@ timeline, in `timeline`, is one query per source, merged in Python), and none of
 writes.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from django.db.models import Case, Prefetch, QuerySet, When
@@ -54,21 +54,8 @@ class NextRetry:
     decline_class: str
 
 
-# Read from the case as they are (None when the account never had a case).
-CASE_FIELDS = (
-    "state",
-    "level",
-    "resolution",
-    "decline_class",
-    "amount_overdue",
-    "opened_at",
-    "resolved_at",
-    "next_review_at",
-    "paused_until",
-    "pause_reason",
-    "grace_until",
-    "grace_reason",
-)
+# A field of AccountDunning read from the case as it is (None when the account never had one).
+FROM_CASE = {"from_case": True}
 
 
 @dataclass(frozen=True)
@@ -77,18 +64,18 @@ class AccountDunning:
 
     account: Account
     case_id: int | None
-    state: str | None
-    level: str | None
-    resolution: str | None
-    decline_class: str | None
-    amount_overdue: dict | None
-    opened_at: datetime | None
-    resolved_at: datetime | None
-    next_review_at: datetime | None
-    paused_until: datetime | None
-    pause_reason: str | None
-    grace_until: datetime | None
-    grace_reason: str | None
+    state: str | None = field(metadata=FROM_CASE)
+    level: str | None = field(metadata=FROM_CASE)
+    resolution: str | None = field(metadata=FROM_CASE)
+    decline_class: str | None = field(metadata=FROM_CASE)
+    amount_overdue: dict | None = field(metadata=FROM_CASE)
+    opened_at: datetime | None = field(metadata=FROM_CASE)
+    resolved_at: datetime | None = field(metadata=FROM_CASE)
+    next_review_at: datetime | None = field(metadata=FROM_CASE)
+    paused_until: datetime | None = field(metadata=FROM_CASE)
+    pause_reason: str | None = field(metadata=FROM_CASE)
+    grace_until: datetime | None = field(metadata=FROM_CASE)
+    grace_reason: str | None = field(metadata=FROM_CASE)
     next_retry: NextRetry | None
     open_invoices: list[Invoice]
     restrictions: list[Restriction]
@@ -96,6 +83,9 @@ class AccountDunning:
     last_recompute_at: datetime | None
     policy_version: str | None
     bad_debt_episode: BadDebtEpisode | None
+
+
+CASE_FIELDS = tuple(f.name for f in fields(AccountDunning) if f.metadata.get("from_case"))
 
 
 def account_dunning(*, account_id: int) -> AccountDunning:

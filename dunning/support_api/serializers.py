@@ -8,8 +8,8 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from dunning import clock
-from dunning.engine import Outcome
+from core import clock
+from dunning.diff import Outcome
 from dunning.models import CustomerNotice
 from dunning.support_api.timeline import KIND_ORDER
 

@@ -19,11 +19,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing_events.models import Account
+from core.permissions import SupportRole
 from dunning import support
-from dunning.engine import Outcome
+from dunning.diff import Outcome
 from dunning.support_api import selectors
 from dunning.support_api.parsers import StrictJSONParser
-from dunning.support_api.permissions import SupportRole
 from dunning.support_api.serializers import (
     AccountDunningSerializer,
     AccountQuerySerializer,

@@ -3,7 +3,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from billing_events.demo import account_lines, actual_outcome, outcome_matches, run_demo
+from dunning.demo import account_lines, actual_outcome, outcome_matches, run_demo
 
 DEMO_SECRET = "whsec_demo_only"
 
@@ -74,7 +74,7 @@ class Command(BaseCommand):
             )
 
     def _print_notices(self, out) -> None:
-        from dunning import clock
+        from core import clock
         from dunning.notifications.preview import print_through_console
 
         out("")

@@ -8,7 +8,6 @@ admin until someone reprocesses it.
 """
 
 import logging
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -16,9 +15,11 @@ from django.db import transaction
 
 from billing_events.mirror import merge_fact
 from billing_events.models import Account, WebhookEvent
-from billing_events.normalize import ROUTES, AttemptFact, Fact, InvoiceFact, parse_event
-from dunning import clock
+from billing_events.normalize import AttemptFact, Fact, InvoiceFact, parse_event
+from core import clock
+from core.locks import lock_account
 from dunning.engine import handle
+from dunning.intake.triggers import TRIGGER_FOR_EVENT
 from dunning.triggers import Trigger
 
 logger = logging.getLogger(__name__)
@@ -42,14 +43,14 @@ def invoice_named_by(fact: Fact) -> str:
 
 
 def apply_event(event: WebhookEvent) -> Trigger:
-    fact, trigger_kind = parse_event(event.payload)
+    fact = parse_event(event.payload)
     account, _ = Account.objects.get_or_create(stripe_customer_id=fact.customer_id)
     # Per-account serialization: the engine takes the same lock, so no two workers
     # merge or recompute one account at once.
-    account = Account.objects.select_for_update().get(pk=account.pk)
+    account = lock_account(account.pk)
     merge_fact(account, fact)
     trigger = Trigger(
-        kind=trigger_kind,
+        kind=TRIGGER_FOR_EVENT[event.payload["type"]],
         account_id=account.pk,
         source=f"stripe:{event.stripe_event_id}",
         detail={"invoice": invoice_named_by(fact)},
@@ -152,22 +153,3 @@ def sweep(*, limit: int = 5000, batch: int = 50) -> int:
                 next_attempt_at=clock.now()
             )
     return handed
-
-
-def reprocess(*, event_ids: Iterable[int]) -> int:
-    """Support's re-drive: put events back in the queue, including dead and processed ones."""
-    now = clock.now()
-    ids = list(
-        WebhookEvent.objects.filter(pk__in=list(event_ids), type__in=list(ROUTES))
-        .exclude(status=WebhookEvent.Status.IGNORED)
-        .values_list("pk", flat=True)
-    )
-    WebhookEvent.objects.filter(pk__in=ids).update(
-        status=WebhookEvent.Status.RECEIVED,
-        next_attempt_at=now + timedelta(seconds=settings.WEBHOOK_REENQUEUE_AFTER_SECONDS),
-    )
-    from billing_events.ingest import enqueue_processing
-
-    for pk in ids:
-        enqueue_processing(pk)
-    return len(ids)
