@@ -1,16 +1,25 @@
 """The simulator: a book of subscription accounts through the real service, against a model
 of the legacy policy on the same customers, and the outcome report.
 
-    generator  the book and each customer's hidden truth, from one Random(seed)
-    mix        the behaviour rates and their defaults (documented there, with sources)
-    legacy     the legacy policy as a pure-Python baseline
-    driver     the run through the service: signed webhooks, engine, outbox, gateway, clock
-    ledger     Stripe's side of each world, measured the same way for both
-    measure    the service's figures, read from its stores after convergence
-    report     the side-by-side report (dict, table, JSON)
-    html       the HTML page with inline SVG charts
+    book         the book's types: each customer's truth, charges, card spells
+    generator    the book and each customer's hidden truth, from one Random(seed)
+    mix          the behaviour rates and their defaults (documented there, with sources)
+    model        the policy model (legacy, and the design with one part switched off)
+    legacy       the legacy policy on the model, made fair
+    ablation     the same books through the model's variants, spread across seeds
+    fair         limbo and bad debt, one definition for both sides
+    service      the service configured for a run, and `run_service`
+    driver       the run through the service: the hidden truth, deliveries, the clock
+    stripe_side  Stripe's events and its answers to the service's calls
+    service_run  what a run saw besides the database, and its daily samples
+    ledger       Stripe's side of each world, measured the same way for both
+    measure      the service's figures, read from its stores after convergence
+    report       the side-by-side report (dict, table, JSON)
+    html, charts the HTML page with inline SVG charts
 
-`simulate()` runs it all in the current database (which must be empty).
+A tool over the service: it uses the product apps through their public modules, and no
+product app imports it. `simulate()` runs it all in the current database (which must be
+empty).
 """
 
 from collections.abc import Callable

@@ -16,13 +16,10 @@ delivery, a due retry or review, a day boundary) and delivers that hour's events
 in a shuffled order, some late and some twice. Account Management is a real HTTP server
 on loopback that answers 503 during the outage.
 
-The hard cases (see `generator`): a first attempt's charge events can come hours after
-its invoice.payment_failed, or never; either way Stripe's API knows the decline, so every
-failed first attempt is also scripted into the gateway's failure lookup
-(`SIMULATED.script_failure`, where the gateway has it). An old invoice's failure events
-are first delivered when it is 20-60 days old. At each retry the gateway's `decide` also
-notes whether the service had, at that moment, a decline code recorded for the invoice's
-latest failure (`ServiceRun.charged_class_unknown`).
+Cost: the stops follow the book's happenings and the service's own due work, never the
+accounts: an account with nothing happening costs nothing between its events. What a run
+costs is its events (each a request, a processing, a recompute) plus a fixed cost per stop
+(the clock's walk), plus the daily sample and one recompute per account at the end.
 
 The run needs a database of its own (the command makes one): it adds accounts and moves
 the shared test clock.
@@ -30,7 +27,6 @@ the shared test clock.
 
 import heapq
 import math
-from collections import Counter
 from collections.abc import Callable
 
 from django.db.models import Min
@@ -41,16 +37,14 @@ from billing_events.models import Account
 from dunning import outbox, test_clock
 from dunning.engine import handle
 from dunning.intake import processing
-from dunning.models import OPEN_STATES, BadDebtEpisode, DunningCase, OutboxItem
+from dunning.models import OPEN_STATES, DunningCase, OutboxItem
 from dunning.triggers import Trigger, TriggerKind
-from entitlements.models import Restriction
 from simulation.account_management import AccountManagementStub
 from simulation.book import DAY, LATE, ON_TIME, AccountTruth, Book, Charge, Spell
-from simulation.service_run import SECRET, START, _ts, at, index_of
+from simulation.service_run import LEVELS, SECRET, START, _ts, at, sample_day
 from simulation.stripe_side import StripeSide
 
 STEP = 3600.0  # deliveries are batched per hour of simulated time
-LEVELS = ("notice", "upgrade_restricted", "premium_restricted", "read_only", "suspended")
 
 
 class Driver(StripeSide):
@@ -220,30 +214,6 @@ class Driver(StripeSide):
             test_clock.advance(to=at(t))
         self.now = t
 
-    def sample(self, day: int) -> None:
-        levels = Counter(
-            DunningCase.objects.filter(state__in=OPEN_STATES).values_list("level", flat=True)
-        )
-        for level in LEVELS:
-            self.run.levels[level][day - 1] = levels.get(level, 0)
-        self.run.cancelled_by_day[day - 1] = DunningCase.objects.filter(
-            resolution="cancelled"
-        ).count()
-        self.run.bad_debt_by_day[day - 1] = BadDebtEpisode.objects.filter(
-            exited_at__isnull=True
-        ).count()
-        restricted: dict[int, set[str]] = {}
-        for customer, code in Restriction.objects.values_list(
-            "account__stripe_customer_id", "code"
-        ):
-            restricted.setdefault(index_of(customer), set()).add(code)
-        for index, codes in restricted.items():
-            self.run.core_days_lost += "core_access" in codes
-            if self.book.accounts[index].paying_history:
-                self.run.restricted_days += 1
-                self.run.beyond_upgrade_days += bool(codes - {"upgraded_features"})
-                self.run.no_core_days += "core_access" in codes
-
     # --- the run ----------------------------------------------------------------------
 
     def simulate(self) -> None:
@@ -290,7 +260,7 @@ class Driver(StripeSide):
             self.deliver_until(slot)
             self.echo()
             if day <= book.days and slot >= day * DAY:
-                self.sample(day)
+                sample_day(self.run, day)
                 if self.progress and (day % 10 == 0 or day == book.days):
                     self.progress(f"day {day}/{book.days}")
                 day += 1

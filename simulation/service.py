@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from django.db import connection
 from django.test.utils import override_settings
 
 from billing_events.gateway import SIMULATED
@@ -36,6 +37,30 @@ def _quiet() -> Iterator[None]:
 
 
 @contextmanager
+def _no_flush_per_commit() -> Iterator[None]:
+    """The run's database is a scratch one, thrown away afterwards: its commits need not
+    reach the disk one by one. Waiting for each (SQLite's fsync, PostgreSQL's WAL flush)
+    was half a run's time on this machine. Commit order, isolation and locks are
+    unchanged; only what a power cut would lose. For this connection only, restored."""
+    postgres = connection.vendor == "postgresql"
+    with connection.cursor() as cursor:
+        if postgres:
+            cursor.execute("SET synchronous_commit TO off")
+        else:
+            cursor.execute("PRAGMA synchronous")
+            saved = cursor.fetchone()[0]
+            cursor.execute("PRAGMA synchronous = OFF")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            if postgres:
+                cursor.execute("RESET synchronous_commit")
+            else:
+                cursor.execute(f"PRAGMA synchronous = {int(saved)}")
+
+
+@contextmanager
 def service_for_simulation(driver: Driver) -> Iterator[None]:
     """The service configured for a run, everything restored afterwards: the test clock
     on, tasks in-process, the simulated gateway answering from the book, Account
@@ -61,6 +86,7 @@ def service_for_simulation(driver: Driver) -> Iterator[None]:
                 EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
             ),
             _quiet(),
+            _no_flush_per_commit(),
         ):
             celery_app.conf.task_always_eager = True
             SIMULATED.reset()

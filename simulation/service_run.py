@@ -5,12 +5,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from dunning.models import OPEN_STATES, BadDebtEpisode, DunningCase
+from entitlements.models import Restriction
 from simulation.book import Book
 from simulation.ledger import Ledger
 
 START = datetime(2027, 1, 4, tzinfo=UTC)  # a Monday, 00:00 UTC: day 0 of every run
 START_TS = int(START.timestamp())
 SECRET = "whsec_simulation_only"
+LEVELS = ("notice", "upgrade_restricted", "premium_restricted", "read_only", "suspended")
 
 
 class SimulationError(RuntimeError):
@@ -61,3 +64,24 @@ def at(t: float) -> datetime:
 
 def index_of(customer: str) -> int:
     return int(customer.removeprefix("cus_sim"))
+
+
+def sample_day(run: ServiceRun, day: int) -> None:
+    """The end of `day`: open cases by level, cancellations, bad debt in progress, and the
+    account-days restricted (read from the stores, as a dashboard would)."""
+    levels = Counter(
+        DunningCase.objects.filter(state__in=OPEN_STATES).values_list("level", flat=True)
+    )
+    for level in LEVELS:
+        run.levels[level][day - 1] = levels.get(level, 0)
+    run.cancelled_by_day[day - 1] = DunningCase.objects.filter(resolution="cancelled").count()
+    run.bad_debt_by_day[day - 1] = BadDebtEpisode.objects.filter(exited_at__isnull=True).count()
+    restricted: dict[int, set[str]] = {}
+    for customer, code in Restriction.objects.values_list("account__stripe_customer_id", "code"):
+        restricted.setdefault(index_of(customer), set()).add(code)
+    for index, codes in restricted.items():
+        run.core_days_lost += "core_access" in codes
+        if run.book.accounts[index].paying_history:
+            run.restricted_days += 1
+            run.beyond_upgrade_days += bool(codes - {"upgraded_features"})
+            run.no_core_days += "core_access" in codes

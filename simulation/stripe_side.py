@@ -1,7 +1,16 @@
 """Stripe's side of a run: the events it sends (built from Stripe's own example objects,
 delivered soon, sometimes late, sometimes twice), what its API knows of a failed first
 attempt, and its answers to the service's retries, cancellations and reverts, with the
-webhooks that follow them."""
+webhooks that follow them.
+
+The hard cases (see `generator`): a first attempt's charge events can come hours after
+its invoice.payment_failed, or never; either way Stripe's API knows the decline, so every
+failed first attempt is also scripted into the gateway's failure lookup
+(`SIMULATED.script_failure`, where the gateway has it). An old invoice's failure events
+are first delivered when it is 20-60 days old. At each retry the gateway's `decide` also
+notes whether the service had, at that moment, a decline code recorded for the invoice's
+latest failure (`ServiceRun.charged_class_unknown`).
+"""
 
 import heapq
 import itertools

@@ -493,3 +493,33 @@ def test_the_report_shows_the_ablation_spread_claims_and_definitions(seeded_repo
 
     page = render(seeded_report)
     assert "What each part of the design buys" in page and "upgrade rule off" in page
+
+
+# --- a tool over the service ------------------------------------------------------------
+
+PRODUCT_APPS = ("billing_events", "dunning", "entitlements")
+
+
+@pytest.mark.parametrize("app", PRODUCT_APPS)
+def test_no_product_app_imports_the_simulator(app):
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    importing = re.compile(r"^\s*(from|import)\s+simulation\b", re.MULTILINE)
+    offenders = [
+        str(path.relative_to(root))
+        for path in (root / app).rglob("*.py")
+        if importing.search(path.read_text())
+    ]
+    assert offenders == []
+
+
+def test_the_run_leaves_the_connection_flushing_commits_again(report):
+    # The run turns per-commit flushing off for its scratch database (see
+    # simulation.service); whatever the connection does next is durable again.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
