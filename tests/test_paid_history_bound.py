@@ -12,12 +12,22 @@ from django.test.utils import CaptureQueriesContext
 from billing_events.models import Account, Invoice
 from billing_events.scenarios import StripeCustomer
 from core import clock
+from dunning import policy_versions
 from dunning.compute import compute
-from dunning.engine import read_snapshot
+from dunning.engine import read_snapshot, read_with_policy
 from dunning.policy import current_policy
+from dunning.policy_document import policy_to_document
 from tests.dunning_helpers import deliver_now
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_policy_cache():
+    # Version numbers come back after each test's rollback; a process never sees that.
+    policy_versions.forget_cache()
+    yield
+    policy_versions.forget_cache()
 
 
 def renewal_in_dunning(sender) -> int:
@@ -95,3 +105,21 @@ def test_the_paid_count_statement_reads_no_further_than_the_threshold(stripe_sen
 
     [head] = [q["sql"] for q in captured.captured_queries if "AS paid" in q["sql"]]
     assert "LIMIT 6" in head
+
+
+def test_a_version_with_a_higher_threshold_still_sees_a_full_count(stripe_sender, test_clock):
+    # The active version counts to 6; a candidate (or a case's own version) asking for 12
+    # must not see a count cut short at 6, or its good-payer rule would never fire.
+    account_id = renewal_in_dunning(stripe_sender)
+    add_paid_invoices(account_id, 9)
+    stricter = policy_to_document(current_policy())
+    stricter["severity"]["good_payer_min_paid"] = 12
+    policy_versions.ensure_initial_version()
+    v2 = policy_versions.create_version(document=stricter, author="t", reason="12 paid")
+    policy_versions.set_candidate(number=v2.number, actor="t", reason="shadow")
+    policy_versions.forget_cache()
+    with transaction.atomic():
+        _, _, active = read_with_policy(account_id=account_id, now=clock.now())  # loads them
+
+    assert policy_versions.paid_count_cap(active) == 12
+    assert snapshot_of(account_id).paid_invoices == 9
