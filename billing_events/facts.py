@@ -146,7 +146,7 @@ class PaymentMethodFact:
 Fact = InvoiceFact | AttemptFact | SubscriptionFact | CustomerFact | PaymentMethodFact
 
 
-def _require(obj: dict, key: str) -> Any:
+def require_field(obj: dict, key: str) -> Any:
     if key == "customer" and not obj.get(key):
         raise NoCustomer("data.object has no customer")
     if key not in obj or obj[key] is None:
@@ -154,7 +154,7 @@ def _require(obj: dict, key: str) -> Any:
     return obj[key]
 
 
-def _int(obj: dict, key: str, default: int = 0) -> int:
+def int_field(obj: dict, key: str, default: int = 0) -> int:
     value = obj.get(key, default)
     if value is None:
         return default
@@ -163,12 +163,12 @@ def _int(obj: dict, key: str, default: int = 0) -> int:
     return value
 
 
-def _str(obj: dict, key: str) -> str:
+def str_field(obj: dict, key: str) -> str:
     value = obj.get(key)
     return "" if value is None else str(value)
 
 
-def _quantity(value: Any) -> int:
+def item_quantity(value: Any) -> int:
     # Metered prices carry no quantity; zero keeps them comparable with licensed ones.
     if isinstance(value, bool) or not isinstance(value, int):
         return 0

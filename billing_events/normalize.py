@@ -1,8 +1,5 @@
-"""Turn a Stripe event into plain facts about Stripe objects (`billing_events.facts`).
-Pure: no database.
-
-Each handled event type maps to one parser.
-"""
+"""Turn a Stripe event into plain facts about Stripe objects (`billing_events.facts`), one
+parser per handled event type. Pure: no database."""
 
 from dataclasses import replace
 from datetime import datetime
@@ -20,13 +17,13 @@ from billing_events.facts import (
     PaymentMethodFact,
     SubscriptionFact,
     SubscriptionItem,
-    _int,
-    _quantity,
-    _require,
-    _str,
     attempt_key,
     card_brand,
+    int_field,
+    item_quantity,
     object_id,
+    require_field,
+    str_field,
 )
 from core.clock import from_unix
 
@@ -51,7 +48,9 @@ def parse_line_prices(obj: dict) -> tuple[LinePrice, ...]:
         price_details = (line.get("pricing") or {}).get("price_details") or {}
         price = object_id(line.get("price")) or object_id(price_details.get("price"))
         if price:
-            result.append(LinePrice(price, _quantity(line.get("quantity")), _line_proration(line)))
+            result.append(
+                LinePrice(price, item_quantity(line.get("quantity")), _line_proration(line))
+            )
     return tuple(result)
 
 
@@ -60,7 +59,7 @@ def parse_items(items: Any) -> tuple[SubscriptionItem, ...]:
     data = (items.get("data") if isinstance(items, dict) else None) or []
     parsed = [
         SubscriptionItem(
-            object_id(item.get("price") or item.get("plan")), _quantity(item.get("quantity"))
+            object_id(item.get("price") or item.get("plan")), item_quantity(item.get("quantity"))
         )
         for item in data
         if isinstance(item, dict) and (item.get("price") or item.get("plan"))
@@ -81,24 +80,24 @@ def parse_invoice(obj: dict, version: EventVersion) -> InvoiceFact:
     subscription = obj.get("subscription") or (parent.get("subscription_details") or {}).get(
         "subscription"
     )
-    status = str(_require(obj, "status"))
+    status = str(require_field(obj, "status"))
     if status not in INVOICE_STATUS_RANK:
         raise MalformedEvent(f"unknown invoice status {status!r}")
-    currency = str(_require(obj, "currency")).lower()
+    currency = str(require_field(obj, "currency")).lower()
     return InvoiceFact(
         version=version,
-        stripe_invoice_id=object_id(_require(obj, "id")),
-        customer_id=object_id(_require(obj, "customer")),
+        stripe_invoice_id=object_id(require_field(obj, "id")),
+        customer_id=object_id(require_field(obj, "customer")),
         subscription_id=object_id(subscription),
         status=status,
-        amount_due=_int(obj, "amount_due"),
-        amount_paid=_int(obj, "amount_paid"),
-        amount_remaining=_int(obj, "amount_remaining"),
+        amount_due=int_field(obj, "amount_due"),
+        amount_paid=int_field(obj, "amount_paid"),
+        amount_remaining=int_field(obj, "amount_remaining"),
         currency=currency,
-        billing_reason=_str(obj, "billing_reason"),
-        attempt_count=_int(obj, "attempt_count"),
+        billing_reason=str_field(obj, "billing_reason"),
+        attempt_count=int_field(obj, "attempt_count"),
         paid_out_of_band=bool(obj.get("paid_out_of_band")),
-        created=from_unix(_int(obj, "created")),
+        created=from_unix(int_field(obj, "created")),
         finalized_at=from_unix(transitions.get("finalized_at")),
         paid_at=from_unix(transitions.get("paid_at")),
         voided_at=from_unix(transitions.get("voided_at")),
@@ -106,7 +105,7 @@ def parse_invoice(obj: dict, version: EventVersion) -> InvoiceFact:
         next_payment_attempt=from_unix(obj.get("next_payment_attempt")),
         charge_id=object_id(obj.get("charge")),
         payment_intent_id=object_id(obj.get("payment_intent")),
-        hosted_invoice_url=_str(obj, "hosted_invoice_url"),
+        hosted_invoice_url=str_field(obj, "hosted_invoice_url"),
         line_prices=parse_line_prices(obj),
     )
 
@@ -115,29 +114,29 @@ def parse_charge(obj: dict, version: EventVersion) -> AttemptFact:
     outcome = obj.get("outcome") or {}
     card = (obj.get("payment_method_details") or {}).get("card") or {}
     three_d_secure = card.get("three_d_secure") or {}
-    status = _str(obj, "status")
+    status = str_field(obj, "status")
     metadata = obj.get("metadata") or {}
     return AttemptFact(
         attempt_key=attempt_key(
-            charge_id=object_id(_require(obj, "id")),
+            charge_id=object_id(require_field(obj, "id")),
             payment_intent_id=object_id(obj.get("payment_intent")),
         ),
-        customer_id=object_id(_require(obj, "customer")),
+        customer_id=object_id(require_field(obj, "customer")),
         invoice_id=object_id(obj.get("invoice")) or str(metadata.get("invoice") or ""),
         charge_id=object_id(obj.get("id")),
         payment_intent_id=object_id(obj.get("payment_intent")),
         payment_method=object_id(obj.get("payment_method")),
         outcome="succeeded" if status == "succeeded" else "failed",
-        amount=_int(obj, "amount"),
-        currency=str(_require(obj, "currency")).lower(),
+        amount=int_field(obj, "amount"),
+        currency=str(require_field(obj, "currency")).lower(),
         # Stripe puts the issuer's reason on outcome.reason as well as on failure_code.
-        decline_code=_str(obj, "decline_code")
-        or (_str(outcome, "reason") if status != "succeeded" else ""),
-        failure_code=_str(obj, "failure_code"),
-        advice_code=_str(outcome, "advice_code"),
-        network_advice_code=_str(outcome, "network_advice_code"),
-        network_decline_code=_str(outcome, "network_decline_code"),
-        attempted_at=from_unix(_int(obj, "created")) or version.created,
+        decline_code=str_field(obj, "decline_code")
+        or (str_field(outcome, "reason") if status != "succeeded" else ""),
+        failure_code=str_field(obj, "failure_code"),
+        advice_code=str_field(outcome, "advice_code"),
+        network_advice_code=str_field(outcome, "network_advice_code"),
+        network_decline_code=str_field(outcome, "network_decline_code"),
+        attempted_at=from_unix(int_field(obj, "created")) or version.created,
         card_brand=card_brand(card.get("brand")),
         # Stripe never challenges a cardholder who is not there (an off-session payment
         # fails with authentication_required instead), so a challenge proves the customer
@@ -155,21 +154,21 @@ def parse_payment_intent(obj: dict, version: EventVersion) -> AttemptFact:
     metadata = obj.get("metadata") or {}
     return AttemptFact(
         attempt_key=attempt_key(
-            charge_id=charge_id, payment_intent_id=object_id(_require(obj, "id"))
+            charge_id=charge_id, payment_intent_id=object_id(require_field(obj, "id"))
         ),
-        customer_id=object_id(_require(obj, "customer")),
+        customer_id=object_id(require_field(obj, "customer")),
         invoice_id=object_id(obj.get("invoice")) or str(metadata.get("invoice") or ""),
         charge_id=charge_id,
         payment_intent_id=object_id(obj.get("id")),
         payment_method=object_id(error_method.get("id")) or object_id(obj.get("payment_method")),
         outcome="failed",
-        amount=_int(obj, "amount"),
-        currency=str(_require(obj, "currency")).lower(),
-        decline_code=_str(error, "decline_code"),
-        failure_code=_str(error, "code"),
-        advice_code=_str(error, "advice_code"),
-        network_advice_code=_str(error, "network_advice_code"),
-        network_decline_code=_str(error, "network_decline_code"),
+        amount=int_field(obj, "amount"),
+        currency=str(require_field(obj, "currency")).lower(),
+        decline_code=str_field(error, "decline_code"),
+        failure_code=str_field(error, "code"),
+        advice_code=str_field(error, "advice_code"),
+        network_advice_code=str_field(error, "network_advice_code"),
+        network_decline_code=str_field(error, "network_decline_code"),
         attempted_at=version.created,
         card_brand=card_brand((error_method.get("card") or {}).get("brand")),
     )
@@ -188,9 +187,9 @@ def parse_subscription(
             before = earlier
     return SubscriptionFact(
         version=version,
-        stripe_subscription_id=object_id(_require(obj, "id")),
-        customer_id=object_id(_require(obj, "customer")),
-        status=str(_require(obj, "status")),
+        stripe_subscription_id=object_id(require_field(obj, "id")),
+        customer_id=object_id(require_field(obj, "customer")),
+        status=str(require_field(obj, "status")),
         canceled_at=from_unix(obj.get("canceled_at") or obj.get("ended_at")),
         price_ids=prices,
         items=items,
@@ -205,8 +204,8 @@ def parse_customer(obj: dict, version: EventVersion, previous: dict) -> Customer
     settings = obj.get("invoice_settings") or {}
     return CustomerFact(
         version=version,
-        customer_id=object_id(_require(obj, "id")),
-        email=_str(obj, "email"),
+        customer_id=object_id(require_field(obj, "id")),
+        email=str_field(obj, "email"),
         default_payment_method=object_id(settings.get("default_payment_method"))
         or object_id(obj.get("default_source")),
         payment_method_changed=bool(PAYMENT_METHOD_KEYS & set(previous)),
@@ -219,8 +218,8 @@ def parse_customer(obj: dict, version: EventVersion, previous: dict) -> Customer
 def parse_payment_method(obj: dict, version: EventVersion) -> PaymentMethodFact:
     return PaymentMethodFact(
         version=version,
-        customer_id=object_id(_require(obj, "customer")),
-        payment_method_id=object_id(_require(obj, "id")),
+        customer_id=object_id(require_field(obj, "customer")),
+        payment_method_id=object_id(require_field(obj, "id")),
         card_expiring_at=None,
     )
 
@@ -247,8 +246,8 @@ def parse_expiring_source(obj: dict, version: EventVersion) -> PaymentMethodFact
         expires = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=version.created.tzinfo)
     return PaymentMethodFact(
         version=version,
-        customer_id=object_id(_require(obj, "customer")),
-        payment_method_id=object_id(_require(obj, "id")),
+        customer_id=object_id(require_field(obj, "customer")),
+        payment_method_id=object_id(require_field(obj, "id")),
         card_expiring_at=expires,
     )
 
