@@ -11,9 +11,10 @@ import time
 
 from django.db import connection
 
-from bench.common import DuringMeasurement, machine_busy, median, process_cpu_s
+from bench.common import median
 from bench.database import BenchError, query, scalar, sql, t, use_database
 from bench.drift_book import CHUNK, NOW, SCAN_EVERY
+from bench.processes import DuringMeasurement, machine_busy, process_cpu_s
 from billing_events.models import Account
 from dunning import drift
 from dunning.models import DriftScan

@@ -43,7 +43,7 @@ if sys.path and Path(sys.path[0]).resolve() == ROOT / "bench":
 elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import common  # noqa: E402
+from bench import common, processes  # noqa: E402
 from bench.common import BenchError, median, percentile  # noqa: E402
 
 DB_NAME, PGBENCH_DB = "bench_e2e_run", "bench_e2e_pgbench"
@@ -111,9 +111,9 @@ def floor_phase(args, postmaster: int | None) -> dict:
     clients, backends = e2e_stack.children_cpu(), {}
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while run.poll() is None:
-        for pid, (ticks, cmd) in common.Tree.take(postmaster).children.items():
+        for pid, (ticks, cmd) in processes.Tree.take(postmaster).children.items():
             if f" {PGBENCH_DB} " in cmd:
-                backends[pid] = ticks / common.CLK_TCK
+                backends[pid] = ticks / processes.CLK_TCK
         time.sleep(0.2)
     out, err = run.communicate()
     if run.returncode != 0:
@@ -121,7 +121,11 @@ def floor_phase(args, postmaster: int | None) -> dict:
     cpu = sum(backends.values()) + e2e_stack.children_cpu() - clients
     tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
     transactions = int(re.search(r"transactions actually processed: (\d+)", out).group(1))
-    return {"tps": tps, "cpu_ms_per_tx": cpu / transactions * 1000, "load": common.load_average()}
+    return {
+        "tps": tps,
+        "cpu_ms_per_tx": cpu / transactions * 1000,
+        "load": processes.load_average(),
+    }
 
 
 def run_wrk(records: Path, port: int, args, delay_ms: int, max_seconds: int) -> dict:
@@ -173,7 +177,7 @@ def events_phase(ctx: dict, args, label: str, accounts: int, delay_ms: int = 0) 
         raise BenchError(f"{label}: wrk answered {wrk['answered']} of {len(deliveries)}: {wrk}")
     wait_drained(ctx["stack"], tag, args.drain_timeout)
     cpu = e2e_stack.cpu_between(before, e2e_stack.Sample.take(ctx["stack"], *ctx["pids"]), DB_NAME)
-    load = common.load_average()
+    load = processes.load_average()
     got = e2e_verify.timings(tag)
     events = sum(types.values())
     ctx["posted"] += events
@@ -220,13 +224,13 @@ def main() -> int:
     fake, peer = FakeStripe().start(), Peer().start()
     env = dict(os.environ, STRIPE_API_KEY=API_KEY, STRIPE_API_BASE=fake.url)
     env["ACCOUNT_MANAGEMENT_URL"] = peer.url
-    port = common.free_port()
+    port = processes.free_port()
     stack = e2e_stack.Stack(env, RESULTS / "e2e_logs", web_workers=args.web_workers, port=port)
     ctx = dict(run=f"{os.getpid() % 100000:05d}", count=0, posted=0, stack=stack, port=port)
     rounds, floors, steps = [], [], []
     try:
         stack.start()
-        ctx["pids"] = common.stack_pids(DATABASE_URL, BROKER_URL)
+        ctx["pids"] = processes.stack_pids(DATABASE_URL, BROKER_URL)
         events_phase(ctx, args, "warm-up", 16)
         for r in range(args.rounds):
             for part in ("events", "floor") if r % 2 == 0 else ("floor", "events"):

@@ -19,8 +19,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import common
-from bench.common import BenchError, Tree
+from bench import common, processes
+from bench.common import BenchError
+from bench.processes import Tree
 
 ROOT = common.ROOT
 NAMES = ("gunicorn", "worker", "beat")
@@ -147,7 +148,7 @@ class Sample:
             redis=Tree.take(redis_pid),
             bench=times.user + times.system,
             clients=times.children_user + times.children_system,
-            machine=common.machine_busy(),
+            machine=processes.machine_busy(),
             at=time.monotonic(),
         )
 
@@ -155,10 +156,10 @@ class Sample:
 def cpu_between(before: Sample, after: Sample, db_name: str) -> dict[str, float]:
     """CPU seconds of each part between two samples; `stack` sums the service's processes
     (gunicorn, worker, beat, this database's PostgreSQL share, Redis)."""
-    cpu = {name: common.tree_cpu(before.trees[name], after.trees[name]) for name in NAMES}
-    pg = common.postgres_cpu(before.postgres, after.postgres, db_name)
+    cpu = {name: processes.tree_cpu(before.trees[name], after.trees[name]) for name in NAMES}
+    pg = processes.postgres_cpu(before.postgres, after.postgres, db_name)
     cpu["postgres"] = pg["backends"] + pg["exited"] + pg["aux"]
-    cpu["redis"] = common.tree_cpu(before.redis, after.redis)
+    cpu["redis"] = processes.tree_cpu(before.redis, after.redis)
     cpu["stack"] = sum(cpu.values())
     # Outside the stack: the bench process (the fake Stripe and Account Management answer
     # in its threads; it also polls the database), wrk, other databases' backends.

@@ -39,8 +39,9 @@ elif str(ROOT) not in sys.path:
 
 import psycopg  # noqa: E402
 
-from bench import common  # noqa: E402
-from bench.common import BenchError, StackSample, median  # noqa: E402
+from bench import common, processes  # noqa: E402
+from bench.common import BenchError, median  # noqa: E402
+from bench.processes import StackSample  # noqa: E402
 from billing_events import samples  # noqa: E402  (pure builders, no Django)
 from billing_events.signature import sign_header  # noqa: E402
 
@@ -133,8 +134,8 @@ def run_phase(args, ctx: dict, side: str, label: str, seconds: int, count: int) 
     before = StackSample.take(*ctx["pids"])
     url, script_args = f"http://127.0.0.1:{ctx['port']}", (records, PATHS[side], args.wrk_threads)
     wrk = common.run_wrk(LUA, url, seconds, args.connections, args.wrk_threads, *script_args)
-    cpu = common.stack_cpu(before, StackSample.take(*ctx["pids"]), DB_NAME)
-    load = common.load_average()
+    cpu = processes.stack_cpu(before, StackSample.take(*ctx["pids"]), DB_NAME)
+    load = processes.load_average()
     if wrk["overrun"]:
         return run_phase(args, ctx, side, label, seconds, count * 2)  # sized too small
     if any(wrk["errors"].values()):
@@ -260,11 +261,11 @@ def main() -> None:
     keys = common.RedisKeys(BROKER_URL)
     print(f"setting up {DATABASE_URL} ...", flush=True)
     setup_database(args.fresh_db)
-    port, log = common.free_port(), RESULTS / "ingest_gunicorn.log"
-    server = common.start_gunicorn(
+    port, log = processes.free_port(), RESULTS / "ingest_gunicorn.log"
+    server = processes.start_gunicorn(
         server_env(), port, args.workers, args.threads, args.worker_class, log
     )
-    pids = (server.pid, *common.stack_pids(DATABASE_URL, BROKER_URL))
+    pids = (server.pid, *processes.stack_pids(DATABASE_URL, BROKER_URL))
     ctx = dict(run=f"{os.getpid() % 100000:05d}", port=port, count=0, phases=[], pids=pids)
     try:
         rates = {}  # the warm-up's rates size the phases and their record files

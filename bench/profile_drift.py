@@ -61,9 +61,10 @@ django.setup()
 from django.db import connection  # noqa: E402
 
 import dunning.effects  # noqa: E402, F401  (import order: see bench/drift.py)
-from bench.common import DuringMeasurement, load_average, median, process_cpu_s  # noqa: E402
+from bench.common import median  # noqa: E402
 from bench.drift_book import NOW, SCAN_EVERY  # noqa: E402
 from bench.drift_measure import drift_accounts, reset  # noqa: E402
+from bench.processes import DuringMeasurement, load_average, process_cpu_s  # noqa: E402
 from core import clock  # noqa: E402
 from dunning import drift  # noqa: E402
 from dunning.compute import compute  # noqa: E402

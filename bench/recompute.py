@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import common
+from bench import common, processes
 
 DB_NAME = "bench_retries_recompute"
 GOAL, FLOOR = 2.0, 2.5
@@ -159,7 +159,7 @@ def recompute(account_id: int) -> None:
 
 def run_phase(fn, ids: list[int], backend: int) -> dict:
     walls = []
-    cpu, pg_cpu = time.process_time(), common.process_cpu_s(backend)
+    cpu, pg_cpu = time.process_time(), processes.process_cpu_s(backend)
     for pk in ids:
         started = time.perf_counter_ns()
         fn(pk)
@@ -167,7 +167,7 @@ def run_phase(fn, ids: list[int], backend: int) -> dict:
     return {
         "walls": walls,
         "cpu": time.process_time() - cpu,
-        "pg_cpu": common.process_cpu_s(backend) - pg_cpu,
+        "pg_cpu": processes.process_cpu_s(backend) - pg_cpu,
     }
 
 
@@ -203,7 +203,7 @@ def main() -> None:
             phase = run_phase(fn, pks, backend)
             if round_no:  # the first round warms caches, plans and the connection up
                 rounds[name].append(phase)
-        loads.append(common.load_average())
+        loads.append(processes.load_average())
     measured = time.perf_counter() - started
 
     rows = {}

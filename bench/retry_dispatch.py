@@ -40,7 +40,7 @@ from pathlib import Path
 from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import common
+from bench import common, processes
 
 DB_NAME = "bench_retries_dispatch"
 BROKER = "redis://127.0.0.1:6379/5"
@@ -192,7 +192,7 @@ def main() -> None:
 
         env = {**os.environ, "STRIPE_API_KEY": API_KEY, "STRIPE_API_BASE": fake.url}
         log = common.ROOT / "bench" / "results" / "retry_dispatch_worker.log"
-        worker = common.CeleryWorker(
+        worker = processes.CeleryWorker(
             env,
             log,
             "-P",
@@ -224,7 +224,7 @@ def main() -> None:
                     retry_phase(batch, r, client, worker),
                     noop_phase(n, r, client, worker),
                 )
-            loads.append(common.load_average())
+            loads.append(processes.load_average())
             rounds.append({"noops_per_s": noops, "retries_per_s": retries})
             print(
                 f"round {r + 1}: no-ops {noops:.0f}/s, retries {retries:.1f}/s, "

@@ -20,8 +20,9 @@ from django.db import InterfaceError, OperationalError, connection
 from django.db.backends.utils import CursorWrapper
 
 from billing_events import signature, validation
+from billing_events.facts import MalformedEvent, NoCustomer
 from billing_events.models import WebhookEvent
-from billing_events.normalize import HANDLED_EVENT_TYPES, MalformedEvent, NoCustomer, parse_event
+from billing_events.normalize import HANDLED_EVENT_TYPES, parse_event
 from core import clock
 
 logger = logging.getLogger(__name__)

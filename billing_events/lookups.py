@@ -9,9 +9,9 @@ from typing import Any
 
 from django.db import transaction
 
+from billing_events.facts import AttemptFact, attempt_key, card_brand
 from billing_events.mirror import upsert_attempt
 from billing_events.models import Invoice, PaymentAttempt
-from billing_events.normalize import AttemptFact, attempt_key, card_brand
 from core.locks import lock_account
 
 

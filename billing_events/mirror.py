@@ -16,8 +16,7 @@ from typing import Any
 
 from django.db import models
 
-from billing_events.models import Account, Invoice, PaymentAttempt, Subscription
-from billing_events.normalize import (
+from billing_events.facts import (
     INVOICE_STATUS_RANK,
     AttemptFact,
     CustomerFact,
@@ -26,6 +25,7 @@ from billing_events.normalize import (
     PaymentMethodFact,
     SubscriptionFact,
 )
+from billing_events.models import Account, Invoice, PaymentAttempt, Subscription
 
 TERMINAL_SUBSCRIPTION_STATUSES = {"canceled", "incomplete_expired"}
 

@@ -1,196 +1,31 @@
-"""Turn a Stripe event into plain facts about Stripe objects. Pure: no database.
+"""Turn a Stripe event into plain facts about Stripe objects (`billing_events.facts`), one
+parser per handled event type. Pure: no database."""
 
-Each handled event type maps to one parser. Field access is
-defensive because Stripe's shapes vary by API version (an id may come expanded, the
-invoice's subscription moved under `parent` in newer versions).
-"""
-
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from billing_events.facts import (
+    INVOICE_STATUS_RANK,
+    AttemptFact,
+    CustomerFact,
+    EventVersion,
+    Fact,
+    InvoiceFact,
+    LinePrice,
+    MalformedEvent,
+    PaymentMethodFact,
+    SubscriptionFact,
+    SubscriptionItem,
+    attempt_key,
+    card_brand,
+    int_field,
+    item_quantity,
+    object_id,
+    require_field,
+    str_field,
+)
 from core.clock import from_unix
-
-
-class MalformedEvent(ValueError):
-    """The event cannot be understood; processing it again will not help."""
-
-
-class NoCustomer(MalformedEvent):
-    """A well-formed event about no customer (a one-off guest charge): nothing to dun."""
-
-
-def object_id(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("id") or "")
-    return str(value or "")
-
-
-def attempt_key(*, charge_id: str, payment_intent_id: str) -> str:
-    """One row per charge: the charge id when known, else the payment intent's, so the
-    charge and payment intent events (and a lookup) about one charge meet on one row."""
-    return charge_id or payment_intent_id
-
-
-@dataclass(frozen=True)
-class EventVersion:
-    """Orders facts about one object by Stripe's clock, not by arrival."""
-
-    created: datetime
-    event_id: str
-
-
-@dataclass(frozen=True)
-class LinePrice:
-    """One invoice line reduced to what it bills: a price, a quantity, and whether it is
-    a proration (so an upgrade invoice says which prices it was for)."""
-
-    price: str
-    quantity: int
-    proration: bool
-
-    def as_json(self) -> dict:
-        return {"price": self.price, "quantity": self.quantity, "proration": self.proration}
-
-
-@dataclass(frozen=True)
-class SubscriptionItem:
-    price: str
-    quantity: int
-
-    def as_json(self) -> dict:
-        return {"price": self.price, "quantity": self.quantity}
-
-
-@dataclass(frozen=True)
-class InvoiceFact:
-    version: EventVersion
-    stripe_invoice_id: str
-    customer_id: str
-    subscription_id: str
-    status: str
-    amount_due: int
-    amount_paid: int
-    amount_remaining: int
-    currency: str
-    billing_reason: str
-    attempt_count: int
-    paid_out_of_band: bool
-    created: datetime
-    finalized_at: datetime | None
-    paid_at: datetime | None
-    voided_at: datetime | None
-    marked_uncollectible_at: datetime | None
-    next_payment_attempt: datetime | None
-    charge_id: str
-    payment_intent_id: str
-    payment_failed_at: datetime | None = None
-    hosted_invoice_url: str = ""
-    line_prices: tuple[LinePrice, ...] = ()
-
-
-@dataclass(frozen=True)
-class AttemptFact:
-    attempt_key: str
-    customer_id: str
-    invoice_id: str
-    charge_id: str
-    payment_intent_id: str
-    payment_method: str
-    outcome: str
-    amount: int
-    currency: str
-    decline_code: str
-    failure_code: str
-    advice_code: str
-    network_advice_code: str
-    network_decline_code: str
-    attempted_at: datetime
-    card_brand: str = ""
-    customer_initiated: bool = False
-
-
-@dataclass(frozen=True)
-class SubscriptionFact:
-    version: EventVersion
-    stripe_subscription_id: str
-    customer_id: str
-    status: str
-    canceled_at: datetime | None
-    price_ids: tuple[str, ...]
-    items: tuple[SubscriptionItem, ...] = ()
-    # Set only on an update that was an upgrade: the items as they were before it.
-    items_before_upgrade: tuple[SubscriptionItem, ...] | None = None
-
-
-@dataclass(frozen=True)
-class CustomerFact:
-    version: EventVersion
-    customer_id: str
-    email: str
-    default_payment_method: str
-    payment_method_changed: bool
-    # Stripe's `preferred_locales`, most preferred first: the language of customer notices.
-    preferred_locales: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class PaymentMethodFact:
-    version: EventVersion
-    customer_id: str
-    payment_method_id: str
-    card_expiring_at: datetime | None
-    # A new payment method, or new card details (number, expiry) on the same one: a reason
-    # to retry at once. A billing-address or metadata update is not.
-    changes_card: bool = True
-
-
-Fact = InvoiceFact | AttemptFact | SubscriptionFact | CustomerFact | PaymentMethodFact
-
-
-def _require(obj: dict, key: str) -> Any:
-    if key == "customer" and not obj.get(key):
-        raise NoCustomer("data.object has no customer")
-    if key not in obj or obj[key] is None:
-        raise MalformedEvent(f"data.object has no {key}")
-    return obj[key]
-
-
-def _int(obj: dict, key: str, default: int = 0) -> int:
-    value = obj.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MalformedEvent(f"data.object.{key} is not an integer")
-    return value
-
-
-def _str(obj: dict, key: str) -> str:
-    value = obj.get(key)
-    return "" if value is None else str(value)
-
-
-def _quantity(value: Any) -> int:
-    # Metered prices carry no quantity; zero keeps them comparable with licensed ones.
-    if isinstance(value, bool) or not isinstance(value, int):
-        return 0
-    return value
-
-
-# Older objects (Card, Source) name networks in title case; payment methods use these ids.
-LEGACY_CARD_BRANDS = {
-    "american express": "amex",
-    "diners club": "diners",
-    "eftpos australia": "eftpos_au",
-    "unknown": "",
-}
-
-
-def card_brand(value: Any) -> str:
-    """Stripe's card network id, lowercase ("visa", "mastercard", "amex"); "" when unknown,
-    so a source that knows the brand can still fill it in."""
-    brand = str(value or "").strip().lower()
-    return LEGACY_CARD_BRANDS.get(brand, brand)
 
 
 def _line_proration(line: dict) -> bool:
@@ -213,7 +48,9 @@ def parse_line_prices(obj: dict) -> tuple[LinePrice, ...]:
         price_details = (line.get("pricing") or {}).get("price_details") or {}
         price = object_id(line.get("price")) or object_id(price_details.get("price"))
         if price:
-            result.append(LinePrice(price, _quantity(line.get("quantity")), _line_proration(line)))
+            result.append(
+                LinePrice(price, item_quantity(line.get("quantity")), _line_proration(line))
+            )
     return tuple(result)
 
 
@@ -222,7 +59,7 @@ def parse_items(items: Any) -> tuple[SubscriptionItem, ...]:
     data = (items.get("data") if isinstance(items, dict) else None) or []
     parsed = [
         SubscriptionItem(
-            object_id(item.get("price") or item.get("plan")), _quantity(item.get("quantity"))
+            object_id(item.get("price") or item.get("plan")), item_quantity(item.get("quantity"))
         )
         for item in data
         if isinstance(item, dict) and (item.get("price") or item.get("plan"))
@@ -243,24 +80,24 @@ def parse_invoice(obj: dict, version: EventVersion) -> InvoiceFact:
     subscription = obj.get("subscription") or (parent.get("subscription_details") or {}).get(
         "subscription"
     )
-    status = str(_require(obj, "status"))
+    status = str(require_field(obj, "status"))
     if status not in INVOICE_STATUS_RANK:
         raise MalformedEvent(f"unknown invoice status {status!r}")
-    currency = str(_require(obj, "currency")).lower()
+    currency = str(require_field(obj, "currency")).lower()
     return InvoiceFact(
         version=version,
-        stripe_invoice_id=object_id(_require(obj, "id")),
-        customer_id=object_id(_require(obj, "customer")),
+        stripe_invoice_id=object_id(require_field(obj, "id")),
+        customer_id=object_id(require_field(obj, "customer")),
         subscription_id=object_id(subscription),
         status=status,
-        amount_due=_int(obj, "amount_due"),
-        amount_paid=_int(obj, "amount_paid"),
-        amount_remaining=_int(obj, "amount_remaining"),
+        amount_due=int_field(obj, "amount_due"),
+        amount_paid=int_field(obj, "amount_paid"),
+        amount_remaining=int_field(obj, "amount_remaining"),
         currency=currency,
-        billing_reason=_str(obj, "billing_reason"),
-        attempt_count=_int(obj, "attempt_count"),
+        billing_reason=str_field(obj, "billing_reason"),
+        attempt_count=int_field(obj, "attempt_count"),
         paid_out_of_band=bool(obj.get("paid_out_of_band")),
-        created=from_unix(_int(obj, "created")),
+        created=from_unix(int_field(obj, "created")),
         finalized_at=from_unix(transitions.get("finalized_at")),
         paid_at=from_unix(transitions.get("paid_at")),
         voided_at=from_unix(transitions.get("voided_at")),
@@ -268,7 +105,7 @@ def parse_invoice(obj: dict, version: EventVersion) -> InvoiceFact:
         next_payment_attempt=from_unix(obj.get("next_payment_attempt")),
         charge_id=object_id(obj.get("charge")),
         payment_intent_id=object_id(obj.get("payment_intent")),
-        hosted_invoice_url=_str(obj, "hosted_invoice_url"),
+        hosted_invoice_url=str_field(obj, "hosted_invoice_url"),
         line_prices=parse_line_prices(obj),
     )
 
@@ -277,29 +114,29 @@ def parse_charge(obj: dict, version: EventVersion) -> AttemptFact:
     outcome = obj.get("outcome") or {}
     card = (obj.get("payment_method_details") or {}).get("card") or {}
     three_d_secure = card.get("three_d_secure") or {}
-    status = _str(obj, "status")
+    status = str_field(obj, "status")
     metadata = obj.get("metadata") or {}
     return AttemptFact(
         attempt_key=attempt_key(
-            charge_id=object_id(_require(obj, "id")),
+            charge_id=object_id(require_field(obj, "id")),
             payment_intent_id=object_id(obj.get("payment_intent")),
         ),
-        customer_id=object_id(_require(obj, "customer")),
+        customer_id=object_id(require_field(obj, "customer")),
         invoice_id=object_id(obj.get("invoice")) or str(metadata.get("invoice") or ""),
         charge_id=object_id(obj.get("id")),
         payment_intent_id=object_id(obj.get("payment_intent")),
         payment_method=object_id(obj.get("payment_method")),
         outcome="succeeded" if status == "succeeded" else "failed",
-        amount=_int(obj, "amount"),
-        currency=str(_require(obj, "currency")).lower(),
+        amount=int_field(obj, "amount"),
+        currency=str(require_field(obj, "currency")).lower(),
         # Stripe puts the issuer's reason on outcome.reason as well as on failure_code.
-        decline_code=_str(obj, "decline_code")
-        or (_str(outcome, "reason") if status != "succeeded" else ""),
-        failure_code=_str(obj, "failure_code"),
-        advice_code=_str(outcome, "advice_code"),
-        network_advice_code=_str(outcome, "network_advice_code"),
-        network_decline_code=_str(outcome, "network_decline_code"),
-        attempted_at=from_unix(_int(obj, "created")) or version.created,
+        decline_code=str_field(obj, "decline_code")
+        or (str_field(outcome, "reason") if status != "succeeded" else ""),
+        failure_code=str_field(obj, "failure_code"),
+        advice_code=str_field(outcome, "advice_code"),
+        network_advice_code=str_field(outcome, "network_advice_code"),
+        network_decline_code=str_field(outcome, "network_decline_code"),
+        attempted_at=from_unix(int_field(obj, "created")) or version.created,
         card_brand=card_brand(card.get("brand")),
         # Stripe never challenges a cardholder who is not there (an off-session payment
         # fails with authentication_required instead), so a challenge proves the customer
@@ -317,21 +154,21 @@ def parse_payment_intent(obj: dict, version: EventVersion) -> AttemptFact:
     metadata = obj.get("metadata") or {}
     return AttemptFact(
         attempt_key=attempt_key(
-            charge_id=charge_id, payment_intent_id=object_id(_require(obj, "id"))
+            charge_id=charge_id, payment_intent_id=object_id(require_field(obj, "id"))
         ),
-        customer_id=object_id(_require(obj, "customer")),
+        customer_id=object_id(require_field(obj, "customer")),
         invoice_id=object_id(obj.get("invoice")) or str(metadata.get("invoice") or ""),
         charge_id=charge_id,
         payment_intent_id=object_id(obj.get("id")),
         payment_method=object_id(error_method.get("id")) or object_id(obj.get("payment_method")),
         outcome="failed",
-        amount=_int(obj, "amount"),
-        currency=str(_require(obj, "currency")).lower(),
-        decline_code=_str(error, "decline_code"),
-        failure_code=_str(error, "code"),
-        advice_code=_str(error, "advice_code"),
-        network_advice_code=_str(error, "network_advice_code"),
-        network_decline_code=_str(error, "network_decline_code"),
+        amount=int_field(obj, "amount"),
+        currency=str(require_field(obj, "currency")).lower(),
+        decline_code=str_field(error, "decline_code"),
+        failure_code=str_field(error, "code"),
+        advice_code=str_field(error, "advice_code"),
+        network_advice_code=str_field(error, "network_advice_code"),
+        network_decline_code=str_field(error, "network_decline_code"),
         attempted_at=version.created,
         card_brand=card_brand((error_method.get("card") or {}).get("brand")),
     )
@@ -350,9 +187,9 @@ def parse_subscription(
             before = earlier
     return SubscriptionFact(
         version=version,
-        stripe_subscription_id=object_id(_require(obj, "id")),
-        customer_id=object_id(_require(obj, "customer")),
-        status=str(_require(obj, "status")),
+        stripe_subscription_id=object_id(require_field(obj, "id")),
+        customer_id=object_id(require_field(obj, "customer")),
+        status=str(require_field(obj, "status")),
         canceled_at=from_unix(obj.get("canceled_at") or obj.get("ended_at")),
         price_ids=prices,
         items=items,
@@ -367,8 +204,8 @@ def parse_customer(obj: dict, version: EventVersion, previous: dict) -> Customer
     settings = obj.get("invoice_settings") or {}
     return CustomerFact(
         version=version,
-        customer_id=object_id(_require(obj, "id")),
-        email=_str(obj, "email"),
+        customer_id=object_id(require_field(obj, "id")),
+        email=str_field(obj, "email"),
         default_payment_method=object_id(settings.get("default_payment_method"))
         or object_id(obj.get("default_source")),
         payment_method_changed=bool(PAYMENT_METHOD_KEYS & set(previous)),
@@ -381,8 +218,8 @@ def parse_customer(obj: dict, version: EventVersion, previous: dict) -> Customer
 def parse_payment_method(obj: dict, version: EventVersion) -> PaymentMethodFact:
     return PaymentMethodFact(
         version=version,
-        customer_id=object_id(_require(obj, "customer")),
-        payment_method_id=object_id(_require(obj, "id")),
+        customer_id=object_id(require_field(obj, "customer")),
+        payment_method_id=object_id(require_field(obj, "id")),
         card_expiring_at=None,
     )
 
@@ -409,13 +246,10 @@ def parse_expiring_source(obj: dict, version: EventVersion) -> PaymentMethodFact
         expires = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=version.created.tzinfo)
     return PaymentMethodFact(
         version=version,
-        customer_id=object_id(_require(obj, "customer")),
-        payment_method_id=object_id(_require(obj, "id")),
+        customer_id=object_id(require_field(obj, "customer")),
+        payment_method_id=object_id(require_field(obj, "id")),
         card_expiring_at=expires,
     )
-
-
-INVOICE_STATUS_RANK = {"draft": 0, "open": 1, "uncollectible": 2, "paid": 3, "void": 4}
 
 
 # The parser of each event type dunning acts on; each takes (object, version) and, for the

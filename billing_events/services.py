@@ -6,10 +6,10 @@ from datetime import datetime
 
 from django.db import connection
 
+from billing_events.facts import AttemptFact
 from billing_events.gateway import PaymentGateway, PaymentResult, gateway_from_settings
 from billing_events.mirror import merge_attempt
 from billing_events.models import Account, Invoice, PaymentAttempt, Subscription
-from billing_events.normalize import AttemptFact
 
 __all__ = ["PaymentGateway", "PaymentResult", "gateway", "record_retry_result"]
 

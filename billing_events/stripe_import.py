@@ -23,13 +23,13 @@ from typing import Any, Protocol
 import stripe
 from django.db import transaction
 
+from billing_events.facts import EventVersion
 from billing_events.gateway.results import failure_lookup_as_dict
 from billing_events.gateway.stripe_answers import FAILURE_EXPAND, failure_from_invoice
 from billing_events.lookups import merge_looked_up_failure
 from billing_events.mirror import merge_customer, merge_invoice, merge_subscription
 from billing_events.models import Account
 from billing_events.normalize import (
-    EventVersion,
     parse_customer,
     parse_invoice,
     parse_subscription,

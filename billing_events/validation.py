@@ -20,14 +20,14 @@ from typing import Any
 
 from django.db import models
 
-from billing_events.models import Account, Invoice, PaymentAttempt, Subscription, WebhookEvent
-from billing_events.normalize import (
+from billing_events.facts import (
     AttemptFact,
     CustomerFact,
     InvoiceFact,
     PaymentMethodFact,
     SubscriptionFact,
 )
+from billing_events.models import Account, Invoice, PaymentAttempt, Subscription, WebhookEvent
 
 
 class Rejected(ValueError):

@@ -18,6 +18,10 @@ class DunningConfig(AppConfig):
         from core import clock
 
         clock.read_test_clock_with(stored_test_clock)
+        from dunning import snapshot_rows
+        from dunning.effects.registry import REGISTRY
+
+        snapshot_rows.fold_effects_with(REGISTRY)
         # Other modules publish these tasks by name (no import, so no import circle); a
         # process running tasks in-process must have them registered to run them at all.
         from dunning import tasks  # noqa: F401

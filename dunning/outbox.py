@@ -28,7 +28,7 @@ from dunning import queue
 from dunning.effects.registry import effect_for
 from dunning.models import OutboxItem
 from dunning.outbox_items import LEASE, QUEUE  # noqa: F401 - LEASE: read by the tests
-from dunning.triggers import Trigger, TriggerKind
+from dunning.triggers import Trigger
 
 logger = logging.getLogger(__name__)
 
@@ -159,13 +159,12 @@ def hand_back(item: OutboxItem) -> None:
     """A closed item's account goes back to the engine, which re-plans from the stores."""
     from dunning.engine import handle
 
-    if not effect_for(item.kind).HANDS_BACK:
+    effect = effect_for(item.kind)
+    if not effect.HANDS_BACK:
         return
-
-    retry = item.kind == OutboxItem.Kind.PAYMENT_RETRY
     handle(
         Trigger(
-            kind=TriggerKind.RETRY_RESULT if retry else TriggerKind.SIDE_EFFECT_COMPLETED,
+            kind=effect.HAND_BACK_TRIGGER,
             account_id=item.account_id,
             source=f"outbox:{item.kind}:{item.pk}",
             detail={"invoice": item.payload.get("stripe_invoice_id", "")},

@@ -6,9 +6,16 @@ were named by the trigger are loaded.
 """
 
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 
 DEFAULT_STANDING = "good"
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive UTC datetimes; PostgreSQL aware ones."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

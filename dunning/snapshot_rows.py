@@ -4,30 +4,33 @@ both do it. Rows are read by column name, never by position.
 """
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from types import ModuleType
 from typing import get_args, get_origin
 
 from dunning import rollout
-from dunning.models import OutboxItem
 from dunning.snapshot import (
     DEFAULT_STANDING,
     AttemptView,
     CaseView,
     InvoiceView,
     NoticeView,
-    ScheduledRetry,
     Snapshot,
+    aware,
 )
 
-Kind = OutboxItem.Kind
+# The effect module of each outbox kind (`dunning.effects.registry.REGISTRY`), handed over
+# when the app starts (`dunning.apps`): the effects read the snapshot, so importing them
+# from here would close an import circle through the engine.
+_EFFECTS: Mapping[str, ModuleType] = {}
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive UTC datetimes; PostgreSQL aware ones."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+def fold_effects_with(registry: Mapping[str, ModuleType]) -> None:
+    """Use `registry` to read each outbox kind's rows into the snapshot."""
+    global _EFFECTS
+    _EFFECTS = registry
 
 
 def _json(value):
@@ -46,24 +49,24 @@ CASE_JSON = tuple(f.name for f in fields(CaseView) if get_origin(f.type) is dict
 
 def _case(row: dict) -> CaseView:
     for name in CASE_TIMES:
-        row[name] = _aware(row[name])
+        row[name] = aware(row[name])
     for name in CASE_JSON:
         row[name] = _json(row[name])
     return CaseView(**row)
 
 
 def _invoice(row: dict) -> InvoiceView:
-    row["payment_failed_at"] = _aware(row["payment_failed_at"])
+    row["payment_failed_at"] = aware(row["payment_failed_at"])
     # Both read as columns: SQLite types a column, not an expression over it.
-    row["opened_at"] = _aware(row.pop("finalized_at") or row.pop("stripe_created", None))
+    row["opened_at"] = aware(row.pop("finalized_at") or row.pop("stripe_created", None))
     row.pop("stripe_created", None)
-    row["updated_at"] = _aware(row["updated_at"])
+    row["updated_at"] = aware(row["updated_at"])
     row["paid_out_of_band"] = bool(row["paid_out_of_band"])
     return InvoiceView(**row)
 
 
 def _attempt(row: dict) -> AttemptView:
-    row["attempted_at"] = _aware(row["attempted_at"])
+    row["attempted_at"] = aware(row["attempted_at"])
     row["customer_initiated"] = bool(row["customer_initiated"])
     return AttemptView(**row)
 
@@ -109,7 +112,7 @@ def assemble(account_id: int, rows: AccountRows, *, now: datetime, memory: timed
                 (item["price"], item.get("quantity", 1)) for item in items
             )
     notices = {
-        row["key"]: NoticeView(row["key"], row["kind"], row["status"], _aware(row["due_at"]))
+        row["key"]: NoticeView(row["key"], row["kind"], row["status"], aware(row["due_at"]))
         for row in rows.notices
     }
 
@@ -126,7 +129,7 @@ def assemble(account_id: int, rows: AccountRows, *, now: datetime, memory: timed
         restrictions={row["code"]: row["level"] for row in rows.restrictions},
         standing_requested=head["requested"] or DEFAULT_STANDING,
         standing_acknowledged=head["acknowledged"] or DEFAULT_STANDING,
-        payment_method_updated_at=_aware(head["payment_method_updated_at"]),
+        payment_method_updated_at=aware(head["payment_method_updated_at"]),
         default_payment_method=head["default_payment_method"],
         card_history=tuple(rows.card_history),
         paid_invoices=head["paid"],
@@ -134,7 +137,7 @@ def assemble(account_id: int, rows: AccountRows, *, now: datetime, memory: timed
         bad_debt=head["episode"],
         items_before_upgrade=items_before_upgrade,
         notices=notices,
-        card_expiring_at=_aware(head["card_expiring_at"]),
+        card_expiring_at=aware(head["card_expiring_at"]),
         enforced=rollout.in_gate(
             stripe_customer_id=head["stripe_customer_id"],
             stage=stage,
@@ -152,59 +155,37 @@ def assemble(account_id: int, rows: AccountRows, *, now: datetime, memory: timed
 
 
 def _pending_effects(rows: list[dict], now: datetime) -> dict:
-    scheduled_retry, in_flight = None, 0
-    cancel_requested, revert_requested, lookups = set(), set(), {}
-    for row in rows:
-        kind, payload, claimed_until = row["kind"], _json(row["payload"]), row["claimed_until"]
-        running = claimed_until is not None and _aware(claimed_until) > now
-        if kind == Kind.PAYMENT_RETRY:
-            scheduled_retry = ScheduledRetry(
-                outbox_pk=row["id"],
-                stripe_invoice_id=payload["stripe_invoice_id"],
-                attempt_number=payload["attempt_number"],
-                at=_aware(row["next_attempt_at"]),
-                running=running,
-            )
-            # A retry waiting for its time is a plan, not a side effect in flight.
-            in_flight += running
-            continue
-        if kind == Kind.CANCEL_SUBSCRIPTION:
-            cancel_requested.add(payload["subscription_id"])
-        if kind == Kind.REVERT_UPGRADE:
-            revert_requested.add(payload["subscription_id"])
-        if kind == Kind.FAILURE_LOOKUP:
-            lookups[payload["lookup"]] = _aware(row["created_at"])
-            continue  # asking Stripe a question holds nothing back
-        if kind == Kind.CUSTOMER_NOTICE:
-            continue  # a message waiting for its day holds nothing back either
-        in_flight += 1
-    return {
-        "scheduled_retry": scheduled_retry,
-        "side_effects_in_flight": in_flight,
-        "cancel_requested": frozenset(cancel_requested),
-        "revert_requested": frozenset(revert_requested),
-        "lookups": lookups,
+    """Each pending item folded in by its own kind's effect module (`fold_pending`)."""
+    folded = {
+        "scheduled_retry": None,
+        "side_effects_in_flight": 0,
+        "cancel_requested": set(),
+        "revert_requested": set(),
+        "lookups": {},
     }
+    for row in rows:
+        claimed_until = row["claimed_until"]
+        running = claimed_until is not None and aware(claimed_until) > now
+        effect = _EFFECTS[row["kind"]]
+        folded["side_effects_in_flight"] += effect.fold_pending(
+            row, _json(row["payload"]), running, folded
+        )
+    folded["cancel_requested"] = frozenset(folded["cancel_requested"])
+    folded["revert_requested"] = frozenset(folded["revert_requested"])
+    return folded
 
 
 def _ended_effects(rows: list[dict]) -> dict:
-    cancel_refused, revert_refused, reverted, revert_done, lookups = {}, {}, set(), set(), {}
-    for row in rows:
-        kind, status, payload = row["kind"], row["status"], _json(row["payload"])
-        last_error = row["last_error"]
-        if kind == Kind.FAILURE_LOOKUP:
-            lookups[payload["lookup"]] = _aware(row["created_at"])
-        elif kind == Kind.CANCEL_SUBSCRIPTION and status == "dead":
-            cancel_refused[payload["subscription_id"]] = last_error[:200]
-        elif kind == Kind.REVERT_UPGRADE and status == "dead":
-            revert_refused[payload["subscription_id"]] = last_error[:200]
-        elif kind == Kind.REVERT_UPGRADE:
-            revert_done.add(payload["subscription_id"])
-            reverted.update(payload["invoices"])
-    return {
-        "cancel_refused": cancel_refused,
-        "revert_refused": revert_refused,
-        "reverted_invoices": frozenset(reverted),
-        "lookups": lookups,
-        "reverts_done": frozenset(revert_done),
+    """Each ended item folded in by its own kind's effect module (`fold_ended`)."""
+    folded = {
+        "cancel_refused": {},
+        "revert_refused": {},
+        "reverted_invoices": set(),
+        "lookups": {},
+        "reverts_done": set(),
     }
+    for row in rows:
+        _EFFECTS[row["kind"]].fold_ended(row, _json(row["payload"]), folded)
+    folded["reverted_invoices"] = frozenset(folded["reverted_invoices"])
+    folded["reverts_done"] = frozenset(folded["reverts_done"])
+    return folded

@@ -28,11 +28,10 @@ from dunning.models import (
     RolloutGate,
 )
 from dunning.policy import SeverityRules
-from dunning.snapshot import CASE_FIELDS, Snapshot
+from dunning.snapshot import CASE_FIELDS, Snapshot, aware
 from dunning.snapshot_rows import (
     AccountRows,
     _attempt,
-    _aware,
     _case,
     _invoice,
     _named,
@@ -212,7 +211,7 @@ def lock_and_read(
     account = Account(
         pk=account_id,
         stripe_customer_id=head["stripe_customer_id"],
-        payment_method_updated_at=_aware(head["payment_method_updated_at"]),
+        payment_method_updated_at=aware(head["payment_method_updated_at"]),
         default_payment_method=head["default_payment_method"],
     )
     return account, assemble(account_id, rows, now=now, memory=memory)

@@ -6,12 +6,10 @@ from datetime import UTC, datetime
 import pytest
 
 from billing_events import samples
+from billing_events.facts import LinePrice, SubscriptionItem, card_brand
 from billing_events.lookups import merge_looked_up_failure
 from billing_events.models import Account, Invoice, PaymentAttempt, Subscription
 from billing_events.normalize import (
-    LinePrice,
-    SubscriptionItem,
-    card_brand,
     is_upgrade,
     parse_items,
     parse_line_prices,

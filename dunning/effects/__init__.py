@@ -10,4 +10,12 @@ code that runs it or writes an item's status:
                                        transaction that closes the item
     KEEP_TRYING: bool                  retry at the capped interval until the peer answers
     HANDS_BACK: bool                   a closed item sends its account back to the engine
+    HAND_BACK_TRIGGER: TriggerKind     ... as this trigger (None when it never hands back)
+    fold_pending(row, payload, running, snapshot) -> int
+                                       a pending item's part of the engine's snapshot
+                                       (`dunning.snapshot_rows`): fills the snapshot's
+                                       fields it owns, returns how many side effects in
+                                       flight it counts for (what holds the case back)
+    fold_ended(row, payload, snapshot) -> None
+                                       an ended item's part of the snapshot
 """

@@ -10,6 +10,7 @@ from dunning.notifications import delivery, sending
 KEEP_TRYING = True
 # Nothing the engine decides depends on a message having gone out.
 HANDS_BACK = False
+HAND_BACK_TRIGGER = None
 
 
 def still_wanted(item: OutboxItem) -> bool:
@@ -29,3 +30,11 @@ def perform(item: OutboxItem) -> EffectResult | None:
 
 def record(item: OutboxItem, now: datetime) -> None:
     sending.mark_sent(item.payload["notice"], now)
+
+
+def fold_pending(row: dict, payload: dict, running: bool, snapshot: dict) -> int:
+    return 0  # a message waiting for its day holds nothing back
+
+
+def fold_ended(row: dict, payload: dict, snapshot: dict) -> None:
+    return None

@@ -12,9 +12,12 @@ from billing_events import services as billing
 from billing_events.gateway.results import failure_lookup_as_dict
 from dunning.effects.result import EffectResult
 from dunning.models import OutboxItem
+from dunning.snapshot import aware
+from dunning.triggers import TriggerKind
 
 KEEP_TRYING = False
 HANDS_BACK = True
+HAND_BACK_TRIGGER = TriggerKind.SIDE_EFFECT_COMPLETED
 
 
 def still_wanted(item: OutboxItem) -> bool:
@@ -47,3 +50,12 @@ def record(item: OutboxItem, now: datetime) -> None:
         found=item.result["found"],
         at=now,
     )
+
+
+def fold_pending(row: dict, payload: dict, running: bool, snapshot: dict) -> int:
+    snapshot["lookups"][payload["lookup"]] = aware(row["created_at"])
+    return 0  # asking Stripe a question holds nothing back
+
+
+def fold_ended(row: dict, payload: dict, snapshot: dict) -> None:
+    snapshot["lookups"][payload["lookup"]] = aware(row["created_at"])

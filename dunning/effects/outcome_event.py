@@ -6,9 +6,11 @@ from core import clock
 from dunning import outcomes
 from dunning.effects.result import EffectResult
 from dunning.models import OutboxItem
+from dunning.triggers import TriggerKind
 
 KEEP_TRYING = True
 HANDS_BACK = True
+HAND_BACK_TRIGGER = TriggerKind.SIDE_EFFECT_COMPLETED
 
 
 def still_wanted(item: OutboxItem) -> bool:
@@ -22,4 +24,12 @@ def perform(item: OutboxItem) -> EffectResult:
 
 
 def record(item: OutboxItem, now: datetime) -> None:
+    return None
+
+
+def fold_pending(row: dict, payload: dict, running: bool, snapshot: dict) -> int:
+    return 1  # in flight: the engine waits for it before changing course
+
+
+def fold_ended(row: dict, payload: dict, snapshot: dict) -> None:
     return None

@@ -5,9 +5,13 @@ from datetime import datetime
 from billing_events import services as billing
 from dunning.effects.result import EffectResult
 from dunning.models import OutboxItem
+from dunning.snapshot import ScheduledRetry, aware
+from dunning.triggers import TriggerKind
 
 KEEP_TRYING = False
 HANDS_BACK = True
+# The engine reads a closed retry as the charge's result, not as any side effect done.
+HAND_BACK_TRIGGER = TriggerKind.RETRY_RESULT
 
 
 def still_wanted(item: OutboxItem) -> bool:
@@ -45,3 +49,19 @@ def record(item: OutboxItem, now: datetime) -> None:
         result=item.result,
         at=now,
     )
+
+
+def fold_pending(row: dict, payload: dict, running: bool, snapshot: dict) -> int:
+    snapshot["scheduled_retry"] = ScheduledRetry(
+        outbox_pk=row["id"],
+        stripe_invoice_id=payload["stripe_invoice_id"],
+        attempt_number=payload["attempt_number"],
+        at=aware(row["next_attempt_at"]),
+        running=running,
+    )
+    # A retry waiting for its time is a plan, not a side effect in flight.
+    return int(running)
+
+
+def fold_ended(row: dict, payload: dict, snapshot: dict) -> None:
+    return None

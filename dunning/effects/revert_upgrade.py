@@ -6,9 +6,11 @@ from datetime import datetime
 from billing_events import services as billing
 from dunning.effects.result import EffectResult
 from dunning.models import OutboxItem
+from dunning.triggers import TriggerKind
 
 KEEP_TRYING = False
 HANDS_BACK = True
+HAND_BACK_TRIGGER = TriggerKind.SIDE_EFFECT_COMPLETED
 
 
 def still_wanted(item: OutboxItem) -> bool:
@@ -50,3 +52,16 @@ def record(item: OutboxItem, now: datetime) -> None:
         voided_invoice_ids=item.result.get("voided", []),
         at=now,
     )
+
+
+def fold_pending(row: dict, payload: dict, running: bool, snapshot: dict) -> int:
+    snapshot["revert_requested"].add(payload["subscription_id"])
+    return 1
+
+
+def fold_ended(row: dict, payload: dict, snapshot: dict) -> None:
+    if row["status"] == "dead":
+        snapshot["revert_refused"][payload["subscription_id"]] = row["last_error"][:200]
+    else:
+        snapshot["reverts_done"].add(payload["subscription_id"])
+        snapshot["reverted_invoices"].update(payload["invoices"])

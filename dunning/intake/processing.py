@@ -14,9 +14,10 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
+from billing_events.facts import AttemptFact, Fact, InvoiceFact
 from billing_events.mirror import merge_fact
 from billing_events.models import Account, WebhookEvent
-from billing_events.normalize import AttemptFact, Fact, InvoiceFact, parse_event
+from billing_events.normalize import parse_event
 from core import clock
 from core.locks import lock_account
 from dunning import queue
