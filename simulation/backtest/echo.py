@@ -52,11 +52,16 @@ class Echoes:
         )
         invoice["attempt_count"] = (invoice.get("attempt_count") or 0) + 1
         invoice["attempted"] = True
+        # The stored object may be a later state (paid by the customer after this retry):
+        # the echo says what this retry left, open or paid by it.
+        transitions = invoice.setdefault("status_transitions", {})
         if answer.succeeded:
-            invoice.update(
-                status="paid", amount_paid=invoice["amount_due"], amount_remaining=0, paid=True
-            )
-            invoice.setdefault("status_transitions", {})["paid_at"] = ts
+            invoice.update(status="paid", amount_paid=invoice["amount_due"], amount_remaining=0)
+            transitions["paid_at"] = ts
+        else:
+            invoice.update(status="open", amount_paid=0, amount_remaining=invoice["amount_due"])
+            transitions["paid_at"] = None
+        invoice.update(paid_out_of_band=False)
         kind = "invoice.paid" if answer.succeeded else "invoice.payment_failed"
         return [
             self.event(f"charge.{status}", charge, at),

@@ -17,7 +17,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from billing_events.models import WebhookEvent
+from billing_events.gateway import FailureLookup
+from billing_events.models import PaymentAttempt, WebhookEvent
 from dunning.models import OutboxItem
 from dunning.policy import Policy
 
@@ -51,6 +52,8 @@ class History:
     caused_by_service: int  # stored events left out: the service's own actions caused them
     charges: dict[str, list[Charge]] = field(default_factory=dict)  # invoice -> by time
     retry_rate: dict[str, float] = field(default_factory=dict)  # decline class -> rate
+    # invoice -> what Stripe's API answers about its first failed attempt
+    lookups: dict[str, FailureLookup] = field(default_factory=dict)
 
     @property
     def events(self) -> int:
@@ -84,7 +87,38 @@ def read_history(*, since: datetime, until: datetime | None, policy: Policy) -> 
         caused_by_service=len(caused),
         charges=charges,
         retry_rate=retry_rates(charges, policy),
+        lookups=failure_lookups(since=since, until=until),
     )
+
+
+def failure_lookups(*, since: datetime, until: datetime | None) -> dict[str, FailureLookup]:
+    """Each invoice's first failed attempt in the window with its decline data, as the
+    service recorded it (from the charge's events, or from asking Stripe when those were
+    late or never came): what Stripe's API answers a replay that asks."""
+    rows = PaymentAttempt.objects.filter(
+        outcome=PaymentAttempt.Outcome.FAILED, attempted_at__gte=since
+    ).exclude(stripe_invoice_id="")
+    if until is not None:
+        rows = rows.filter(attempted_at__lt=until)
+    lookups: dict[str, FailureLookup] = {}
+    for row in rows.order_by("attempted_at", "pk"):
+        if row.stripe_invoice_id in lookups or not (row.decline_code or row.failure_code):
+            continue
+        lookups[row.stripe_invoice_id] = FailureLookup(
+            found=True,
+            outcome="failed",
+            decline_code=row.decline_code,
+            failure_code=row.failure_code,
+            advice_code=row.advice_code,
+            network_advice_code=row.network_advice_code,
+            network_decline_code=row.network_decline_code,
+            card_brand=row.card_brand,
+            payment_method=row.payment_method,
+            charge_id=row.stripe_charge_id,
+            payment_intent_id=row.stripe_payment_intent_id,
+            attempted_at=row.attempted_at,
+        )
+    return lookups
 
 
 def caused_by_service(

@@ -94,6 +94,8 @@ def replay(
         celery_app.conf.task_always_eager = True
         SIMULATED.reset()
         SIMULATED.decide = gateway.decide
+        for invoice_id, lookup in history.lookups.items():
+            SIMULATED.script_failure(invoice_id, lookup)
         try:
             TestClock.objects.update_or_create(pk=TestClock.SINGLETON, defaults={"now": start})
             install(document, reason=f"backtest: the {label} policy")
