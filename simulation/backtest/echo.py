@@ -16,18 +16,23 @@ from simulation.backtest.history import StoredEvent
 
 
 class Echoes:
-    def __init__(self, stored: list[StoredEvent]) -> None:
-        self.invoices: dict[str, dict] = {}  # the latest object Stripe sent for each invoice
+    def __init__(self) -> None:
+        # The latest object Stripe sent for each invoice and subscription, as of the
+        # replay's clock: `seen` is told of every stored event as it is posted.
+        self.invoices: dict[str, dict] = {}
         self.subscriptions: dict[str, dict] = {}
-        for event in stored:
-            obj = json.loads(event.body)["data"]["object"]
-            if event.type.startswith("invoice."):
-                self.invoices[obj["id"]] = obj
-            elif event.type.startswith("customer.subscription."):
-                self.subscriptions[obj["id"]] = obj
+        self.first_attempts: dict[str, int] = {}
         self.ids = itertools.count(1)
         self.last_cancel_pk = 0
         self.last_revert_pk = 0
+
+    def seen(self, event: StoredEvent) -> None:
+        if event.type.startswith(("invoice.", "customer.subscription.")):
+            obj = json.loads(event.body)["data"]["object"]
+            kept = self.invoices if event.type.startswith("invoice.") else self.subscriptions
+            kept[obj["id"]] = obj
+            if event.type.startswith("invoice."):
+                self.first_attempts.setdefault(obj["id"], obj.get("attempt_count") or 1)
 
     def event(self, type: str, obj: dict, at: datetime) -> dict:
         return samples.event(
@@ -35,7 +40,7 @@ class Echoes:
         )
 
     def after_retry(self, at: datetime, invoice_id: str, attempt: int, answer: Answer) -> list:
-        invoice = self._invoice(invoice_id)
+        invoice = copy.deepcopy(self._invoice(invoice_id))
         ts = int(at.timestamp())
         status = "succeeded" if answer.succeeded else "failed"
         charge = samples.charge(
@@ -50,7 +55,9 @@ class Echoes:
             currency=invoice["currency"],
             decline_code=answer.decline_code or None,
         )
-        invoice["attempt_count"] = (invoice.get("attempt_count") or 0) + 1
+        # Stripe's count for the replay: the attempts first seen, and the replay's retries
+        # (a later stored object carries the original run's retries instead).
+        invoice["attempt_count"] = self.first_attempts.get(invoice_id, 1) + attempt
         invoice["attempted"] = True
         # The stored object may be a later state (paid by the customer after this retry):
         # the echo says what this retry left, open or paid by it.
@@ -62,10 +69,11 @@ class Echoes:
             invoice.update(status="open", amount_paid=0, amount_remaining=invoice["amount_due"])
             transitions["paid_at"] = None
         invoice.update(paid_out_of_band=False)
+        self.invoices[invoice_id] = invoice
         kind = "invoice.paid" if answer.succeeded else "invoice.payment_failed"
         return [
             self.event(f"charge.{status}", charge, at),
-            self.event(kind, copy.deepcopy(invoice), at),
+            self.event(kind, invoice, at),
         ]
 
     def _invoice(self, invoice_id: str) -> dict:

@@ -115,7 +115,7 @@ class _Walk:
     def __init__(self, history, gateway, *, start, end, progress) -> None:
         self.events = history.replayed
         self.gateway = gateway
-        self.echoes = Echoes(history.replayed)
+        self.echoes = Echoes()
         self.owed: list[tuple[datetime, int, dict]] = []  # events Stripe owes the replay
         self.order = itertools.count()
         self.start, self.end, self.progress = start, end, progress
@@ -147,6 +147,7 @@ class _Walk:
                 self._count_restrictions()
                 self.next_midnight += DAY
             while index < len(self.events) and self.events[index].received_at <= self.now:
+                self.echoes.seen(self.events[index])
                 self._post(self.events[index].body.encode())
                 index += 1
                 if self.progress and index % 1000 == 0:
