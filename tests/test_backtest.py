@@ -222,3 +222,17 @@ def test_a_retry_answered_from_the_rate_is_the_same_every_run():
     assert answers == {True, False}
     again = [answer([], T0, rate=0.5, invoice_id=f"in_{n}", attempt=2) for n in range(40)]
     assert again == [answer([], T0, rate=0.5, invoice_id=f"in_{n}", attempt=2) for n in range(40)]
+
+
+def test_a_stored_version_is_a_candidate_and_the_active_one_is_compared(history):
+    from dunning import policy_versions
+    from simulation.backtest.policies import active_document, candidate_document
+
+    assert active_document() == (_document(), "the code default (no version stored)")
+    document = _document()
+    document["retries"]["schedules_days"]["soft"] = [1, 2]
+    version = policy_versions.create_version(document=document, author="t", reason="try")
+    assert candidate_document(str(version.number)) == (document, f"stored version {version.label}")
+    policy_versions.activate(number=version.number, actor="t", reason="go")
+    assert active_document() == (document, f"stored version {version.label} (active)")
+    policy_versions.forget_cache()
