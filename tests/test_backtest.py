@@ -52,8 +52,11 @@ def _backtest(django_db_blocker, tmp_path, document: dict, name: str) -> dict:
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(document))
     report = tmp_path / f"{name}-report.json"
+    html = tmp_path / f"{name}-report.html"
     with django_db_blocker.unblock():
-        call_command("backtest", policy=str(path), since=SINCE, json_path=str(report))
+        call_command(
+            "backtest", policy=str(path), since=SINCE, json_path=str(report), html_path=str(html)
+        )
     return json.loads(report.read_text())
 
 
@@ -114,9 +117,11 @@ def longer_grace(history, django_db_blocker, module_tmp) -> dict:
     return _backtest(django_db_blocker, module_tmp, document, "grace")
 
 
-def test_one_soft_retry_loses_recoveries(one_retry, same):
+def test_one_soft_retry_loses_recoveries(one_retry, same, module_tmp):
     report = one_retry
     assert report["changed"]["accounts"] > 0
+    page = (module_tmp / "one-retry-report.html").read_text()
+    assert all(f"<code>{a['customer']}</code>" in page for a in report["accounts"])
     for account in report["accounts"]:
         changes = account["changes"]
         if "retries" in changes:
