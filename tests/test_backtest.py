@@ -22,6 +22,8 @@ from dunning.policy import current_policy
 from dunning.policy_document import policy_to_document
 from simulation.backtest.gateway import CLASS_RATE, HISTORY, Answer, answer
 from simulation.backtest.history import Charge
+from simulation.backtest.outcomes import AccountOutcome
+from simulation.backtest.report import per_rung
 from simulation.generator import generate
 from simulation.service import run_service
 from simulation.service_run import START
@@ -241,3 +243,22 @@ def test_a_stored_version_is_a_candidate_and_the_active_one_is_compared(history)
     policy_versions.activate(number=version.number, actor="t", reason="go")
     assert active_document() == (document, f"stored version {version.label} (active)")
     policy_versions.forget_cache()
+
+
+@pytest.mark.parametrize(
+    ("highest", "expected"),
+    [
+        ([], {}),
+        (["", "none"], {}),
+        (["notice", "notice"], {"notice": 2}),
+        (
+            ["premium_restricted", "notice", ""],
+            {"notice": 2, "upgrade_restricted": 1, "upgrade_reverted": 1, "premium_restricted": 1},
+        ),
+    ],
+)
+def test_a_rung_counts_every_account_that_reached_it_or_beyond(highest, expected):
+    outcomes = {
+        f"cus_{n}": AccountOutcome(f"cus_{n}", highest_rung=h) for n, h in enumerate(highest)
+    }
+    assert per_rung(outcomes) == expected
