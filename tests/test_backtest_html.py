@@ -46,7 +46,10 @@ def _report() -> dict:
             },
             {
                 "customer": "cus_<b>B</b>",
-                "changes": {"highest_rung": ["premium_restricted", "notice"]},
+                "changes": {
+                    "highest_rung": ["premium_restricted", "notice"],
+                    "open_level": ["", "notice"],
+                },
                 "active": _decision("premium restricted", "level premium_restricted"),
                 "candidate": {},
             },
@@ -89,6 +92,7 @@ def test_the_page_is_self_contained():
         ("days restricted 9 2",),
         ('recovered {"usd": 5000} {}',),
         ("highest rung premium_restricted notice",),
+        ("open level (none) notice",),
         ("candidate (no decision)",),
         ("active premium restricted policy version 1, decided 2027-01-20T12:00:00+00:00",),
         ("ladder : level premium_restricted",),

@@ -21,6 +21,8 @@ code{font-size:.95em}
 
 def _text(value: object) -> str:
     """A value from the report as escaped text (dicts and lists as compact JSON)."""
+    if value == "":
+        return '<span class="muted">(none)</span>'
     if isinstance(value, dict | list):
         value = json.dumps(value, sort_keys=True, default=str)
     elif isinstance(value, int) and not isinstance(value, bool):
