@@ -22,6 +22,8 @@ from dunning.policy import current_policy
 from dunning.policy_document import policy_to_document
 from simulation.backtest.gateway import CLASS_RATE, HISTORY, Answer, answer
 from simulation.backtest.history import Charge
+from simulation.backtest.outcomes import AccountOutcome
+from simulation.backtest.report import per_rung
 from simulation.generator import generate
 from simulation.service import run_service
 from simulation.service_run import START
@@ -52,8 +54,11 @@ def _backtest(django_db_blocker, tmp_path, document: dict, name: str) -> dict:
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(document))
     report = tmp_path / f"{name}-report.json"
+    html = tmp_path / f"{name}-report.html"
     with django_db_blocker.unblock():
-        call_command("backtest", policy=str(path), since=SINCE, json_path=str(report))
+        call_command(
+            "backtest", policy=str(path), since=SINCE, json_path=str(report), html_path=str(html)
+        )
     return json.loads(report.read_text())
 
 
@@ -114,9 +119,11 @@ def longer_grace(history, django_db_blocker, module_tmp) -> dict:
     return _backtest(django_db_blocker, module_tmp, document, "grace")
 
 
-def test_one_soft_retry_loses_recoveries(one_retry, same):
+def test_one_soft_retry_loses_recoveries(one_retry, same, module_tmp):
     report = one_retry
     assert report["changed"]["accounts"] > 0
+    page = (module_tmp / "one-retry-report.html").read_text()
+    assert all(f"<code>{a['customer']}</code>" in page for a in report["accounts"])
     for account in report["accounts"]:
         changes = account["changes"]
         if "retries" in changes:
@@ -236,3 +243,22 @@ def test_a_stored_version_is_a_candidate_and_the_active_one_is_compared(history)
     policy_versions.activate(number=version.number, actor="t", reason="go")
     assert active_document() == (document, f"stored version {version.label} (active)")
     policy_versions.forget_cache()
+
+
+@pytest.mark.parametrize(
+    ("highest", "expected"),
+    [
+        ([], {}),
+        (["", "none"], {}),
+        (["notice", "notice"], {"notice": 2}),
+        (
+            ["premium_restricted", "notice", ""],
+            {"notice": 2, "upgrade_restricted": 1, "upgrade_reverted": 1, "premium_restricted": 1},
+        ),
+    ],
+)
+def test_a_rung_counts_every_account_that_reached_it_or_beyond(highest, expected):
+    outcomes = {
+        f"cus_{n}": AccountOutcome(f"cus_{n}", highest_rung=h) for n, h in enumerate(highest)
+    }
+    assert per_rung(outcomes) == expected

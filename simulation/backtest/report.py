@@ -33,11 +33,15 @@ def totals(outcomes: dict[str, AccountOutcome]) -> dict:
 
 
 def per_rung(outcomes: dict[str, AccountOutcome]) -> dict[str, int]:
-    """Accounts whose highest rung reached was at or above each rung."""
-    reached = Counter(o.highest_rung for o in outcomes.values() if o.highest_rung)
+    """Accounts whose highest rung reached was at or above each rung, for every rung up to
+    the highest any account reached (a rung no account stopped at still counts those above)."""
+    highest = [RANK[o.highest_rung] for o in outcomes.values() if RANK.get(o.highest_rung, 0) > 0]
+    if not highest:
+        return {}
     return {
-        rung: sum(n for r, n in reached.items() if RANK[r] >= RANK[rung])
-        for rung in sorted(reached, key=RANK.get)
+        rung: sum(h >= rank for h in highest)
+        for rung, rank in RANK.items()
+        if 0 < rank <= max(highest)
     }
 
 

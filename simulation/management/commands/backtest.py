@@ -1,7 +1,8 @@
-"""`manage.py backtest --policy FILE|VERSION --since DATE [--until DATE] [--json PATH]`: the
-window's stored Stripe events replayed under the active policy and under the candidate, each
-in a scratch database of its own (`backtest_<configured name>_<side>`, made like a test
-database, migrated, dropped afterwards). The configured database is only read."""
+"""`manage.py backtest --policy FILE|VERSION --since DATE [--until DATE] [--json PATH]
+[--html PATH]`: the window's stored Stripe events replayed under the active policy and under
+the candidate, each in a scratch database of its own (`backtest_<configured name>_<side>`,
+made like a test database, migrated, dropped afterwards). The configured database is only
+read."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from simulation.backtest import BacktestError, backtest
+from simulation.backtest.html import write_html
 from simulation.backtest.policies import active_document, candidate_document
 from simulation.backtest.report import format_table, write_json
 
@@ -62,6 +64,7 @@ class Command(BaseCommand):
         parser.add_argument("--since", required=True, help="start of the window (UTC)")
         parser.add_argument("--until", help="end of the window (UTC; default: the last event)")
         parser.add_argument("--json", dest="json_path", help="write the report as JSON here")
+        parser.add_argument("--html", dest="html_path", help="write the report as HTML here")
         parser.add_argument(
             "--keep-db", action="store_true", help="keep the two scratch databases afterwards"
         )
@@ -95,3 +98,6 @@ class Command(BaseCommand):
         if options["json_path"]:
             write_json(report, options["json_path"])
             self.stdout.write(f"JSON: {options['json_path']}")
+        if options["html_path"]:
+            write_html(report, options["html_path"])
+            self.stdout.write(f"HTML: {options['html_path']}")
