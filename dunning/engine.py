@@ -24,7 +24,7 @@ from dunning.compute import compute
 from dunning.diff import Outcome, diff
 from dunning.policy import Policy
 from dunning.policy_shadow import shadow_candidate
-from dunning.policy_versions import cached_active, paid_count_cap, policy_for
+from dunning.policy_versions import cached_active, candidate_for, paid_count_cap, policy_for
 from dunning.snapshot import Snapshot
 from dunning.snapshot_sql import lock_and_read
 from dunning.triggers import Trigger
@@ -71,6 +71,25 @@ def read_with_policy(
     return account, snapshot, policy
 
 
+def _as_candidate_reads(
+    snapshot: Snapshot, policy: Policy, *, now: datetime, invoice_hint: str
+) -> Snapshot:
+    """The snapshot the candidate in shadow would have read: read again (no second lock,
+    this transaction holds the account) when it looks back over other windows, so a
+    candidate that lengthens a window is judged on the history it would see."""
+    candidate = candidate_for(snapshot)
+    if candidate is None or _windows(candidate) == _windows(policy):
+        return snapshot
+    _, seen = read_snapshot(
+        account_id=snapshot.account_id,
+        now=now,
+        policy=candidate,
+        invoice_hint=invoice_hint,
+        lock=False,
+    )
+    return seen
+
+
 def handle(trigger: Trigger, *, policy: Policy | None = None) -> Outcome:
     """Recompute one account for any trigger. Idempotent: a second call writes nothing.
     `policy` forces one policy (tests); by default the account's own version computes."""
@@ -89,7 +108,7 @@ def handle(trigger: Trigger, *, policy: Policy | None = None) -> Outcome:
         if snapshot.policy_candidate is not None:
             shadow_candidate(
                 account_id=account.pk,
-                snapshot=snapshot,
+                snapshot=_as_candidate_reads(snapshot, policy, now=now, invoice_hint=hint),
                 now=now,
                 decided=desired,
                 version=policy.version,

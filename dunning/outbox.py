@@ -27,7 +27,7 @@ from core import clock
 from dunning import queue
 from dunning.effects.registry import effect_for
 from dunning.models import OutboxItem
-from dunning.outbox_items import LEASE, QUEUE  # noqa: F401 - LEASE: read by the tests
+from dunning.outbox_items import LEASE, QUEUE
 from dunning.triggers import Trigger
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,9 @@ def run_items(item_ids: list[int]) -> list[str]:
     lease (logged), and the batch goes on."""
     statuses = []
     for item_id in item_ids:
+        if not _renew_lease(item_id):
+            statuses.append("skipped")  # its lease ran out while it waited: due again
+            continue
         try:
             statuses.append(run_item(item_id=item_id))
         except DatabaseError:
@@ -84,6 +87,18 @@ def run_items(item_ids: list[int]) -> list[str]:
             logger.exception("event=outbox_item_failed outbox_item=%s", item_id)
             statuses.append("failed")
     return statuses
+
+
+def _renew_lease(item_id: int) -> bool:
+    """The batch's claim leased every item for one LEASE; the items before this one may
+    have used it up. Renewed only while still ours: once it ran out, a dispatcher may have
+    handed the item out again, and two workers must never run it at once."""
+    now = clock.now()
+    return bool(
+        OutboxItem.objects.filter(
+            pk=item_id, status=OutboxItem.Status.PENDING, claimed_until__gt=now
+        ).update(claimed_until=now + LEASE)
+    )
 
 
 def run_item(*, item_id: int, finish_hand_back: bool = False) -> str:

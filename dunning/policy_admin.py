@@ -8,7 +8,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponseBadRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -183,8 +183,11 @@ class PolicyVersionAdmin(admin.ModelAdmin):
     def diff_view(self, request: HttpRequest):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        old = get_object_or_404(PolicyVersion, number=request.GET.get("old", "0"))
-        new = get_object_or_404(PolicyVersion, number=request.GET.get("new", "0"))
+        numbers = [request.GET.get(name, "") for name in ("old", "new")]
+        if not all(n.isdigit() and len(n) < 10 for n in numbers):
+            return HttpResponseBadRequest("old and new must be version numbers")
+        old = get_object_or_404(PolicyVersion, number=int(numbers[0]))
+        new = get_object_or_404(PolicyVersion, number=int(numbers[1]))
         lines = diff_lines(diff_documents(old.document, new.document))
         return self._page(request, f"Policy v{old.number} → v{new.number}", lines=lines)
 

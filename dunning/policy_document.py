@@ -7,6 +7,7 @@ the upgrade track never costs the base plan, caps stay within the networks' limi
 error names the document path it is about, e.g. `ladders.base[2].starts_after_days`.
 """
 
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -109,6 +110,8 @@ def _rung_document(rung: Rung) -> dict:
 
 def validate_document(document: object) -> list[PolicyError]:
     """Every problem with the document, schema first; an empty list means it is valid."""
+    if not_finite := _non_finite_numbers(document):
+        return [PolicyError(path, "must be a finite number") for path in not_finite]
     errors = [
         PolicyError(path_text(error.absolute_path), error.message)
         for error in sorted(_VALIDATOR.iter_errors(document), key=lambda e: list(e.path))
@@ -116,6 +119,22 @@ def validate_document(document: object) -> list[PolicyError]:
     if errors:
         return errors
     return _ladder_errors(document["ladders"]) + _other_errors(document)
+
+
+def _non_finite_numbers(value: object, path: str = "") -> list[str]:
+    # JSON Schema's minimum/maximum let NaN through (every comparison with it is false),
+    # and PostgreSQL's json type refuses it: caught here, as a 400 naming the path.
+    if isinstance(value, float) and not math.isfinite(value):
+        return [path or "(document)"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _non_finite_numbers(v, _join(path, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _non_finite_numbers(v, f"{path}[{i}]")]
+    return []
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def _ladder_errors(ladders: dict) -> list[PolicyError]:

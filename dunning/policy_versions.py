@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from billing_events.models import Account
 from core import clock
 from dunning.models import OPEN_STATES, DunningCase, PolicyVersion, SupportAction
 from dunning.policy import Policy, current_policy
@@ -110,7 +111,8 @@ def activate(
     unless `migrate_open_cases`: then they move to this one and are reviewed at once."""
     ensure_initial_version()
     with transaction.atomic():
-        target = PolicyVersion.objects.select_for_update().get(number=number)
+        _serialise_changes()
+        target = PolicyVersion.objects.get(number=number)
         now = clock.now()
         previous = PolicyVersion.objects.filter(active=True).exclude(pk=target.pk)
         before = previous.values_list("number", flat=True).first()
@@ -120,11 +122,14 @@ def activate(
         )
         migrated = 0
         if migrate_open_cases:
-            migrated = (
-                DunningCase.objects.filter(state__in=OPEN_STATES)
-                .exclude(policy_version=target.label)
-                .update(policy_version=target.label, next_review_at=now)
+            moving = DunningCase.objects.filter(state__in=OPEN_STATES).exclude(
+                policy_version=target.label
             )
+            # The engine's lock order, account then case: a recompute holding an account
+            # would otherwise save its case back on the old version after this commit.
+            accounts = moving.values_list("account_id", flat=True)
+            list(Account.objects.select_for_update().filter(pk__in=accounts).order_by("pk"))
+            migrated = moving.update(policy_version=target.label, next_review_at=now)
         _audit(
             actor=actor,
             action="policy_activate",
@@ -132,6 +137,13 @@ def activate(
             result={"version": number, "label": target.label, "migrated_cases": migrated},
         )
     return Activation(PolicyVersion.objects.get(pk=target.pk), before, migrated)
+
+
+def _serialise_changes() -> None:
+    """Activations and candidate changes one at a time: each locks every version row (a
+    handful), so a second one waits and then sees the first one's active/candidate flags
+    instead of tripping the one-active constraint."""
+    list(PolicyVersion.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
 
 
 def _audit(*, actor: str, action: str, payload: dict, result: dict) -> None:
@@ -229,9 +241,10 @@ def set_candidate(*, number: int | None, actor: str, reason: str) -> PolicyVersi
     """Run a version in shadow next to the active one (None: stop). Audited."""
     ensure_initial_version()
     with transaction.atomic():
+        _serialise_changes()
         target = None
         if number is not None:
-            target = PolicyVersion.objects.select_for_update().get(number=number)
+            target = PolicyVersion.objects.get(number=number)
             if target.active:
                 raise ValueError(f"version {number} is the active one already")
         before = PolicyVersion.objects.filter(candidate=True).values_list("number", flat=True)

@@ -124,3 +124,17 @@ def test_a_worker_runs_a_batch_item_by_item(stripe_sender, test_clock, settings,
     assert {item.pk for item in retries} <= set(claimed)
     assert statuses == ["done", "done", "skipped"]
     assert len([r for r in fake_stripe.requests if r.path.endswith("/pay")]) == 2
+
+
+def test_an_item_whose_lease_ran_out_in_the_batch_is_left_to_the_next_claim(test_clock):
+    ids = due_items(2)
+    assert sorted(outbox.claim_due()) == ids
+    # The items before these in the batch took longer than the lease: a dispatcher may
+    # already have handed them out again, so this worker must not run them too.
+    clock_service._set(clock.now() + outbox.LEASE + timedelta(seconds=1))
+
+    assert outbox.run_items(ids) == ["skipped", "skipped"]
+
+    items = OutboxItem.objects.filter(pk__in=ids)
+    assert {(i.status, i.attempts) for i in items} == {(OutboxItem.Status.PENDING, 0)}
+    assert sorted(outbox.claim_due()) == ids  # due again, nothing lost
