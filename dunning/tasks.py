@@ -4,8 +4,8 @@ from django.db import DatabaseError
 from dunning import drift, outbox, payment_sweeper, schedule, stuck
 from dunning.test_clock import advance_in_progress
 
-# The same policy as the webhook tasks: a transient database fault (PostgreSQL restarting,
-# a dropped connection) retries the task instead of leaving the item to its lease.
+# A transient database fault (PostgreSQL restarting, a dropped connection) retries the task
+# instead of leaving the item to its lease; the webhook tasks (`dunning.intake.tasks`) too.
 DATABASE_RETRY = {
     "autoretry_for": (DatabaseError,),
     "retry_backoff": True,

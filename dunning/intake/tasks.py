@@ -5,30 +5,18 @@ stores events never imports the one that acts on them.
 """
 
 from celery import shared_task
-from django.db import DatabaseError
 
 from dunning.intake import processing
+from dunning.tasks import DATABASE_RETRY
 from dunning.test_clock import advance_in_progress
 
 
-@shared_task(
-    acks_late=True,
-    autoretry_for=(DatabaseError,),
-    retry_backoff=True,
-    retry_backoff_max=300,
-    max_retries=5,
-)
+@shared_task(acks_late=True, **DATABASE_RETRY)
 def process_webhook_event(event_id: int) -> str:
     return processing.process_event(event_id=event_id)
 
 
-@shared_task(
-    acks_late=True,
-    autoretry_for=(DatabaseError,),
-    retry_backoff=True,
-    retry_backoff_max=300,
-    max_retries=5,
-)
+@shared_task(acks_late=True, **DATABASE_RETRY)
 def process_webhook_events(event_ids: list[int]) -> list[str]:
     return [processing.process_event(event_id=event_id) for event_id in event_ids]
 
