@@ -55,6 +55,15 @@ def _windows(policy: Policy) -> tuple:
     )
 
 
+def _read_short_for(wanted: Policy, *, read_for: Policy, counted_to: int) -> bool:
+    """Whether a snapshot read for `read_for`, its paid invoices counted to `counted_to`,
+    misses history `wanted` decides on: other windows, or a higher good-payer threshold
+    (a version this process loaded only after the read)."""
+    return (
+        _windows(wanted) != _windows(read_for) or wanted.severity.good_payer_min_paid > counted_to
+    )
+
+
 def read_with_policy(
     *, account_id: int, now: datetime, invoice_hint: str = "", lock: bool = True
 ) -> tuple[Account, Snapshot, Policy]:
@@ -63,10 +72,10 @@ def read_with_policy(
     history over other windows than the one first assumed."""
     assumed = cached_active()
     read = {"account_id": account_id, "now": now, "invoice_hint": invoice_hint, "lock": lock}
-    account, snapshot = read_snapshot(policy=assumed, **read)
     counted_to = paid_count_cap(assumed)
+    account, snapshot = read_snapshot(policy=assumed, **read)
     policy = policy_for(snapshot)  # may load versions this process had not seen
-    if _windows(policy) != _windows(assumed) or policy.severity.good_payer_min_paid > counted_to:
+    if _read_short_for(policy, read_for=assumed, counted_to=counted_to):
         account, snapshot = read_snapshot(policy=policy, **read)
     return account, snapshot, policy
 
@@ -75,10 +84,11 @@ def _as_candidate_reads(
     snapshot: Snapshot, policy: Policy, *, now: datetime, invoice_hint: str
 ) -> Snapshot:
     """The snapshot the candidate in shadow would have read: read again (no second lock,
-    this transaction holds the account) when it looks back over other windows, so a
+    this transaction holds the account) when the first read is short for it, so a
     candidate that lengthens a window is judged on the history it would see."""
+    counted_to = paid_count_cap(policy)  # as the snapshot was read, before any reload
     candidate = candidate_for(snapshot)
-    if candidate is None or _windows(candidate) == _windows(policy):
+    if candidate is None or not _read_short_for(candidate, read_for=policy, counted_to=counted_to):
         return snapshot
     _, seen = read_snapshot(
         account_id=snapshot.account_id,
