@@ -29,7 +29,7 @@ from dunning.models import (
     DunningCase,
     OutboxItem,
 )
-from dunning.policy import current_policy
+from dunning.policy_versions import active_policy
 from dunning.stripe_conflicts import KINDS, conflicted_cases
 
 NO_DECLINE = "none"  # decline class label of a retry that succeeded (no decline code)
@@ -87,7 +87,8 @@ class DunningCollector(Collector):
             .annotate(n=Count("pk"))
             .order_by()
         )
-        policy = current_policy()
+        # The active stored version's classes: what support reads in the case view too.
+        policy = active_policy()
         totals: dict[tuple[str, str], int] = defaultdict(int)
         for status, outcome, decline_code, count in rows:
             if status == OutboxItem.Status.DEAD:

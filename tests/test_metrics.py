@@ -10,8 +10,11 @@ from django.test.utils import CaptureQueriesContext
 from prometheus_client.parser import text_string_to_metric_families
 
 from billing_events.models import Account, WebhookEvent
+from dunning import policy_versions
 from dunning.metrics import DunningCollector
 from dunning.models import BadDebtEpisode, CustomerNotice, Decision, DunningCase, OutboxItem
+from dunning.policy import current_policy
+from dunning.policy_document import policy_to_document
 
 pytestmark = pytest.mark.django_db
 
@@ -304,9 +307,9 @@ def test_a_scrape_costs_a_constant_number_of_queries(
         scrape(client)
 
     assert len(many) == len(few)
-    # 13 aggregate reads (the test clock's included) + the savepoint, its release and the
-    # statement timeout.
-    with django_assert_max_num_queries(16):
+    # 13 aggregate reads (the test clock's included), the active policy version's number,
+    # the savepoint, its release and the statement timeout.
+    with django_assert_max_num_queries(17):
         scrape(client)
 
 
@@ -354,3 +357,26 @@ def test_the_scrape_runs_under_a_statement_timeout(client, settings):
     with CaptureQueriesContext(connection) as queries:
         scrape(client)
     assert any("statement_timeout = 1234" in query["sql"] for query in queries)
+
+
+def test_payment_retries_are_classified_by_the_active_policy_version(client, test_clock):
+    """A team that reclassifies a code (here insufficient_funds as hard) sees its retries
+    counted under the new class once that version is active, not under the code default."""
+    retry = OutboxItem.Kind.PAYMENT_RETRY
+    answer = {"outcome": "declined", "decline_code": "insufficient_funds"}
+    outbox(retry, "done", test_clock, result=answer)
+    name = "dunning_payment_retries_total"
+    soft = (("decline_class", "soft"), ("outcome", "declined"))
+    hard = (("decline_class", "hard"), ("outcome", "declined"))
+    policy_versions.forget_cache()
+    try:
+        assert scrape(client)[name] == {soft: 1}
+
+        document = policy_to_document(current_policy())
+        document["decline_classes"]["insufficient_funds"] = "hard"
+        version = policy_versions.create_version(document=document, author="t", reason="r")
+        policy_versions.activate(number=version.number, actor="t", reason="reclassify")
+
+        assert scrape(client)[name] == {hard: 1}
+    finally:
+        policy_versions.forget_cache()
