@@ -60,33 +60,27 @@ def claim(queue: Queue, *, now: datetime, limit: int) -> list[int]:
     around a SELECT and an UPDATE is four round trips."""
     if connection.vendor != "postgresql":
         return _claim_in_two(queue, now=now, limit=limit)
-    model = queue.model
-    meta = model._meta
-    due = (
-        queue.due(now)
-        .order_by(*queue.order)
-        .values_list(*queue.order)[
-              # "pk" is in the order: the tie-break
-            :limit
-        ]
-    )
+    meta = queue.model._meta
+    # The order's values come back with each pk (RETURNING keeps no order), as they were
+    # before the lease moved one of them.
+    columns = [*queue.order, *([] if "pk" in queue.order else ["pk"])]
+    due = queue.due(now).order_by(*queue.order).values_list(*columns)[:limit]
     picked, params = due.query.sql_with_params()
-    names = [f"o{k}" for k in range(len(queue.order))]
-    pk_name = names[queue.order.index("pk")]
+    names = [f"o{k}" for k in range(len(columns))]
+    names[columns.index("pk")] = "pk"
     quote = connection.ops.quote_name
     sql = (
         f"WITH picked ({', '.join(names)}) AS ({picked} FOR UPDATE SKIP LOCKED) "
         f"UPDATE {quote(meta.db_table)} AS t "
         f"SET {quote(meta.get_field(queue.lease_field).column)} = %s "
-        f"FROM picked WHERE t.{quote(meta.pk.column)} = picked.{pk_name} "
+        f"FROM picked WHERE t.{quote(meta.pk.column)} = picked.pk "
         f"RETURNING {', '.join(f'picked.{name}' for name in names)}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, now + queue.lease])
         rows = cursor.fetchall()
-    # RETURNING keeps no order; the row's order values are as they were before the lease.
-    position = queue.order.index("pk")
-    return [row[position] for row in sorted(rows)]
+    ordered = sorted(rows, key=lambda row: row[: len(queue.order)])
+    return [row[columns.index("pk")] for row in ordered]
 
 
 def _claim_in_two(queue: Queue, *, now: datetime, limit: int) -> list[int]:
