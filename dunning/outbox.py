@@ -138,7 +138,8 @@ def _run(item: OutboxItem) -> str:
             list(Account.objects.select_for_update().filter(pk=item.account_id).values("pk"))
         fields = _close(item, effect, result, now)
         # Closed only if still pending (the UPDATE takes the item's lock, after the
-        # account's): a recompute may have superseded a retry that had not begun its charge.
+        # account's when it hands back): a recompute may have superseded a retry whose
+        # charge had not begun.
         if not OutboxItem.objects.filter(pk=item.pk, status=OutboxItem.Status.PENDING).update(
             **fields
         ):

@@ -62,8 +62,8 @@ DISPATCH_TASK = "dunning.tasks.dispatch_outbox"
 
 
 # A worker running a batch wakes the dispatcher once, when the batch is done: each
-# recompute that adds an item asks for a kick, and a message per item was one more task
-# for the same pool than the items themselves.
+# recompute that adds an item asks for a kick, and a kick is a task on the same pool (and
+# a claim), so one per recompute was one more task for every retry that paid.
 _batch = threading.local()
 
 
