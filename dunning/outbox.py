@@ -24,10 +24,10 @@ from django.db import DatabaseError, close_old_connections, transaction
 
 from billing_events.models import Account
 from core import clock
-from dunning import queue
+from dunning import outbox_items, queue
 from dunning.effects.registry import effect_for
 from dunning.models import OutboxItem
-from dunning.outbox_items import LEASE, QUEUE
+from dunning.outbox_items import CHARGING, LEASE, QUEUE
 from dunning.triggers import Trigger
 
 logger = logging.getLogger(__name__)
@@ -70,35 +70,44 @@ def _publish(ids: list[int]) -> bool:
 def run_items(item_ids: list[int]) -> list[str]:
     """A worker's batch, one item after the other. A database fault hands that item to
     `run_outbox_item`, whose retries back off; any other failure leaves the item to its
-    lease (logged), and the batch goes on."""
+    lease (logged), and the batch goes on. The dispatcher is woken once, after the batch,
+    for whatever the batch's recomputes added (not once per recompute)."""
     statuses = []
-    for item_id in item_ids:
-        if not _renew_lease(item_id):
-            statuses.append("skipped")  # its lease ran out while it waited: due again
-            continue
-        try:
-            statuses.append(run_item(item_id=item_id))
-        except DatabaseError:
-            logger.warning("event=outbox_item_database_error outbox_item=%s", item_id)
-            close_old_connections()
-            current_app.signature(RUN_ITEM_TASK, args=[item_id]).apply_async()
-            statuses.append("retrying")
-        except Exception:
-            logger.exception("event=outbox_item_failed outbox_item=%s", item_id)
-            statuses.append("failed")
+    with outbox_items.one_kick():
+        for item_id in item_ids:
+            try:
+                item = _renew_lease(item_id)
+                if item is None:
+                    statuses.append("skipped")  # its lease ran out while it waited: due again
+                    continue
+                statuses.append(_run(item))
+            except DatabaseError:
+                logger.warning("event=outbox_item_database_error outbox_item=%s", item_id)
+                close_old_connections()
+                current_app.signature(RUN_ITEM_TASK, args=[item_id]).apply_async()
+                statuses.append("retrying")
+            except Exception:
+                logger.exception("event=outbox_item_failed outbox_item=%s", item_id)
+                statuses.append("failed")
     return statuses
 
 
-def _renew_lease(item_id: int) -> bool:
-    """The batch's claim leased every item for one LEASE; the items before this one may
-    have used it up. Renewed only while still ours: once it ran out, a dispatcher may have
-    handed the item out again, and two workers must never run it at once."""
+_RENEW = (
+    "UPDATE {table} SET claimed_until = %s "
+    "WHERE id = %s AND status = %s AND claimed_until > %s RETURNING *"
+)
+
+
+def _renew_lease(item_id: int) -> OutboxItem | None:
+    """The item, its lease renewed, or None when it is no longer ours. The batch's claim
+    leased every item for one LEASE; the items before this one may have used it up.
+    Renewed only while still ours: once it ran out, a dispatcher may have handed the item
+    out again, and two workers must never run it at once. One `UPDATE ... RETURNING`
+    renews and reads it."""
     now = clock.now()
-    return bool(
-        OutboxItem.objects.filter(
-            pk=item_id, status=OutboxItem.Status.PENDING, claimed_until__gt=now
-        ).update(claimed_until=now + LEASE)
-    )
+    sql = _RENEW.format(table=OutboxItem._meta.db_table)
+    params = [now + LEASE, item_id, OutboxItem.Status.PENDING, now]
+    return next(iter(OutboxItem.objects.raw(sql, params)), None)
 
 
 def run_item(*, item_id: int, finish_hand_back: bool = False) -> str:
@@ -112,8 +121,14 @@ def run_item(*, item_id: int, finish_hand_back: bool = False) -> str:
         if finish_hand_back:
             hand_back(item)
         return "skipped"
+    return _run(item)
+
+
+def _run(item: OutboxItem) -> str:
+    """A pending item: check it is still wanted, do the network call with no transaction
+    open and no lock held, then close it, record the result and hand the account back in
+    one transaction."""
     effect = effect_for(item.kind)
-    # Network I/O happens here, with no transaction open and no lock held.
     result = effect.perform(item) if effect.still_wanted(item) else None
     now = clock.now()
     with transaction.atomic():
@@ -121,11 +136,18 @@ def run_item(*, item_id: int, finish_hand_back: bool = False) -> str:
             # The engine's lock order, account then item: the recompute below runs in this
             # transaction, and a webhook's recompute may be rescheduling this very item.
             list(Account.objects.select_for_update().filter(pk=item.account_id).values("pk"))
-        item = OutboxItem.objects.select_for_update().get(pk=item_id)
-        if item.status != OutboxItem.Status.PENDING:
-            return item.status
-        _close(item, effect, result, now)
-        item.save()
+        fields = _close(item, effect, result, now)
+        # Closed only if still pending (the UPDATE takes the item's lock, after the
+        # account's when it hands back): a recompute may have superseded a retry whose
+        # charge had not begun.
+        if not OutboxItem.objects.filter(pk=item.pk, status=OutboxItem.Status.PENDING).update(
+            **fields
+        ):
+            return OutboxItem.objects.filter(pk=item.pk).values_list("status", flat=True)[0]
+        for name, value in fields.items():
+            setattr(item, name, value)
+        if result is not None and result.ok and not result.defer:
+            effect.record(item, now)
         if item.status != OutboxItem.Status.PENDING:
             # Recorded and recomputed in one transaction: no moment where the result is in
             # the mirror and the case does not know it.
@@ -133,28 +155,31 @@ def run_item(*, item_id: int, finish_hand_back: bool = False) -> str:
     return item.status
 
 
-def _close(item: OutboxItem, effect, result, now) -> None:
-    """The item's new status from what the effect came to (the one writer of it)."""
-    item.claimed_until = None
+def _close(item: OutboxItem, effect, result, now) -> dict:
+    """The item's new fields from what the effect came to (the one writer of its status).
+    A retry's charge mark (`outbox_items.CHARGING`) goes with the lease."""
+    payload = {k: v for k, v in item.payload.items() if k != CHARGING}
+    fields = {"claimed_until": None, "payload": payload}
     if result is not None and result.defer:
-        item.next_attempt_at = result.defer_until or now + ORDER_WAIT
-        return
-    item.attempts += 1
+        fields["next_attempt_at"] = result.defer_until or now + ORDER_WAIT
+        return fields
+    attempts = fields["attempts"] = item.attempts + 1
     if result is None:
-        item.status = OutboxItem.Status.SUPERSEDED
-        item.completed_at = now
+        fields.update(status=OutboxItem.Status.SUPERSEDED, completed_at=now)
     elif result.ok:
-        item.status = OutboxItem.Status.DONE
-        item.completed_at = now
-        item.result = {"detail": result.detail, **result.data}
-        effect.record(item, now)
+        fields.update(
+            status=OutboxItem.Status.DONE,
+            completed_at=now,
+            result={"detail": result.detail, **result.data},
+        )
     else:
-        item.last_error = result.detail
-        gives_up = not effect.KEEP_TRYING and item.attempts >= settings.OUTBOX_MAX_ATTEMPTS
+        fields["last_error"] = result.detail
+        gives_up = not effect.KEEP_TRYING and attempts >= settings.OUTBOX_MAX_ATTEMPTS
         if not result.retryable or gives_up:
-            item.status = OutboxItem.Status.DEAD
+            fields["status"] = OutboxItem.Status.DEAD
         else:
-            item.next_attempt_at = now + retry_delay(item.attempts)
+            fields["next_attempt_at"] = now + retry_delay(attempts)
+    return fields
 
 
 def _hand_back_in(item: OutboxItem) -> None:

@@ -4,6 +4,9 @@ deciding side effects does not import the code performing them). With `outbox.ru
 these are the only writers of an item's status."""
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from celery import current_app
@@ -49,28 +52,57 @@ def add_item(
     return item.pk
 
 
+# The payload key a payment retry's worker sets, under the account lock, when it begins
+# the charge (how many times it has; the item's close removes it). A recompute leaves such
+# a retry to its worker; any other pending retry is the plan's to replace.
+CHARGING = "charging"
+
 # Published by name: the task module runs the outbox, which this module must not import.
 DISPATCH_TASK = "dunning.tasks.dispatch_outbox"
 
 
+# A worker running a batch wakes the dispatcher once, when the batch is done: each
+# recompute that adds an item asks for a kick, and a kick is a task on the same pool (and
+# a claim), so one per recompute was one more task for every retry that paid.
+_batch = threading.local()
+
+
 def kick_dispatcher() -> None:
+    if getattr(_batch, "depth", 0):
+        _batch.kick = True
+        return
     try:
         current_app.signature(DISPATCH_TASK).apply_async()
     except Exception:  # noqa: BLE001 - beat dispatches on its own schedule anyway
         logger.warning("event=outbox_kick_failed")
 
 
+@contextmanager
+def one_kick() -> Iterator[None]:
+    """Kicks asked for inside the block are one kick at its end (if any was asked for)."""
+    _batch.depth = getattr(_batch, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _batch.depth -= 1
+        if not _batch.depth and getattr(_batch, "kick", False):
+            _batch.kick = False
+            kick_dispatcher()
+
+
 def supersede_waiting_retry(*, account_id: int, now: datetime) -> int:
-    """A new plan replaces the account's retry that waits for its time; one a worker is
-    running (leased) is left to its worker, which closes it."""
+    """A new plan replaces the account's retry that waits for its time, or that a worker
+    holds but has not begun to charge (its check before the charge finds it superseded);
+    one whose charge has begun (CHARGING, under a live lease) is left to its
+    worker, which closes it."""
     return (
         OutboxItem.objects.filter(
             account_id=account_id,
             kind=OutboxItem.Kind.PAYMENT_RETRY,
             status=OutboxItem.Status.PENDING,
         )
-        .exclude(claimed_until__gt=now)
-        .update(status=OutboxItem.Status.SUPERSEDED, completed_at=now)
+        .exclude(claimed_until__gt=now, payload__has_key=CHARGING)
+        .update(status=OutboxItem.Status.SUPERSEDED, completed_at=now, claimed_until=None)
     )
 
 

@@ -6,6 +6,7 @@ import pytest
 from dunning import snapshot_rows
 from dunning.effects.registry import REGISTRY
 from dunning.models import OutboxItem
+from dunning.outbox_items import CHARGING
 from dunning.triggers import TriggerKind
 
 INTERFACE = ("still_wanted", "perform", "record", "fold_pending", "fold_ended")
@@ -49,7 +50,8 @@ def test_a_closed_item_hands_back_as(kind, trigger):
 # (kind, running) -> side effects in flight it counts for: what holds a case back.
 IN_FLIGHT = [
     (OutboxItem.Kind.PAYMENT_RETRY, False, 0),  # a retry waiting for its time is a plan
-    (OutboxItem.Kind.PAYMENT_RETRY, True, 1),
+    (OutboxItem.Kind.PAYMENT_RETRY, True, 0),  # claimed, its charge not begun: still a plan
+    (OutboxItem.Kind.PAYMENT_RETRY, "charging", 1),  # leased and its charge begun
     (OutboxItem.Kind.CANCEL_SUBSCRIPTION, False, 1),
     (OutboxItem.Kind.REVERT_UPGRADE, False, 1),
     (OutboxItem.Kind.ACCOUNT_STANDING, False, 1),
@@ -68,5 +70,7 @@ def test_what_a_pending_item_holds_back(kind, running, in_flight):
         "subscription_id": "sub_1",
         "lookup": "in_1:1",
     }
+    if running == "charging":
+        running, payload[CHARGING] = True, 1
     folded = {"cancel_requested": set(), "revert_requested": set(), "lookups": {}}
     assert REGISTRY[kind].fold_pending(row, payload, running, folded) == in_flight

@@ -11,7 +11,7 @@ from django.conf import settings
 from billing_events.models import Account
 from billing_events.scenarios import StripeCustomer
 from core import clock
-from dunning import outbox, queue
+from dunning import outbox, outbox_items, queue
 from dunning import test_clock as clock_service
 from dunning.intake import processing
 from dunning.models import OutboxItem
@@ -124,6 +124,23 @@ def test_a_worker_runs_a_batch_item_by_item(stripe_sender, test_clock, settings,
     assert {item.pk for item in retries} <= set(claimed)
     assert statuses == ["done", "done", "skipped"]
     assert len([r for r in fake_stripe.requests if r.path.endswith("/pay")]) == 2
+
+
+def test_kicks_asked_for_during_a_batch_are_one_message():
+    """Each recompute of a batch that adds an item asks for a dispatcher kick (after its
+    commit); the worker sends one when the batch ends, none if nobody asked."""
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    before = broker.llen("celery")
+    with outbox_items.one_kick():
+        pass
+    assert broker.llen("celery") == before
+    with outbox_items.one_kick():
+        outbox_items.kick_dispatcher()
+        outbox_items.kick_dispatcher()
+        assert broker.llen("celery") == before
+    assert broker.llen("celery") - before == 1
+    outbox_items.kick_dispatcher()  # outside a batch: at once
+    assert broker.llen("celery") - before == 2
 
 
 def test_an_item_whose_lease_ran_out_in_the_batch_is_left_to_the_next_claim(test_clock):

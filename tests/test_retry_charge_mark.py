@@ -1,0 +1,158 @@
+"""The last check before a retry's charge is one statement: under the account lock the item,
+still pending, is marked as charging. A recompute supersedes any pending retry its plan no
+longer holds unless so marked, so an unmarked pending retry is the current plan; the plan is
+computed afresh only when a charge of the item began before, or the case has a review due."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+
+from billing_events.models import Account
+from billing_events.scenarios import StripeCustomer
+from core import clock
+from dunning import engine, outbox
+from dunning.effects import payment_retry
+from dunning.models import DunningCase, OutboxItem, TestClock
+from dunning.outbox_items import CHARGING
+from tests.dunning_helpers import case_of, deliver_now
+
+pytestmark = pytest.mark.django_db
+DAY = timedelta(days=1)
+
+
+def set_clock(now):
+    """Move the clock without running what became due (a stalled worker's view)."""
+    TestClock.objects.filter(pk=TestClock.SINGLETON).update(now=now)
+
+
+def a_claimed_retry(sender, cus) -> OutboxItem:
+    deliver_now(
+        sender,
+        cus,
+        lambda c: c.charge_event("charge.failed", "ch_1", decline_code="insufficient_funds"),
+        lambda c: c.invoice_event("invoice.payment_failed", attempt_count=1),
+    )
+    set_clock(clock.now() + DAY)  # due, not run
+    [item] = OutboxItem.objects.filter(
+        pk__in=outbox.claim_due(), kind=OutboxItem.Kind.PAYMENT_RETRY
+    )
+    return item
+
+
+def fraud_decline(sender, cus):
+    deliver_now(
+        sender,
+        cus,
+        lambda c: c.charge_event("charge.failed", "ch_2", decline_code="fraudulent"),
+        lambda c: c.invoice_event("invoice.payment_failed", attempt_count=2),
+    )
+
+
+def test_the_check_before_the_charge_is_one_statement(
+    stripe_sender, test_clock, simulated_gateway, monkeypatch
+):
+    item = a_claimed_retry(stripe_sender, StripeCustomer())
+    monkeypatch.setattr(engine, "retry_still_planned", lambda **kw: pytest.fail("full check"))
+
+    with CaptureQueriesContext(connection) as captured:
+        assert payment_retry.still_wanted(item)
+
+    statements = [
+        q["sql"] for q in captured.captured_queries if "dunning_testclock" not in q["sql"]
+    ]
+    assert [s.split()[0] for s in statements] == ["WITH"]
+    marked = OutboxItem.objects.get(pk=item.pk)
+    assert marked.payload[CHARGING] == 1 and marked.claimed_until > clock.now()
+
+
+def test_a_claimed_retry_is_superseded_by_a_plan_that_drops_it(
+    stripe_sender, test_clock, simulated_gateway
+):
+    cus = StripeCustomer()
+    item = a_claimed_retry(stripe_sender, cus)
+
+    fraud_decline(stripe_sender, cus)  # the recompute replaces the plan at once
+
+    assert OutboxItem.objects.get(pk=item.pk).status == "superseded"
+    assert outbox.run_item(item_id=item.pk) == "skipped"
+    assert simulated_gateway.calls == []
+
+
+def test_a_retry_whose_charge_began_is_left_to_its_worker(
+    stripe_sender, test_clock, simulated_gateway
+):
+    cus = StripeCustomer()
+    item = a_claimed_retry(stripe_sender, cus)
+    assert payment_retry.still_wanted(item)  # the charge begins
+
+    fraud_decline(stripe_sender, cus)  # arrives while the charge is at Stripe
+
+    assert OutboxItem.objects.get(pk=item.pk).status == "pending"
+    assert case_of(cus).decline_class == "fraud"
+
+
+def test_a_charge_begun_before_is_checked_against_a_fresh_plan(
+    stripe_sender, test_clock, simulated_gateway
+):
+    cus = StripeCustomer()
+    item = a_claimed_retry(stripe_sender, cus)
+    assert payment_retry.still_wanted(item)  # the charge begins, then its worker dies
+    fraud_decline(stripe_sender, cus)  # kept: the charge had begun
+    set_clock(clock.now() + outbox.LEASE + timedelta(seconds=1))
+
+    assert item.pk in outbox.claim_due()
+    assert outbox.run_item(item_id=item.pk) == "superseded"
+    assert simulated_gateway.calls == []
+
+
+def test_a_case_with_a_review_due_is_checked_against_a_fresh_plan(
+    stripe_sender, test_clock, simulated_gateway, monkeypatch
+):
+    cus = StripeCustomer()
+    item = a_claimed_retry(stripe_sender, cus)
+    DunningCase.objects.filter(pk=case_of(cus).pk).update(next_review_at=clock.now())
+    asked = []
+    monkeypatch.setattr(engine, "retry_still_planned", lambda **kw: asked.append(kw) or False)
+
+    assert not payment_retry.still_wanted(item)
+    assert len(asked) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_mark_waits_for_a_recompute_holding_the_account(
+    stripe_sender, test_clock, simulated_gateway
+):
+    """Lock order account, then item: the mark waits for the account, so a recompute that
+    holds it either superseded the item first or sees the mark."""
+    cus = StripeCustomer()
+    item = a_claimed_retry(stripe_sender, cus)
+    account_id = Account.objects.get(stripe_customer_id=cus.id).pk
+    marked, answers = threading.Event(), []
+
+    def mark():
+        try:
+            answers.append(payment_retry.still_wanted(item))
+            marked.set()
+        finally:
+            connections.close_all()
+
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN")
+        cursor.execute(
+            "SELECT id FROM billing_events_account WHERE id = %s FOR UPDATE", [account_id]
+        )
+        worker = threading.Thread(target=mark)
+        worker.start()
+        assert not marked.wait(0.5)  # waiting for the account
+        cursor.execute(
+            "UPDATE dunning_outboxitem SET status = 'superseded' WHERE id = %s", [item.pk]
+        )
+        cursor.execute("COMMIT")
+    worker.join(10)
+
+    assert answers == [False]
+    item = OutboxItem.objects.get(pk=item.pk)
+    assert item.status == "superseded" and CHARGING not in item.payload
