@@ -61,7 +61,9 @@ def simulate(
     seed_list = [seed + n for n in range(max(1, seeds))]
     service_seeds = max(1, min(service_seeds, len(seed_list)))
     report: dict = {}
-    per_seed, service_rows, seconds = [], [], {"simulate": 0.0, "converge": 0.0}
+    per_seed: list[dict] = []
+    service_rows: list[dict] = []
+    seconds: dict = {"simulate": 0.0, "converge": 0.0}
     for number, this_seed in enumerate(seed_list):
         book = generate(accounts=accounts, days=days, seed=this_seed, mix=mix)
         per_seed.append(ablation.ablate(book, legacy_retry_days))
@@ -82,6 +84,8 @@ def simulate(
         service_rows.append(ablation.figures(service))
         for key in ("simulate", "converge"):
             seconds[key] += run_seconds[key]
+        if "shards" in run_seconds:  # each shard's own: database, run, convergence
+            seconds.setdefault("shards", []).extend(run_seconds["shards"])
         if number == 0:
             report = build_report(book, legacy, service)
     table = ablation.summarise(per_seed)
