@@ -18,6 +18,8 @@ import random
 from collections import Counter
 from dataclasses import fields
 
+from django.db.models import Q
+
 from billing_events import samples
 from billing_events.gateway import SIMULATED, PaymentResult, declined, failed, succeeded
 from billing_events.models import PaymentAttempt
@@ -50,8 +52,9 @@ class StripeSide:
         self.order = itertools.count()
         self.echoes: list[tuple[float, int, str, int, Spell | None]] = []
         self.cancelled: dict[int, float] = {}
-        self.last_cancel_pk = 0
-        self.last_revert_pk = 0
+        # Cancellations and reverts: the highest id looked at, and those still pending.
+        self.outbox_seen = 0
+        self.outbox_waiting: set[int] = set()
         # invoice -> time of its failed first attempt, while that is its latest failure
         # (a retry's decline comes back with its code in the gateway's answer).
         self.unanswered_failure: dict[str, float] = {}
@@ -251,40 +254,39 @@ class StripeSide:
                 self.invoice_event("invoice.paid", truth, state, t, status="paid")
             else:
                 self.invoice_event("invoice.payment_failed", truth, state, t)
-        done = (
-            OutboxItem.objects.filter(
-                kind=OutboxItem.Kind.CANCEL_SUBSCRIPTION,
-                status=OutboxItem.Status.DONE,
-                pk__gt=self.last_cancel_pk,
-            )
-            .order_by("pk")
-            .values_list("pk", "account__stripe_customer_id", "completed_at")
-        )
-        for pk, customer, completed_at in done:
-            self.last_cancel_pk = pk
-            index = index_of(customer)
-            t = (completed_at - START).total_seconds()
-            self.cancelled.setdefault(index, t)
-            self.subscription_event(
-                "customer.subscription.deleted", self.book.accounts[index], t, "canceled"
-            )
-        self.echo_reverts()
+        self.echo_outbox()
 
-    def echo_reverts(self) -> None:
-        """Stripe's side of a reverted upgrade: its invoice voided, and the webhook for it."""
-        done = (
-            OutboxItem.objects.filter(
-                kind=OutboxItem.Kind.REVERT_UPGRADE,
-                status=OutboxItem.Status.DONE,
-                pk__gt=self.last_revert_pk,
+    def echo_outbox(self) -> None:
+        """Stripe's side of the cancellations and reverted upgrades the service completed
+        since the last look: the subscription deleted; the upgrade's invoice voided. One
+        query a stop, on the id index: the items created since the last look, and those
+        seen before still pending. Not an id high-water mark alone: an item deferred
+        behind another completes after items created later, and which ids those are
+        depends on the other accounts in the run (a shard would differ)."""
+        kinds = [OutboxItem.Kind.CANCEL_SUBSCRIPTION, OutboxItem.Kind.REVERT_UPGRADE]
+        rows = (
+            OutboxItem.objects.filter(kind__in=kinds)
+            .filter(Q(pk__gt=self.outbox_seen) | Q(pk__in=list(self.outbox_waiting)))
+            .values_list(
+                "pk", "kind", "status", "account__stripe_customer_id", "completed_at", "result"
             )
-            .order_by("pk")
-            .values_list("pk", "account__stripe_customer_id", "completed_at", "result")
         )
-        for pk, customer, completed_at, result in done:
-            self.last_revert_pk = pk
+        done = []
+        for pk, kind, status, customer, completed_at, result in rows:
+            self.outbox_seen = max(self.outbox_seen, pk)
+            if status == OutboxItem.Status.PENDING:
+                self.outbox_waiting.add(pk)
+                continue
+            self.outbox_waiting.discard(pk)
+            if status == OutboxItem.Status.DONE:
+                done.append((completed_at, pk, kind, customer, result))
+        for completed_at, _, kind, customer, result in sorted(done):
             truth = self.book.accounts[index_of(customer)]
             t = (completed_at - START).total_seconds()
+            if kind == OutboxItem.Kind.CANCEL_SUBSCRIPTION:
+                self.cancelled.setdefault(truth.index, t)
+                self.subscription_event("customer.subscription.deleted", truth, t, "canceled")
+                continue
             for invoice_id in result.get("voided", []):
                 state = self.ledger.invoices.get(invoice_id)
                 if state is not None and state.status in ("open", "uncollectible"):
