@@ -62,8 +62,9 @@ bench-dispatch: $(BIN)/python services
 bench-drift: $(BIN)/python services
 	$(BIN)/python bench/drift.py
 
+# WORKERS=0,2 also runs each size sharded over 2 worker processes; BENCH_ARGS=--with-100k
 bench-simulate: $(BIN)/python services
-	$(BIN)/python bench/simulate.py
+	$(BIN)/python bench/simulate.py --workers $(or $(WORKERS),0) $(BENCH_ARGS)
 
 # Signed webhook in to decision applied on gunicorn, worker and beat; needs wrk and pgbench.
 bench-e2e: $(BIN)/python services

@@ -4,7 +4,7 @@ at 1,000, 10,000 and (with --with-100k) 100,000 accounts, against the goal of is
 100,000 accounts x 90 days within 15 minutes on this 2-core machine (floor: 45 minutes).
 
     .venv/bin/python bench/simulate.py [--sizes 1000,10000] [--with-100k] [--days 90]
-        [--databases sqlite,postgresql] [--budget-seconds 2700] [--seed 7]
+        [--databases sqlite,postgresql] [--budget-seconds 2700] [--seed 7] [--workers 0,2]
 
 What it does:
   1. for each database and each book size, in a fresh subprocess: makes a scratch database
@@ -24,6 +24,13 @@ What it does:
      the run when that size ran, else projected from the largest book's rate (the cost
      follows events, and events per account-day do not depend on the book's size);
   5. writes bench/results/simulate.json.
+
+`--workers 0,2` runs every size twice: in one process (0) and sharded over 2 Celery worker
+processes (`simulate --workers 2`, started by the child on the bench's Redis db,
+BENCH_SIMULATE_REDIS_DB, default 12), each with its own rows, growth and verdict. A
+sharded run's "simulate" time is the whole sharded phase (the shards' scratch databases
+included) and its CPU is the workers' and their backends'. BENCH_SIMULATE_DATABASE names
+the bench's PostgreSQL database (default sim_bench_simulate).
 
 All sizes use the same days and seed, and the default behaviour mix.
 """
@@ -57,11 +64,12 @@ GOAL_SECONDS, FLOOR_SECONDS = 15 * 60, 45 * 60
 # --------------------------------------------------------------------------- parent
 
 
-def run_child(database: str, accounts: int, days: int, seed: int) -> dict:
+def run_child(database: str, accounts: int, days: int, seed: int, workers: int = 0) -> dict:
     """Run one size in a child process, sampling the 1-minute load average every 10 s while
     it runs: the figure printed is the load during the measurement, not before it."""
     load = os.getloadavg()[0]
     command = [sys.executable, __file__, "--child", database, str(accounts), str(days), str(seed)]
+    command += ["--child-workers", str(workers)]
     samples = []
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
@@ -83,19 +91,29 @@ def run_child(database: str, accounts: int, days: int, seed: int) -> dict:
     return result
 
 
-def verdict(runs: list[dict], database: str) -> dict:
+def setup_name(run: dict) -> str:
+    """The database, and the shards when sharded: "postgresql", "postgresql x2 workers"."""
+    workers = run.get("workers", 0)
+    return f"{run['database']} x{workers} workers" if workers else run["database"]
+
+
+def verdict(runs: list[dict], setup: str) -> dict:
     """100,000 accounts x 90 days against the goal and the floor: the run itself if it was
     made, else projected from the largest book's account-days per second."""
-    mine = sorted((r for r in runs if r["database"] == database), key=lambda r: r["accounts"])
+    mine = sorted((r for r in runs if setup_name(r) == setup), key=lambda r: r["accounts"])
     largest = mine[-1]
     ran = largest["accounts"] == GOAL_ACCOUNTS and largest["days"] == GOAL_DAYS
+    # A sharded run's "simulate" is its whole phase, the shards' convergence included.
+    sharded = bool(largest.get("workers"))
     if ran:
-        seconds = largest["seconds"]["simulate"] + largest["seconds"]["converge"]
+        seconds = largest["seconds"]["simulate"]
+        seconds += 0 if sharded else largest["seconds"]["converge"]
         how = "measured"
     else:
         seconds = GOAL_ACCOUNTS * GOAL_DAYS / largest["account_days_per_second"]
         # The convergence check is per account: scale the largest book's.
-        seconds += largest["seconds"]["converge"] * GOAL_ACCOUNTS / largest["accounts"]
+        if not sharded:
+            seconds += largest["seconds"]["converge"] * GOAL_ACCOUNTS / largest["accounts"]
         how = (
             f"projected from {largest['accounts']:,} accounts x {largest['days']} days "
             f"({largest['account_days_per_second']:,.0f} account-days/s, load "
@@ -107,7 +125,7 @@ def verdict(runs: list[dict], database: str) -> dict:
     cpu = largest["cpu_seconds"]["process"] + (largest["cpu_seconds"]["database_backend"] or 0)
     cpu_seconds = cpu * GOAL_ACCOUNTS * GOAL_DAYS / largest["account_days"]
     text = (
-        f"{database}: 100,000 accounts x 90 days: {seconds / 60:,.0f} min, {how}; "
+        f"{setup}: 100,000 accounts x 90 days: {seconds / 60:,.0f} min, {how}; "
         f"{cpu_seconds / 60:,.0f} min of CPU at the measured CPU per account-day. "
         f"Goal (15 min): {'met' if goal else 'NOT met'}. "
         f"Floor (45 min): {'met' if floor else 'NOT met'}."
@@ -156,11 +174,18 @@ def main() -> None:
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--budget-seconds", type=float, default=FLOOR_SECONDS)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--workers",
+        default="0",
+        help="worker counts to run each size with, 0 = one process (e.g. 0,2)",
+    )
     parser.add_argument("--child", nargs=4, metavar=("DB", "ACCOUNTS", "DAYS", "SEED"))
+    parser.add_argument("--child-workers", type=int, default=0)
     args = parser.parse_args()
     if args.child:
         database, accounts, days, seed = args.child
-        print(json.dumps(child(database, int(accounts), int(days), int(seed))))
+        figures = child(database, int(accounts), int(days), int(seed), args.child_workers)
+        print(json.dumps(figures))
         return
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -169,7 +194,13 @@ def main() -> None:
         sizes.append(GOAL_ACCOUNTS)
     runs: list[dict] = []
     not_run: list[dict] = []
-    for database in args.databases.split(","):
+    setups = [
+        (database, int(workers))
+        for database in args.databases.split(",")
+        for workers in args.workers.split(",")
+    ]
+    for database, workers in setups:
+        setup = setup_name({"database": database, "workers": workers})
         rate = None
         for size in sizes:
             account_days = size * args.days
@@ -179,6 +210,7 @@ def main() -> None:
                     not_run.append(
                         {
                             "database": database,
+                            "workers": workers,
                             "accounts": size,
                             "projected_seconds": round(projected),
                             "why": f"projected {projected / 60:.0f} min at the "
@@ -187,8 +219,8 @@ def main() -> None:
                         }
                     )
                     continue
-            print(f"{database}: {size:,} accounts x {args.days} days ...", flush=True)
-            result = run_child(database, size, args.days, args.seed)
+            print(f"{setup}: {size:,} accounts x {args.days} days ...", flush=True)
+            result = run_child(database, size, args.days, args.seed, workers)
             rate = result["account_days_per_second"]
             runs.append(result)
             print(
@@ -200,13 +232,14 @@ def main() -> None:
                 flush=True,
             )
     by_database = {}
-    for database in args.databases.split(","):
-        mine = [run for run in runs if run["database"] == database]
+    for database, workers in setups:
+        setup = setup_name({"database": database, "workers": workers})
+        mine = [run for run in runs if setup_name(run) == setup]
         if mine:
-            by_database[database] = growth(mine)
+            by_database[setup] = growth(mine)
 
     header = (
-        f"{'database':10} {'accounts':>9} {'account-days':>12} {'simulate s':>10} "
+        f"{'database':21} {'accounts':>9} {'account-days':>12} {'simulate s':>10} "
         f"{'acct-days/s':>11} {'events/s':>8} {'CPU ms/acct-day':>15} {'x CPU/acct-day':>14} "
         f"{'converge s':>10} {'load':>9}"
     )
@@ -214,12 +247,12 @@ def main() -> None:
     for run in runs:
         ratio = next(
             row["cpu_ratio"]
-            for row in by_database[run["database"]]["per_account_day_vs_smallest"]
+            for row in by_database[setup_name(run)]["per_account_day_vs_smallest"]
             if row["accounts"] == run["accounts"]
         )
         cpu = run["cpu_seconds"]["process"] + (run["cpu_seconds"]["database_backend"] or 0)
         print(
-            f"{run['database']:10} {run['accounts']:>9,} {run['account_days']:>12,} "
+            f"{setup_name(run):21} {run['accounts']:>9,} {run['account_days']:>12,} "
             f"{run['seconds']['simulate']:>10.1f} {run['account_days_per_second']:>11,.0f} "
             f"{run['events_per_second']:>8,.0f} "
             f"{1000 * cpu / run['account_days']:>15.2f} {ratio:>13.2f}x "
@@ -227,7 +260,7 @@ def main() -> None:
             f"{run['load_average_during']:>9.2f}"
         )
     for skipped in not_run:
-        print(f"{skipped['database']:10} {skipped['accounts']:>9,}  not run: {skipped['why']}")
+        print(f"{setup_name(skipped):21} {skipped['accounts']:>9,}  not run: {skipped['why']}")
     for database, grown in by_database.items():
         print(
             f"{database}: growth "
@@ -249,6 +282,7 @@ def main() -> None:
         "days": args.days,
         "seed": args.seed,
         "budget_seconds": args.budget_seconds,
+        "workers": args.workers,
         "runs": runs,
         "not_run": not_run,
         "growth": by_database,

@@ -1,19 +1,31 @@
 """One run of the simulator in this process, in a scratch database: what
-`bench/simulate.py --child` runs in each subprocess, and the figures it returns.
+`bench/simulate.py --child` runs in each subprocess, and the figures it returns. With
+`workers`, the service's run is sharded (`simulate --workers N`) over that many Celery
+worker processes started here on the bench's own Redis db, each shard in a scratch
+database next to the bench's; the CPU is then the workers' and their backends'.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 
-PG_NAME = "sim_bench_simulate"
+PG_NAME = os.environ.get("BENCH_SIMULATE_DATABASE", "sim_bench_simulate")
 PG_URL = f"postgres://postgres@127.0.0.1:5432/{PG_NAME}"
 SQLITE_FILE = RESULTS / "simulate_bench.sqlite3"
+REDIS_URL = f"redis://127.0.0.1:6379/{int(os.environ.get('BENCH_SIMULATE_REDIS_DB', '12'))}"
 TICKS = os.sysconf("SC_CLK_TCK")
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from bench.processes import DuringMeasurement, _cmdline, process_cpu_s  # noqa: E402
 
 
 def _proc_cpu(pid: int) -> float | None:
@@ -28,8 +40,7 @@ def _proc_cpu(pid: int) -> float | None:
 # --------------------------------------------------------------------------- child
 
 
-def child(database: str, accounts: int, days: int, seed: int) -> dict:
-    """One run in this process, in a scratch database; returns its figures."""
+def _environment(database: str) -> None:
     os.environ.pop("CELERY_BROKER_URL", None)  # in-process tasks, as on the embedded default
     os.environ.update(
         DJANGO_SETTINGS_MODULE="config.settings",
@@ -38,6 +49,13 @@ def child(database: str, accounts: int, days: int, seed: int) -> dict:
         STRIPE_API_KEY="",
         DATABASE_URL=PG_URL if database == "postgresql" else f"sqlite:///{SQLITE_FILE}",
     )
+
+
+def child(database: str, accounts: int, days: int, seed: int, workers: int = 0) -> dict:
+    """One run in this process, in a scratch database (or sharded); returns its figures."""
+    _environment(database)
+    if workers:
+        return sharded_child(database, accounts, days, seed, workers)
     import django
 
     django.setup()
@@ -68,10 +86,24 @@ def child(database: str, accounts: int, days: int, seed: int) -> dict:
             backend_cpu = after - backend_cpu if same and after is not None else None
     finally:
         connection.creation.destroy_test_db(original, verbosity=0)
+    return figures(database, accounts, days, report, wall, cpu, backend_cpu)
+
+
+def figures(
+    database: str,
+    accounts: int,
+    days: int,
+    report: dict,
+    wall: float,
+    cpu: float,
+    backend_cpu: float | None,
+    workers: int = 0,
+) -> dict:
     seconds = report.pop("_seconds")
     service = report["service"]
     return {
         "database": database,
+        "workers": workers,
         "accounts": accounts,
         "days": days,
         "account_days": accounts * days,
@@ -95,3 +127,89 @@ def child(database: str, accounts: int, days: int, seed: int) -> dict:
         "lost_or_stuck": service["lost_or_stuck_total"],
         "disagree": service["disagree_after_convergence"],
     }
+
+
+# --------------------------------------------------------------------------- sharded
+
+
+def _start_workers(count: int) -> list[tuple[subprocess.Popen, Path]]:
+    """`count` shard workers (queue `simulation`, one task at a time), ready to take work."""
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).delete("simulation")  # shards a killed run left behind
+    env = {**os.environ, "CELERY_BROKER_URL": REDIS_URL, "CELERY_TASK_ALWAYS_EAGER": "false"}
+    started = []
+    for n in range(count):
+        log = RESULTS / f"simulate_worker{n}.log"
+        command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "simulation"]
+        command += ["--pool", "solo", "--without-gossip", "--without-mingle", "-l", "info"]
+        command += ["-n", f"simulate{n}-{os.getpid()}@%h"]
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started.append((proc, log))
+    deadline = time.monotonic() + 120
+    while not all(" ready." in log.read_text() for _, log in started):
+        if time.monotonic() > deadline or any(p.poll() is not None for p, _ in started):
+            _stop(started)
+            raise SystemExit("the shard workers did not start; see bench/results/*.log")
+        time.sleep(0.2)
+    return started
+
+
+def _stop(workers: list[tuple[subprocess.Popen, Path]]) -> None:
+    for proc, _ in workers:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+    for proc, _ in workers:
+        proc.wait(timeout=60)
+
+
+class ShardBackends(DuringMeasurement):
+    """The CPU of the PostgreSQL backends of the shards' scratch databases, sampled while
+    the run goes: DuringMeasurement's, matching the databases by their names' prefix."""
+
+    def _backends(self) -> dict[int, float]:
+        found = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            if pid not in self._ours:
+                title = _cmdline(pid).split()
+                self._ours[pid] = title[:1] == ["postgres:"] and any(
+                    word.startswith(self.database) for word in title[2:4]
+                )
+            if self._ours[pid] and not math.isnan(cpu := process_cpu_s(pid)):
+                found[pid] = cpu
+        return found
+
+
+def sharded_child(database: str, accounts: int, days: int, seed: int, workers: int) -> dict:
+    """The run sharded over `workers` worker processes; this process only coordinates."""
+    started_workers = _start_workers(workers)
+    os.environ.update(CELERY_BROKER_URL=REDIS_URL, CELERY_TASK_ALWAYS_EAGER="false")
+    try:
+        import django
+
+        django.setup()
+        from simulation import simulate
+
+        pids = [proc.pid for proc, _ in started_workers]
+        before = [process_cpu_s(pid) for pid in pids]
+        cpu, started = time.process_time(), time.perf_counter()
+        with ShardBackends(f"{PG_NAME}_simulation_s") as during:
+            report = simulate(accounts=accounts, days=days, seed=seed, workers=workers)
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        cpu += sum(process_cpu_s(pid) - first for pid, first in zip(pids, before, strict=True))
+        backend_cpu = during.backends_cpu_s if database == "postgresql" else None
+    finally:
+        _stop(started_workers)
+    return figures(database, accounts, days, report, wall, cpu, backend_cpu, workers)

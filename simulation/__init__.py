@@ -13,7 +13,10 @@ of the legacy policy on the same customers, and the outcome report.
     stripe_side  Stripe's events and its answers to the service's calls
     service_run  what a run saw besides the database, and its daily samples
     ledger       Stripe's side of each world, measured the same way for both
-    measure      the service's figures, read from its stores after convergence
+    facts        what a run leaves to measure, read from its stores; merged across shards
+    measure      the service's figures, from the (merged) facts
+    shard, tasks `--workers N`: shards of the book on Celery workers, one scratch database
+                 each (`scratch`), merged into the single-process report
     report       the side-by-side report (dict, table, JSON)
     html, charts the HTML page with inline SVG charts
 
@@ -38,37 +41,51 @@ def simulate(
     service_seeds: int = 1,
     legacy_retry_days: tuple[float, ...] | None = None,
     reset: Callable[[], None] | None = None,
+    workers: int = 0,
 ) -> dict:
     """Generate the book, run legacy and service on it, return the report. With `seeds`
     above 1 the ablation runs on seeds seed..seed+seeds-1 and the real service on the first
-    `service_seeds` of them; `reset` empties the database between service runs."""
+    `service_seeds` of them; `reset` empties the database between service runs. With
+    `workers`, the service's runs are sharded over that many Celery shards (`shard`), and
+    this process's database is not used."""
     from simulation import ablation
+    from simulation.facts import collect, merge
     from simulation.fair import DEFINITIONS
     from simulation.generator import generate
     from simulation.legacy import legacy_report, run_legacy
     from simulation.measure import service_report
     from simulation.report import build_report
     from simulation.service import run_service
+    from simulation.shard import run_sharded
 
     seed_list = [seed + n for n in range(max(1, seeds))]
     service_seeds = max(1, min(service_seeds, len(seed_list)))
     report: dict = {}
-    per_seed, service_rows, seconds = [], [], {"simulate": 0.0, "converge": 0.0}
+    per_seed: list[dict] = []
+    service_rows: list[dict] = []
+    seconds: dict = {"simulate": 0.0, "converge": 0.0}
     for number, this_seed in enumerate(seed_list):
         book = generate(accounts=accounts, days=days, seed=this_seed, mix=mix)
         per_seed.append(ablation.ablate(book, legacy_retry_days))
         if number >= service_seeds:
             continue
-        if number and reset is not None:
+        if number and reset is not None and not workers:
             reset()
         if progress and len(seed_list) > 1:
             progress(f"seed {this_seed}: the service")
         legacy = legacy_report(book, run_legacy(book, legacy_retry_days))
-        run = run_service(book, progress=progress)
-        service = service_report(book, run)
+        if workers:
+            facts, run_seconds = run_sharded(book, workers, progress=progress)
+        else:
+            run = run_service(book, progress=progress)
+            # The same path as a sharded run's: one shard's facts, merged.
+            facts, run_seconds = merge([collect(book, run)]), run.seconds
+        service = service_report(book, facts)
         service_rows.append(ablation.figures(service))
-        for key, value in run.seconds.items():
-            seconds[key] = seconds.get(key, 0.0) + value
+        for key in ("simulate", "converge"):
+            seconds[key] += run_seconds[key]
+        if "shards" in run_seconds:  # each shard's own: database, run, convergence
+            seconds.setdefault("shards", []).extend(run_seconds["shards"])
         if number == 0:
             report = build_report(book, legacy, service)
     table = ablation.summarise(per_seed)

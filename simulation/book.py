@@ -106,7 +106,10 @@ class Book:
     mix: Mix
     accounts: tuple[AccountTruth, ...]
     outage: tuple[float, float]  # Account Management down from, until
-    delivery_seed: int  # drawn last from the same Random(seed): duplicates, delays, order
+    # Drawn last from the same Random(seed), and kept apart from the customers' draws so
+    # that delivery noise (duplicates, delays, order) never changes who does what; each
+    # account's noise is drawn from it and the account's index (`StripeSide.noise`).
+    delivery_seed: int
 
     @property
     def end(self) -> float:

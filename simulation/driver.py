@@ -48,9 +48,18 @@ STEP = 3600.0  # deliveries are batched per hour of simulated time
 
 
 class Driver(StripeSide):
-    def __init__(self, book: Book, *, progress: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        book: Book,
+        *,
+        progress: Callable[[str], None] | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
         super().__init__(book)
         self.progress = progress
+        # (index, count): this run takes the book's accounts whose index % count == index
+        # (`--workers`); (0, 1) is the whole book.
+        self.shard = shard
         self.client = Client()
         self.happenings: list[tuple[float, int, str, object]] = []
         self.now = 0.0
@@ -78,8 +87,8 @@ class Driver(StripeSide):
                 subscription=truth.subscription,
                 status_at=_ts(created),
             )
-            event = self.event("invoice.paid", obj, created)
-            heapq.heappush(self.queue, (0.0, next(self.order), event))
+            event = self.event(truth.index, "invoice.paid", obj, created)
+            heapq.heappush(self.queue, (0.0, next(self.order), truth.index, event))
 
     def on_charge(self, t: float, truth: AccountTruth, charge: Charge) -> None:
         if truth.index in self.cancelled:
@@ -137,10 +146,11 @@ class Driver(StripeSide):
         if spell.trouble.kind in ("hard", "fraud"):
             method = self.payment_method(truth.index)
             obj = samples.payment_method(id=method, customer=truth.customer, created=_ts(t))
-            self.send(self.event("payment_method.attached", obj, t), t)
+            self.send(truth.index, self.event(truth.index, "payment_method.attached", obj, t), t)
             obj = samples.customer(id=truth.customer, created=_ts(t), default_payment_method=method)
             previous = {"invoice_settings": {"default_payment_method": None}}
-            self.send(self.event("customer.updated", obj, t, previous), t)
+            event = self.event(truth.index, "customer.updated", obj, t, previous)
+            self.send(truth.index, event, t)
         if spell.trouble.kind in ("fraud", "auth"):
             # The customer comes back on-session and pays what is owed.
             for state in self.ledger.owed(truth.index):
@@ -170,12 +180,21 @@ class Driver(StripeSide):
 
     def deliver_until(self, t: float) -> None:
         """Deliver, at the clock's time (self.now), every event due by `t`."""
-        batch = []
+        by_account: dict[int, list[dict]] = {}
         while self.queue and self.queue[0][0] <= t:
-            batch.append(heapq.heappop(self.queue)[2])
-        if not batch:
+            _, _, account, event = heapq.heappop(self.queue)
+            by_account.setdefault(account, []).append(event)
+        if not by_account:
             return
-        self.rng.shuffle(batch)  # arrival order within the hour is anybody's guess
+        # Arrival order within the hour is anybody's guess: shuffled per account, from the
+        # account's own stream, and the accounts one after the other. Accounts share
+        # nothing in the service, so only the order within an account can matter, and it
+        # then does not depend on which other accounts are in the run (see `noise`).
+        batch = []
+        for account in sorted(by_account):
+            events = by_account[account]
+            self.noise(account).shuffle(events)
+            batch += events
         seen: set[str] = set()
         t = self.now
         for event in batch:
@@ -219,7 +238,8 @@ class Driver(StripeSide):
     def simulate(self) -> None:
         book = self.book
         end = book.end
-        for truth in book.accounts:
+        index, count = self.shard
+        for truth in book.accounts[index::count]:
             if truth.may_fail:
                 self.history(truth)
             for charge in truth.charges:

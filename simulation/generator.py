@@ -234,10 +234,3 @@ def generate(*, accounts: int, days: int, seed: int, mix: Mix | None = None) -> 
     book = tuple(draw_account(rng, mix, index, days, hard) for index in range(accounts))
     outage = (outage_start, max(outage_start, outage_end))
     return Book(seed, days, mix, book, outage, delivery_seed=rng.getrandbits(64))
-
-
-def delivery_rng(book: Book) -> random.Random:
-    """The stream for delivery noise (duplicates, delays, order): seeded by the last draw
-    of the book's Random(seed), and kept apart from the customers' draws so that delivery
-    noise never changes who does what."""
-    return random.Random(book.delivery_seed)

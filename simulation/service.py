@@ -99,15 +99,21 @@ def service_for_simulation(driver: Driver) -> Iterator[None]:
         driver.am.stop()
 
 
-def run_service(book: Book, *, progress: Callable[[str], None] | None = None) -> ServiceRun:
+def run_service(
+    book: Book,
+    *,
+    progress: Callable[[str], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> ServiceRun:
     """Run the book through the service in the current database, which must hold no
-    accounts or webhook events yet."""
+    accounts or webhook events yet; with `shard` (index, count), only the accounts whose
+    index % count == index (see `simulation.shard`)."""
     if Account.objects.exists() or WebhookEvent.objects.exists():
         raise SimulationError(
             "the database already holds accounts or webhook events; the simulation needs an "
             "empty one (manage.py simulate makes a scratch database of its own)"
         )
-    driver = Driver(book, progress=progress)
+    driver = Driver(book, progress=progress, shard=shard)
     with service_for_simulation(driver):
         TestClock.objects.update_or_create(pk=TestClock.SINGLETON, defaults={"now": START})
         started = time.perf_counter()

@@ -14,7 +14,11 @@ latest failure (`ServiceRun.charged_class_unknown`).
 
 import heapq
 import itertools
+import random
+from collections import Counter
 from dataclasses import fields
+
+from django.db.models import Q
 
 from billing_events import samples
 from billing_events.gateway import SIMULATED, PaymentResult, declined, failed, succeeded
@@ -22,7 +26,6 @@ from billing_events.models import PaymentAttempt
 from core import clock
 from dunning.models import OutboxItem
 from simulation.book import AccountTruth, Book, Charge, Spell
-from simulation.generator import delivery_rng
 from simulation.ledger import InvoiceState
 from simulation.service_run import START, ServiceRun, _ts, at, index_of
 
@@ -38,40 +41,59 @@ class StripeSide:
         self.mix = book.mix
         self.run = ServiceRun(book)
         self.ledger = self.run.ledger
-        self.rng = delivery_rng(book)
-        self.queue: list[tuple[float, int, dict]] = []
+        # Delivery noise (delays, duplicates, order) and event ids are drawn per account,
+        # never from one stream for the book: an account's deliveries then do not depend
+        # on which other accounts share the run, so a shard of the book (`--workers`) sees
+        # exactly what the whole book's run sees for it.
+        self._noise = random.Random()
+        self.noise_draws: Counter = Counter()
+        self.event_ids: Counter = Counter()
+        self.queue: list[tuple[float, int, int, dict]] = []  # (due, order, account, event)
         self.order = itertools.count()
-        self.event_ids = itertools.count(1)
         self.echoes: list[tuple[float, int, str, int, Spell | None]] = []
         self.cancelled: dict[int, float] = {}
-        self.last_cancel_pk = 0
-        self.last_revert_pk = 0
+        # Cancellations and reverts: the highest id looked at, and those still pending.
+        self.outbox_seen = 0
+        self.outbox_waiting: set[int] = set()
         # invoice -> time of its failed first attempt, while that is its latest failure
         # (a retry's decline comes back with its code in the gateway's answer).
         self.unanswered_failure: dict[str, float] = {}
 
     # --- Stripe's events ------------------------------------------------------------
 
-    def event(self, type: str, obj: dict, t: float, previous: dict | None = None) -> dict:
+    def noise(self, account: int) -> random.Random:
+        """The account's own stream of delivery noise, its n-th draw seeded by (the book's
+        delivery seed, account, n): one reseeded generator, not one per account (100,000
+        generators would hold 250 MB)."""
+        self.noise_draws[account] += 1
+        n = self.noise_draws[account]
+        self._noise.seed((self.book.delivery_seed * 1_000_003 + account) * 1_000_003 + n)
+        return self._noise
+
+    def event(
+        self, account: int, type: str, obj: dict, t: float, previous: dict | None = None
+    ) -> dict:
         self.run.events_created += 1
+        self.event_ids[account] += 1
         return samples.event(
             type,
             obj,
             created=_ts(t),
-            id=f"evt_sim{next(self.event_ids):010d}",
+            id=f"evt_sim{account:06d}n{self.event_ids[account]:05d}",
             previous_attributes=previous,
         )
 
-    def send(self, event: dict, t: float) -> None:
+    def send(self, account: int, event: dict, t: float) -> None:
         """Stripe delivers it soon, sometimes late (after later events), sometimes twice."""
-        delay = self.rng.uniform(1, 30)
-        if self.rng.random() < self.mix.delayed_rate:
-            delay = self.rng.triangular(60, 3 * 3600, 600)
+        rng = self.noise(account)
+        delay = rng.uniform(1, 30)
+        if rng.random() < self.mix.delayed_rate:
+            delay = rng.triangular(60, 3 * 3600, 600)
             self.run.delayed += 1
-        heapq.heappush(self.queue, (t + delay, next(self.order), event))
-        if self.rng.random() < self.mix.duplicate_rate:
-            again = t + delay + self.rng.uniform(5, 6 * 3600)
-            heapq.heappush(self.queue, (again, next(self.order), event))
+        heapq.heappush(self.queue, (t + delay, next(self.order), account, event))
+        if rng.random() < self.mix.duplicate_rate:
+            again = t + delay + rng.uniform(5, 6 * 3600)
+            heapq.heappush(self.queue, (again, next(self.order), account, event))
 
     def invoice_event(
         self, type: str, truth: AccountTruth, state: InvoiceState, t: float, **fields
@@ -88,7 +110,7 @@ class StripeSide:
             status_at=_ts(t),
             **fields,
         )
-        self.send(self.event(type, obj, t), t)
+        self.send(truth.index, self.event(truth.index, type, obj, t), t)
 
     def charge_event(
         self,
@@ -117,7 +139,8 @@ class StripeSide:
             payment_method=self.payment_method(truth.index),
             payment_intent=intent_id,
         )
-        self.send(self.event("charge.failed" if spell else "charge.succeeded", obj, t), t + delay)
+        kind = "charge.failed" if spell else "charge.succeeded"
+        self.send(truth.index, self.event(truth.index, kind, obj, t), t + delay)
         if intent_id and spell is not None:
             intent = samples.payment_intent_failed(
                 id=intent_id,
@@ -129,7 +152,8 @@ class StripeSide:
                 decline_code=spell.trouble.code,
             )
             intent["payment_method"] = self.payment_method(truth.index)
-            self.send(self.event("payment_intent.payment_failed", intent, t), t + delay)
+            event = self.event(truth.index, "payment_intent.payment_failed", intent, t)
+            self.send(truth.index, event, t + delay)
 
     def script_failure_lookup(
         self, truth: AccountTruth, state: InvoiceState, charge_id: str, spell: Spell
@@ -166,7 +190,7 @@ class StripeSide:
         obj = samples.subscription(
             id=truth.subscription, customer=truth.customer, created=_ts(t), status=status
         )
-        self.send(self.event(type, obj, t), t)
+        self.send(truth.index, self.event(truth.index, type, obj, t), t)
 
     def upgraded(self, truth: AccountTruth, charge: Charge, t: float) -> None:
         """The subscription change Stripe reports with the upgrade, with the items it had
@@ -180,7 +204,8 @@ class StripeSide:
             items=[(base, 1), (addon, 1)],
         )
         previous = {"items": samples.subscription_items(truth.subscription, [(base, 1)])}
-        self.send(self.event("customer.subscription.updated", obj, t, previous), t)
+        event = self.event(truth.index, "customer.subscription.updated", obj, t, previous)
+        self.send(truth.index, event, t)
 
     def payment_method(self, account: int) -> str:
         return f"pm_sim{account:06d}_{self.ledger.cards[account].generation}"
@@ -229,40 +254,39 @@ class StripeSide:
                 self.invoice_event("invoice.paid", truth, state, t, status="paid")
             else:
                 self.invoice_event("invoice.payment_failed", truth, state, t)
-        done = (
-            OutboxItem.objects.filter(
-                kind=OutboxItem.Kind.CANCEL_SUBSCRIPTION,
-                status=OutboxItem.Status.DONE,
-                pk__gt=self.last_cancel_pk,
-            )
-            .order_by("pk")
-            .values_list("pk", "account__stripe_customer_id", "completed_at")
-        )
-        for pk, customer, completed_at in done:
-            self.last_cancel_pk = pk
-            index = index_of(customer)
-            t = (completed_at - START).total_seconds()
-            self.cancelled.setdefault(index, t)
-            self.subscription_event(
-                "customer.subscription.deleted", self.book.accounts[index], t, "canceled"
-            )
-        self.echo_reverts()
+        self.echo_outbox()
 
-    def echo_reverts(self) -> None:
-        """Stripe's side of a reverted upgrade: its invoice voided, and the webhook for it."""
-        done = (
-            OutboxItem.objects.filter(
-                kind=OutboxItem.Kind.REVERT_UPGRADE,
-                status=OutboxItem.Status.DONE,
-                pk__gt=self.last_revert_pk,
+    def echo_outbox(self) -> None:
+        """Stripe's side of the cancellations and reverted upgrades the service completed
+        since the last look: the subscription deleted; the upgrade's invoice voided. One
+        query a stop, on the id index: the items created since the last look, and those
+        seen before still pending. Not an id high-water mark alone: an item deferred
+        behind another completes after items created later, and which ids those are
+        depends on the other accounts in the run (a shard would differ)."""
+        kinds = [OutboxItem.Kind.CANCEL_SUBSCRIPTION, OutboxItem.Kind.REVERT_UPGRADE]
+        rows = (
+            OutboxItem.objects.filter(kind__in=kinds)
+            .filter(Q(pk__gt=self.outbox_seen) | Q(pk__in=list(self.outbox_waiting)))
+            .values_list(
+                "pk", "kind", "status", "account__stripe_customer_id", "completed_at", "result"
             )
-            .order_by("pk")
-            .values_list("pk", "account__stripe_customer_id", "completed_at", "result")
         )
-        for pk, customer, completed_at, result in done:
-            self.last_revert_pk = pk
+        done = []
+        for pk, kind, status, customer, completed_at, result in rows:
+            self.outbox_seen = max(self.outbox_seen, pk)
+            if status == OutboxItem.Status.PENDING:
+                self.outbox_waiting.add(pk)
+                continue
+            self.outbox_waiting.discard(pk)
+            if status == OutboxItem.Status.DONE:
+                done.append((completed_at, pk, kind, customer, result))
+        for completed_at, _, kind, customer, result in sorted(done):
             truth = self.book.accounts[index_of(customer)]
             t = (completed_at - START).total_seconds()
+            if kind == OutboxItem.Kind.CANCEL_SUBSCRIPTION:
+                self.cancelled.setdefault(truth.index, t)
+                self.subscription_event("customer.subscription.deleted", truth, t, "canceled")
+                continue
             for invoice_id in result.get("voided", []):
                 state = self.ledger.invoices.get(invoice_id)
                 if state is not None and state.status in ("open", "uncollectible"):

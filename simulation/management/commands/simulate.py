@@ -4,13 +4,12 @@ By default the run gets a scratch database of its own, made like a test database
 the configured one (SQLite: `simulation.sqlite3` beside the configured file; PostgreSQL:
 `<name>_simulation` on the same server), migrated, and dropped afterwards (`--keep-db` keeps
 it for a look in the admin). The configured database is never written to. `--in-place`
-runs in the configured database instead, which must hold no accounts yet.
+runs in the configured database instead, which must hold no accounts yet. `--workers N`
+shards the service's run over Celery workers on the Redis broker (`simulation.shard`), each
+shard in a scratch database of its own next to its worker's; this process then writes to
+no database at all.
 """
 
-import time
-from pathlib import Path
-
-from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
@@ -18,15 +17,8 @@ from django.db import connection
 from simulation import simulate
 from simulation.mix import Mix, MixError, mix_table, parse_mix
 from simulation.report import format_table, write_json
+from simulation.scratch import scratch_database, scratch_name
 from simulation.service_run import SimulationError
-
-
-def scratch_name() -> str:
-    configured = settings.DATABASES["default"]
-    if connection.vendor == "sqlite":
-        base = Path(str(configured["NAME"]))
-        return str(base.with_name("simulation.sqlite3"))
-    return f"{configured['NAME']}_simulation"
 
 
 class Command(BaseCommand):
@@ -81,6 +73,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--keep-db", action="store_true", help="keep the scratch database afterwards"
         )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=0,
+            metavar="N",
+            help="shard the service's run over N Celery shards on the Redis broker (workers: "
+            "celery -A config worker -Q simulation -c 1), each in a scratch database of its "
+            "own; the report is the single-process one",
+        )
 
     def handle(self, *args, **options) -> None:
         try:
@@ -100,7 +101,9 @@ class Command(BaseCommand):
             raise CommandError("--legacy-retry-days takes days, e.g. 3,8,15,22") from error
         if options["service_seeds"] > 1 and options["in_place"]:
             raise CommandError("--service-seeds above 1 needs the scratch database")
-        if options["in_place"]:
+        if options["workers"] < 0 or (options["workers"] and options["in_place"]):
+            raise CommandError("--workers takes N >= 1, and runs in the shards' databases")
+        if options["in_place"] or options["workers"]:
             report = self._run(options, mix)
         else:
             report = self._run_in_scratch_database(options, mix)
@@ -133,6 +136,7 @@ class Command(BaseCommand):
                 seeds=options["seeds"],
                 service_seeds=options["service_seeds"],
                 legacy_retry_days=options["legacy_retry_days"] or None,
+                workers=options["workers"],
                 # Only ever the scratch database: --in-place runs one service seed.
                 reset=lambda: call_command("flush", interactive=False, verbosity=0),
             )
@@ -140,17 +144,5 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from error
 
     def _run_in_scratch_database(self, options: dict, mix: Mix) -> dict:
-        creation = connection.creation
-        original = connection.settings_dict["NAME"]
-        saved_test = dict(connection.settings_dict.get("TEST") or {})
-        connection.settings_dict.setdefault("TEST", {})["NAME"] = scratch_name()
-        started = time.perf_counter()
-        name = creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-        self.stderr.write(f"scratch database {name} ready in {time.perf_counter() - started:.1f} s")
-        try:
+        with scratch_database(scratch_name(), keep=options["keep_db"], say=self.stderr.write):
             return self._run(options, mix)
-        finally:
-            creation.destroy_test_db(original, verbosity=0, keepdb=options["keep_db"])
-            connection.settings_dict["TEST"] = saved_test
-            if options["keep_db"]:
-                self.stderr.write(f"kept the scratch database {name}")
