@@ -7,10 +7,10 @@ one-value facts as columns, each other store as a `json_agg` of its rows (keyed 
 column names, so rows are still read by name), the open case's id and the window of ended
 side effects worked out inside the statement.
 
-The lock is a statement of its own, sent in the same pipeline (one round trip with the
-transaction's BEGIN): under READ COMMITTED a statement reads the data as of its start, so a
-read that had to wait for the lock inside itself would not see what the holder committed.
-The read starts after the lock is held, as `snapshot_sql`'s later statements do.
+The lock is a statement of its own, sent in the same message: under READ COMMITTED a
+statement reads the data as of its start, so a read that had to wait for the lock inside
+itself would not see what the holder committed. The read starts after the lock is held, as
+`snapshot_sql`'s later statements do.
 """
 
 import re
@@ -193,15 +193,18 @@ def read_rows(
     ]
     with connection.cursor() as cursor:
         raw = connection.connection
-        prepared = raw in _prepared_on
-        # One round trip: the transaction's BEGIN, the lock and the read go out together.
-        with raw.pipeline():
-            if not prepared:
-                cursor.execute(PREPARE)
-            if lock:
-                cursor.execute(LOCK + account_lock_clause("a"), [account_id])
-            cursor.execute(EXECUTE, params)
-            found = cursor.fetchone()
+        statements = [] if raw in _prepared_on else [PREPARE]
+        if lock:
+            statements.append(LOCK + account_lock_clause("a"))
+            params.insert(0, account_id)
+        statements.append(EXECUTE)
+        # One message, one round trip (the simple query protocol runs each statement of it
+        # with a snapshot of its own). psycopg's pipeline mode took two more: a sync after
+        # the BEGIN it sends, and one at the end.
+        cursor.execute(";\n".join(statements), params)
+        for _ in statements[1:]:
+            cursor.nextset()
+        found = cursor.fetchone()
         _prepared_on.add(raw)
         if found is None:
             return None

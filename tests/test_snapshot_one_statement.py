@@ -130,7 +130,7 @@ def test_an_unknown_account_is_none_to_both_and_refused():
         )
 
 
-def test_the_read_is_one_statement_after_the_lock(stripe_sender, test_clock):
+def test_the_read_is_one_statement_after_the_lock_in_one_message(stripe_sender, test_clock):
     cus = Customer(id="cus_Ocount")
     fails(stripe_sender, cus)
     account_id = account_of(cus).pk
@@ -139,10 +139,11 @@ def test_the_read_is_one_statement_after_the_lock(stripe_sender, test_clock):
         lock_and_read(account_id=account_id, **read)  # prepares it on this connection
     with CaptureQueriesContext(connection) as captured, transaction.atomic():
         lock_and_read(account_id=account_id, **read)
-    sql = [q["sql"].split(None, 1) for q in captured.captured_queries]
-    sql = [(verb, rest) for verb, rest in sql if verb not in ("SAVEPOINT", "RELEASE")]
-    assert [verb for verb, _ in sql] == ["SELECT", "EXECUTE"]
-    assert "FOR UPDATE" in sql[0][1]
+    sql = [q["sql"] for q in captured.captured_queries]
+    [sent] = [s for s in sql if not s.startswith(("SAVEPOINT", "RELEASE"))]
+    lock, read = sent.split(";\n")
+    assert lock.startswith("SELECT") and lock.endswith("FOR UPDATE OF a")
+    assert read.startswith(f"EXECUTE {snapshot_pg.PREPARED} (")
 
 
 @pytest.mark.django_db(transaction=True)
