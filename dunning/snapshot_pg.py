@@ -13,6 +13,7 @@ itself would not see what the holder committed. The read starts after the lock i
 `snapshot_sql`'s later statements do.
 """
 
+import json
 import re
 import weakref
 from datetime import datetime, timedelta
@@ -111,14 +112,15 @@ inv AS (
     {WENT_THROUGH_DUNNING}
     OR ci.case_id = (SELECT pk FROM kase)
     OR i.stripe_invoice_id = k.hint))
-SELECT {ACCOUNT_COLUMNS},
+SELECT row_to_json(h)::text FROM (SELECT {ACCOUNT_COLUMNS},
   (SELECT row_to_json(kase) FROM kase) AS kase,
   (SELECT json_agg(inv ORDER BY inv.pk) FROM inv) AS invoices,
   {ATTEMPTS} AS attempts, {PENDING} AS pending, {ENDED} AS ended,
   {CARD_HISTORY} AS card_history, {SUBSCRIPTIONS} AS subscriptions,
   {RESTRICTIONS} AS restrictions, {NOTICES} AS notices
-FROM {_t(Account)} a, k WHERE a.id = k.account"""
+FROM {_t(Account)} a, k WHERE a.id = k.account) h"""
 
+HEAD_TIMES = ("payment_method_updated_at", "card_expiring_at")
 INVOICE_TIMES = ("payment_failed_at", "finalized_at", "stripe_created", "updated_at")
 PENDING_TIMES = ("next_attempt_at", "claimed_until", "created_at")
 
@@ -208,7 +210,9 @@ def read_rows(
         _prepared_on.add(raw)
         if found is None:
             return None
-        head = dict(zip([column[0] for column in cursor.description], found, strict=True))
+        # The whole row as one json text, one json.loads: psycopg's cursor.description
+        # alone cost 160 µs for the row's 24 columns, more than decoding all of it.
+        head = _times(json.loads(found[0]), HEAD_TIMES)
     case = head.pop("kase")
     rows = AccountRows(head=head, case=_case(_times(case, CASE_TIMES)) if case else None)
     rows.invoices = [_invoice(_times(row, INVOICE_TIMES)) for row in head.pop("invoices") or ()]
