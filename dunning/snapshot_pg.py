@@ -145,6 +145,13 @@ EXECUTE = f"EXECUTE {PREPARED} ({', '.join(['%s'] * len(_TYPES.split(',')))})"
 _prepared_on: weakref.WeakSet = weakref.WeakSet()  # the psycopg connections holding it
 
 
+def _may_prepare() -> bool:
+    """Not behind a transaction-pooling bouncer, which may run each transaction on another
+    server session (one without the statement): Django's own flag for such a deployment,
+    DISABLE_SERVER_SIDE_CURSORS, turns preparing off, and READ is sent (and planned) whole."""
+    return not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
+
+
 def lock_and_read(
     *,
     account_id: int,
@@ -195,11 +202,12 @@ def read_rows(
     ]
     with connection.cursor() as cursor:
         raw = connection.connection
-        statements = [] if raw in _prepared_on else [PREPARE]
+        prepared = _may_prepare()
+        statements = [] if not prepared or raw in _prepared_on else [PREPARE]
         if lock:
             statements.append(LOCK + account_lock_clause("a"))
             params.insert(0, account_id)
-        statements.append(EXECUTE)
+        statements.append(EXECUTE if prepared else READ)
         # One message, one round trip (the simple query protocol runs each statement of it
         # with a snapshot of its own). psycopg's pipeline mode took two more: a sync after
         # the BEGIN it sends, and one at the end.
@@ -207,7 +215,8 @@ def read_rows(
         for _ in statements[1:]:
             cursor.nextset()
         found = cursor.fetchone()
-        _prepared_on.add(raw)
+        if prepared:
+            _prepared_on.add(raw)
         if found is None:
             return None
         # The whole row as one json text, one json.loads: psycopg's cursor.description

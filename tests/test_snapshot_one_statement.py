@@ -124,6 +124,20 @@ def test_every_kind_of_account_reads_the_same_in_one_statement(stripe_sender, te
     assert any("canceled" in s.subscription_status.values() for s in snapshots)
 
 
+def test_behind_a_transaction_pooler_the_statement_is_sent_whole(
+    stripe_sender, test_clock, monkeypatch
+):
+    cus = Customer(id="cus_Opooled")
+    fails(stripe_sender, cus)
+    account_id = account_of(cus).pk
+    prepared = both_reads(account_id)[0]
+    monkeypatch.setitem(connection.settings_dict, "DISABLE_SERVER_SIDE_CURSORS", True)
+    with CaptureQueriesContext(connection) as captured:
+        whole, ten = both_reads(account_id)
+    assert whole == prepared == ten
+    assert not any("EXECUTE" in q["sql"] or "PREPARE" in q["sql"] for q in captured)
+
+
 def test_an_unknown_account_is_none_to_both_and_refused():
     assert both_reads(987_654_321) == [None, None]
     with transaction.atomic(), pytest.raises(Account.DoesNotExist):
