@@ -60,23 +60,20 @@ def both_reads(account_id: int, *, hint: str = "", lock: bool = True, windows=WI
 
 
 def assert_same_for_every_trigger(account_ids) -> list:
-    """Both readers agree for each account, each window, with and without the lock, and
-    for every invoice the trigger could name (a resolved case's one reads that case)."""
+    """Both readers agree for each account: for every invoice the trigger could name (a
+    resolved case's one reads that case), and without one for each window, with and
+    without the lock."""
     seen = []
     for account_id in account_ids:
-        hints = [
-            "",
-            "in_nobody",
-            *Invoice.objects.filter(account_id=account_id).values_list(
-                "stripe_invoice_id", flat=True
-            ),
-        ]
-        for hint in hints:
-            for windows in WINDOWS:
-                for lock in (True, False):
-                    one, ten = both_reads(account_id, hint=hint, lock=lock, windows=windows)
-                    assert one == ten, (account_id, hint, windows, lock)
-                    seen.append(one)
+        named = Invoice.objects.filter(account_id=account_id).values_list(
+            "stripe_invoice_id", flat=True
+        )
+        reads = [{"hint": hint} for hint in ("in_nobody", *named)]
+        reads += [{"windows": w, "lock": lock} for w in WINDOWS for lock in (True, False)]
+        for read in reads:
+            one, ten = both_reads(account_id, **read)
+            assert one == ten, (account_id, read)
+            seen.append(one)
     return seen
 
 
@@ -208,7 +205,7 @@ story_number = iter(range(10**6))
 
 
 @settings(
-    max_examples=30,
+    max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
