@@ -143,6 +143,18 @@ _numbered = iter(range(1, 100))
 PREPARE = f"PREPARE {PREPARED} ({_TYPES}) AS " + re.sub("%s", lambda _: f"${next(_numbered)}", READ)
 EXECUTE = f"EXECUTE {PREPARED} ({', '.join(['%s'] * len(_TYPES.split(',')))})"
 _prepared_on: weakref.WeakSet = weakref.WeakSet()  # the psycopg connections holding it
+_unsure: weakref.WeakSet = weakref.WeakSet()  # a message with the PREPARE failed on these
+
+
+def _holds_it(cursor, raw) -> bool:
+    """Whether this session holds the prepared READ. After a failed message that carried
+    the PREPARE (a lock timeout, say), only the server knows: asked once, a round trip."""
+    if raw in _unsure:
+        cursor.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [PREPARED])
+        if cursor.fetchone() is not None:
+            _prepared_on.add(raw)
+        _unsure.discard(raw)
+    return raw in _prepared_on
 
 
 def _may_prepare() -> bool:
@@ -203,7 +215,7 @@ def read_rows(
     with connection.cursor() as cursor:
         raw = connection.connection
         prepared = _may_prepare()
-        statements = [] if not prepared or raw in _prepared_on else [PREPARE]
+        statements = [] if not prepared or _holds_it(cursor, raw) else [PREPARE]
         if lock:
             statements.append(LOCK + account_lock_clause("a"))
             params.insert(0, account_id)
@@ -211,12 +223,17 @@ def read_rows(
         # One message, one round trip (the simple query protocol runs each statement of it
         # with a snapshot of its own). psycopg's pipeline mode took two more: a sync after
         # the BEGIN it sends, and one at the end.
-        cursor.execute(";\n".join(statements), params)
+        try:
+            cursor.execute(";\n".join(statements), params)
+        except Exception:
+            if statements[0] is PREPARE:
+                _unsure.add(raw)  # the PREPARE may have run before what failed
+            raise
+        if prepared:
+            _prepared_on.add(raw)
         for _ in statements[1:]:
             cursor.nextset()
         found = cursor.fetchone()
-        if prepared:
-            _prepared_on.add(raw)
         if found is None:
             return None
         # The whole row as one json text, one json.loads: psycopg's cursor.description

@@ -6,7 +6,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -193,6 +193,46 @@ def test_a_read_that_waited_for_the_lock_sees_what_the_holder_committed(stripe_s
     thread.join(10)
     [snapshot] = seen
     assert snapshot.case.pause_reason == "set by the holder"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_first_read_that_failed_after_preparing_leaves_the_connection_usable(
+    stripe_sender, test_clock
+):
+    """The PREPARE outlives a failed message (it is not transactional): the next read on that
+    connection must neither prepare it again nor take it as missing."""
+    cus = Customer(id="cus_Otimeout")
+    fails(stripe_sender, cus)
+    account_id = account_of(cus).pk
+    read = {"now": clock.now(), "card_window": timedelta(days=30), "memory": timedelta(days=90)}
+    outcome, held, release = [], threading.Event(), threading.Event()
+
+    def holder() -> None:
+        try:
+            with transaction.atomic():
+                Account.objects.select_for_update().get(pk=account_id)
+                held.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    connection.close()  # a new session: its first read carries the PREPARE
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '100ms'")
+            lock_and_read(account_id=account_id, **read)
+    except OperationalError:
+        outcome.append("timed out")
+    release.set()
+    thread.join(10)
+    for _ in range(2):
+        with transaction.atomic():
+            outcome.append(lock_and_read(account_id=account_id, **read)[1].account_id)
+    assert outcome == ["timed out", account_id, account_id]
 
 
 # Generated stories: any few steps, in any order, on two customers, the clock walking.
