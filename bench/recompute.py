@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Benchmark: an empty-diff dunning recompute vs a bare SQL lock-and-update, on PostgreSQL.
 
-    .venv/bin/python bench/recompute.py [--accounts N] [--rounds R]
+    .venv/bin/python bench/recompute.py [--accounts N] [--rounds R] [--database NAME]
 
-1. Its own database `bench_retries_recompute` (created, migrated, emptied), the rollout
+1. Its own database `bench_retries_recompute` (created, migrated, emptied; `--database`
+   names another, so two runs side by side do not empty each other's), the rollout
    gate at stage 100 (enforcement for every account: the path production runs, not the
    fresh install's shadow mode).
 2. N accounts with a short history (one renewal in dunning, delivered as Stripe events
@@ -36,7 +37,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common, processes
 
+# Read before Django is set up (the database is chosen then), so not through argparse.
 DB_NAME = "bench_retries_recompute"
+for _n, _arg in enumerate(sys.argv):
+    if _arg == "--database" and _n + 1 < len(sys.argv):
+        DB_NAME = sys.argv[_n + 1]
 GOAL, FLOOR = 2.0, 2.5
 PAID_INVOICES = 199
 DAY, WEEK = 86400, 7 * 86400
@@ -181,6 +186,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--accounts", type=int, default=80, help="accounts per history kind")
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds (plus a warm-up)")
+    parser.add_argument("--database", default=DB_NAME, help="the bench's own database")
     args = parser.parse_args()
     prepare_database(DB_NAME, common.ADMIN_DSN)
     ids = build(args.accounts)

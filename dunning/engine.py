@@ -26,7 +26,7 @@ from dunning.policy import Policy
 from dunning.policy_shadow import shadow_candidate
 from dunning.policy_versions import cached_active, candidate_for, paid_count_cap, policy_for
 from dunning.snapshot import Snapshot
-from dunning.snapshot_sql import lock_and_read
+from dunning.snapshot_pg import lock_and_read
 from dunning.triggers import Trigger
 
 

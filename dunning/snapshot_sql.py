@@ -167,18 +167,60 @@ def lock_and_read(
     lock: bool = True,
     paid_enough: int = SeverityRules.good_payer_min_paid,
 ) -> tuple[Account, Snapshot]:
-    """Lock the account row (`core.locks`) and read its snapshot. Call inside
-    a transaction. `lock=False` reads without the lock (the drift detector's preview).
-    Paid invoices are counted up to `paid_enough` (the good-payer threshold).
+    """Lock the account row (`core.locks`) and read its snapshot in the ten statements.
+    Call inside a transaction. `lock=False` reads without the lock (the drift detector's
+    preview). Paid invoices are counted up to `paid_enough` (the good-payer threshold).
+    The engine reads through `snapshot_pg.lock_and_read` (one statement on PostgreSQL).
     Raises Account.DoesNotExist for an unknown account."""
+    rows = read_rows_in_ten(
+        account_id=account_id,
+        now=now,
+        card_window=card_window,
+        memory=memory,
+        lookup_window=lookup_window,
+        invoice_hint=invoice_hint,
+        lock=lock,
+        paid_enough=paid_enough,
+    )
+    return as_snapshot(account_id, rows, now=now, memory=memory)
+
+
+def as_snapshot(
+    account_id: int, rows: AccountRows | None, *, now: datetime, memory: timedelta
+) -> tuple[Account, Snapshot]:
+    """The account and its snapshot from a reader's rows (None: no such account)."""
+    if rows is None:
+        raise Account.DoesNotExist(f"no account {account_id}")
+    head = rows.head
+    account = Account(
+        pk=account_id,
+        stripe_customer_id=head["stripe_customer_id"],
+        payment_method_updated_at=aware(head["payment_method_updated_at"]),
+        default_payment_method=head["default_payment_method"],
+    )
+    return account, assemble(account_id, rows, now=now, memory=memory)
+
+
+def read_rows_in_ten(
+    *,
+    account_id: int,
+    now: datetime,
+    card_window: timedelta,
+    memory: timedelta,
+    lookup_window: timedelta,
+    invoice_hint: str,
+    lock: bool,
+    paid_enough: int,
+) -> AccountRows | None:
+    """The account's rows in the ten statements, the first locking the account row with
+    `lock`; None without an account."""
     lock_sql = account_lock_clause("a") if lock else ""
     with connection.cursor() as cursor:
         cursor.execute(ACCOUNT + lock_sql, [paid_enough, _param(now - memory), account_id])
         found = _named(cursor)
         if not found:
-            raise Account.DoesNotExist(f"no account {account_id}")
-        head = found[0]
-        rows = AccountRows(head=head)
+            return None
+        rows = AccountRows(head=found[0])
 
         cursor.execute(OPEN_CASE, [account_id])
         cases = _named(cursor)
@@ -208,10 +250,4 @@ def lock_and_read(
         rows.restrictions = _named(cursor)
         cursor.execute(NOTICES, [account_id, case.pk if case else -1, _param(now - NOTICE_MEMORY)])
         rows.notices = _named(cursor)
-    account = Account(
-        pk=account_id,
-        stripe_customer_id=head["stripe_customer_id"],
-        payment_method_updated_at=aware(head["payment_method_updated_at"]),
-        default_payment_method=head["default_payment_method"],
-    )
-    return account, assemble(account_id, rows, now=now, memory=memory)
+    return rows

@@ -11,7 +11,7 @@ from django.db.transaction import TransactionManagementError
 from billing_events.models import Account
 from core import clock
 from core.locks import lock_account
-from dunning.snapshot_sql import lock_and_read
+from dunning.snapshot_pg import lock_and_read
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from billing_events.models import Account, Invoice
 from billing_events.scenarios import StripeCustomer
 from core import clock
-from dunning import policy_versions
+from dunning import policy_versions, snapshot_pg
 from dunning.compute import compute
 from dunning.engine import read_snapshot, read_with_policy
 from dunning.policy import current_policy
@@ -103,8 +103,17 @@ def test_the_paid_count_statement_reads_no_further_than_the_threshold(stripe_sen
     with CaptureQueriesContext(connection) as captured:
         snapshot_of(account_id)
 
-    [head] = [q["sql"] for q in captured.captured_queries if "AS paid" in q["sql"]]
-    assert "LIMIT 6" in head
+    sql = [q["sql"] for q in captured.captured_queries]
+    if connection.vendor == "postgresql":
+        # One prepared statement (`snapshot_pg`): the cap is its sixth parameter.
+        assert "LIMIT $6) p) AS paid" in snapshot_pg.PREPARE
+        [execute] = [
+            s.partition(f"EXECUTE {snapshot_pg.PREPARED}")[2] for s in sql if "EXECUTE" in s
+        ]
+        assert execute.split("(", 1)[1].split(", ")[5] == "6"
+    else:
+        [head] = [s for s in sql if "AS paid" in s]
+        assert "LIMIT 6" in head
 
 
 def test_a_version_with_a_higher_threshold_still_sees_a_full_count(stripe_sender, test_clock):

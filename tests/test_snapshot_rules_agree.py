@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from billing_events.models import Account, Invoice, PaymentAttempt
 from dunning.in_dunning import went_through_dunning
 from dunning.snapshot import InvoiceView
-from dunning.snapshot_sql import lock_and_read
+from dunning.snapshot_pg import lock_and_read
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
