@@ -7,6 +7,7 @@ exactly the history the simulator stored. The backtests run in module fixtures, 
 test's transaction: making a scratch database switches the connection.
 """
 
+import copy
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -15,13 +16,15 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
+from billing_events import samples
 from billing_events.models import Account, WebhookEvent
 from dunning import models as dunning_models
 from dunning.models import OutboxItem, PolicyVersion, SupportAction
 from dunning.policy import current_policy
 from dunning.policy_document import policy_to_document
 from simulation.backtest.gateway import CLASS_RATE, HISTORY, Answer, answer
-from simulation.backtest.history import Charge
+from simulation.backtest.history import Charge, StoredEvent
+from simulation.backtest.independent import customer_and_signal
 from simulation.backtest.outcomes import AccountOutcome
 from simulation.backtest.report import per_rung
 from simulation.generator import generate
@@ -50,14 +53,19 @@ def history(django_db_setup, django_db_blocker):
         _clean()
 
 
-def _backtest(django_db_blocker, tmp_path, document: dict, name: str) -> dict:
+def _backtest(django_db_blocker, tmp_path, document: dict, name: str, **options) -> dict:
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(document))
     report = tmp_path / f"{name}-report.json"
     html = tmp_path / f"{name}-report.html"
     with django_db_blocker.unblock():
         call_command(
-            "backtest", policy=str(path), since=SINCE, json_path=str(report), html_path=str(html)
+            "backtest",
+            policy=str(path),
+            since=SINCE,
+            json_path=str(report),
+            html_path=str(html),
+            **options,
         )
     return json.loads(report.read_text())
 
@@ -104,9 +112,63 @@ def test_the_active_replay_makes_the_retries_the_history_made(same, django_db_bl
 
 @pytest.fixture(scope="module")
 def one_retry(history, django_db_blocker, module_tmp) -> dict:
+    return _backtest(django_db_blocker, module_tmp, _one_retry_document(), "one-retry")
+
+
+def _one_retry_document() -> dict:
     document = _document()
     document["retries"]["schedules_days"]["soft"] = [1]
-    return _backtest(django_db_blocker, module_tmp, document, "one-retry")
+    return document
+
+
+@pytest.fixture(scope="module")
+def one_retry_one_process(history, django_db_blocker, module_tmp) -> dict:
+    return _backtest(django_db_blocker, module_tmp, _one_retry_document(), "seq", jobs=1)
+
+
+@pytest.fixture(scope="module")
+def one_retry_every_account(history, django_db_blocker, module_tmp) -> dict:
+    return _backtest(
+        django_db_blocker, module_tmp, _one_retry_document(), "every", every_account=True
+    )
+
+
+def _same_candidate(report: dict) -> dict:
+    """The report, a copy, without the candidate document's file name (one per run)."""
+    report = copy.deepcopy(report)
+    assert report["policies"].pop("candidate").endswith(".json")
+    return report
+
+
+def test_the_two_replays_at_once_report_what_one_after_the_other_does(
+    one_retry, one_retry_one_process
+):
+    assert one_retry["changed"]["accounts"] > 0
+    assert _same_candidate(one_retry) == _same_candidate(one_retry_one_process)
+
+
+def test_leaving_out_the_accounts_no_policy_can_change_changes_no_figure(
+    one_retry, one_retry_every_account, django_db_blocker
+):
+    """The shortcut leaves accounts and events out of both replays and the report is the
+    same, account by account, explanations included; only the event counts say so."""
+    fast, full = _same_candidate(one_retry), _same_candidate(one_retry_every_account)
+    left_out = fast.pop("events").pop("left_out_no_policy_can_change")
+    everything = full.pop("events")
+    assert everything.pop("left_out_no_policy_can_change") == {"accounts": 0, "events": 0}
+    assert left_out["accounts"] > 0 and left_out["events"] > 0
+    with django_db_blocker.unblock():
+        accounts = Account.objects.count()
+    assert left_out["accounts"] < accounts
+    assert fast["totals"]["active"]["accounts"] == accounts
+    assert everything["replayed"] == one_retry["events"]["replayed"] + left_out["events"]
+    assert everything["stored"] == one_retry["events"]["stored"]
+    for side in ("active", "candidate"):
+        posted = full["replays"][side].pop("events_posted")
+        assert fast["replays"][side].pop("events_posted") == posted - left_out["events"]
+        full["replays"][side].pop("answers_by_status")
+        fast["replays"][side].pop("answers_by_status")
+    assert fast == full
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +324,46 @@ def test_a_rung_counts_every_account_that_reached_it_or_beyond(highest, expected
         f"cus_{n}": AccountOutcome(f"cus_{n}", highest_rung=h) for n, h in enumerate(highest)
     }
     assert per_rung(outcomes) == expected
+
+
+# Which stored events could put an account's invoice through dunning ---------------------
+
+TS = int(T0.timestamp())
+
+
+def _stored(type_: str, obj: dict) -> StoredEvent:
+    body = json.dumps(samples.event(type_, obj, created=TS))
+    return StoredEvent(f"evt_{type_}", type_, T0, T0, body)
+
+
+def _invoice(**fields) -> dict:
+    return samples.invoice(id="in_1", customer="cus_1", created=TS, **fields)
+
+
+@pytest.mark.parametrize(
+    ("type_", "obj", "could"),
+    [
+        ("invoice.paid", _invoice(status="paid", attempt_count=1), False),
+        ("invoice.finalized", _invoice(status="open", attempt_count=0), False),
+        ("invoice.paid", _invoice(status="paid", attempt_count=2), True),
+        ("invoice.updated", _invoice(status="open", attempt_count=1), True),
+        ("invoice.payment_failed", _invoice(status="open", attempt_count=1), True),
+        ("invoice.marked_uncollectible", _invoice(status="uncollectible", attempt_count=0), True),
+        ("invoice.voided", _invoice(status="void", attempt_count=3), True),
+        ("charge.failed", samples.charge(id="ch_1", customer="cus_1", created=TS), True),
+        (
+            "charge.succeeded",
+            samples.charge(id="ch_1", customer="cus_1", created=TS, status="succeeded"),
+            False,
+        ),
+        ("customer.updated", samples.customer(id="cus_1", created=TS), False),
+    ],
+)
+def test_an_account_is_left_out_only_when_no_event_could_open_a_case(type_, obj, could):
+    assert customer_and_signal(_stored(type_, obj)) == ("cus_1", could)
+
+
+def test_an_event_about_no_customer_is_always_replayed():
+    obj = samples.charge(id="ch_1", customer="cus_1", created=TS, status="succeeded")
+    obj["customer"] = None
+    assert customer_and_signal(_stored("charge.succeeded", obj)) == ("", True)

@@ -54,10 +54,15 @@ class History:
     retry_rate: dict[str, float] = field(default_factory=dict)  # decline class -> rate
     # invoice -> what Stripe's API answers about its first failed attempt
     lookups: dict[str, FailureLookup] = field(default_factory=dict)
+    # Every stored event of the window, those left out included (read, never replayed).
+    stored: list[StoredEvent] = field(default_factory=list, repr=False)
+    # Left out of both replays: no policy can change their outcome (`independent`).
+    independent_accounts: list[str] = field(default_factory=list)
+    independent_events: int = 0
 
     @property
     def events(self) -> int:
-        return len(self.replayed) + self.caused_by_service
+        return len(self.replayed) + self.caused_by_service + self.independent_events
 
 
 def _object(body: str) -> dict:
@@ -88,6 +93,7 @@ def read_history(*, since: datetime, until: datetime | None, policy: Policy) -> 
         charges=charges,
         retry_rate=retry_rates(charges, policy),
         lookups=failure_lookups(since=since, until=until),
+        stored=stored,
     )
 
 

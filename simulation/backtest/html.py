@@ -7,7 +7,7 @@ from html import escape
 from pathlib import Path
 
 from simulation.backtest.outcomes import RANK
-from simulation.backtest.report import SIDES
+from simulation.backtest.report import SIDES, left_out_text
 from simulation.html import STYLE
 
 EXTRA_STYLE = """
@@ -153,7 +153,8 @@ in a scratch database: once under the active policy, once under the candidate.</
 <li><b>candidate</b>: {_text(policies["candidate"])}</li></ul>
 <p>Stored events {_text(events["stored"])}: replayed {_text(events["replayed"])}; left out as
 caused by the service's own actions {_text(events["left_out_caused_by_the_service"])} (each replay
-makes its own).</p>
+makes its own). Left out of both replays: {_text(left_out_text(events))}, their outcome
+filled in as nothing happened.</p>
 <h2>Totals</h2>{totals_table(report)}
 <h2>Accounts reaching each rung</h2>
 <p class="muted">Accounts whose highest rung was at or above it.</p>{rungs_table(report)}

@@ -7,6 +7,11 @@ simulated gateway answering retries through a `HistoryGateway`. The clock walks 
 moment to the next that matters (a stored event's received_at, an answer Stripe owes, a
 review or side effect due, midnight UTC for the daily count of restrictions), and at each
 the due events are posted, signed, to `/webhooks/stripe/` in their stored order.
+
+The walk moves the test clock itself, as `test_clock.advance` would (the same moments, the
+same work at each, in the same order: the report is the same to the byte), but holds it
+in memory and finds the next due moment in one statement; a replay is the only process on
+its scratch database, and commits there need not wait for the disk.
 """
 
 import heapq
@@ -14,19 +19,22 @@ import itertools
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Min
+from django.db.models import Subquery
 from django.test import Client
 from django.test.utils import override_settings
 
 from billing_events.gateway import SIMULATED
+from billing_events.models import WebhookEvent
 from billing_events.signature import sign_header
 from config.celery import app as celery_app
 from core import clock
 from dunning import outbox, policy_versions, test_clock
+from dunning.apps import stored_test_clock
 from dunning.intake import processing
 from dunning.models import OPEN_STATES, DunningCase, OutboxItem, TestClock
 from dunning.policy_document import policy_from_document
@@ -35,7 +43,7 @@ from simulation.backtest.echo import Echoes
 from simulation.backtest.gateway import HistoryGateway
 from simulation.backtest.history import History, decline_class
 from simulation.backtest.outcomes import AccountOutcome, collect
-from simulation.service import _quiet
+from simulation.service import _no_flush_per_commit, _quiet
 
 SECRET = "whsec_backtest_only"
 DAY = timedelta(days=1)
@@ -48,6 +56,19 @@ class Replay:
     events_posted: int = 0
     seconds: float = 0.0
     statuses: Counter = field(default_factory=Counter)
+
+
+@contextmanager
+def clock_in_memory(reader: Callable[[], datetime]) -> Iterator[None]:
+    """The service reads the test clock from the walk instead of from its row. The row
+    is there so that web, worker and beat agree; a replay is one process, and reading the
+    row at every `clock.now()` was a sixth of a replay's time. The walk is the clock's only
+    mover, and it writes the row at the end."""
+    clock.read_test_clock_with(reader)
+    try:
+        yield
+    finally:
+        clock.read_test_clock_with(stored_test_clock)
 
 
 def install(document: dict, *, reason: str) -> None:
@@ -90,19 +111,21 @@ def replay(
             EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
         ),
         _quiet(),
+        _no_flush_per_commit(),
     ):
         celery_app.conf.task_always_eager = True
         SIMULATED.reset()
         SIMULATED.decide = gateway.decide
         for invoice_id, lookup in history.lookups.items():
             SIMULATED.script_failure(invoice_id, lookup)
+        walk = _Walk(history, gateway, start=start, end=end, progress=progress)
         try:
             TestClock.objects.update_or_create(pk=TestClock.SINGLETON, defaults={"now": start})
-            install(document, reason=f"backtest: the {label} policy")
-            started = time.perf_counter()
-            walk = _Walk(history, gateway, start=start, end=end, progress=progress)
-            walk.run()
-            seconds = time.perf_counter() - started
+            with clock_in_memory(lambda: walk.now):
+                install(document, reason=f"backtest: the {label} policy")
+                started = time.perf_counter()
+                walk.run()
+                seconds = time.perf_counter() - started
         finally:
             SIMULATED.decide, celery_app.conf.task_always_eager = saved
             SIMULATED.reset()
@@ -157,12 +180,30 @@ class _Walk:
             processing.sweep()
             outbox.drain()
             self._collect_echoes()
+        TestClock.objects.filter(pk=TestClock.SINGLETON).update(now=self.now)
 
     def _advance(self, to: datetime) -> None:
-        if to > self.now:
-            test_clock.advance(to=to)
-            self.now = to
-            self._collect_echoes()
+        """What `test_clock.advance(to=to)` runs, in the same order (what is due now, each
+        due moment on the way, then `to`), without what it does for other processes (there
+        are none here: its advisory lock, the wait for items workers hold) and with the
+        clock held in memory (`clock_in_memory`) instead of written at every moment. That
+        overhead was about a third of a replay's time (profiled on 300 accounts)."""
+        if to <= self.now:
+            return
+        # No worker holds an item here; a lease left on one is given back, as advance does.
+        OutboxItem.objects.filter(
+            status=OutboxItem.Status.PENDING, claimed_until__isnull=False
+        ).update(claimed_until=None)
+        self._run_due()
+        while (due := self._next_due(events=True)) is not None and due <= to:
+            self.now = due
+            self._run_due()
+        self.now = to
+        self._run_due()
+        self._collect_echoes()
+
+    def _run_due(self) -> None:
+        test_clock.run_due(test_clock.AdvanceReport(previous=self.now, now=self.now))
 
     def _collect_echoes(self) -> None:
         answered, self.gateway.answered = self.gateway.answered, []
@@ -183,15 +224,37 @@ class _Walk:
         self.posted += 1
         self.statuses[response.status_code] += 1
 
-    def _next_due(self) -> datetime | None:
-        review = DunningCase.objects.filter(
-            state__in=OPEN_STATES, next_review_at__gt=self.now
-        ).aggregate(at=Min("next_review_at"))["at"]
-        item = OutboxItem.objects.filter(
-            status=OutboxItem.Status.PENDING, next_attempt_at__gt=self.now
-        ).aggregate(at=Min("next_attempt_at"))["at"]
-        due = [moment for moment in (review, item) if moment]
-        return min(due) if due else None
+    def _next_due(self, *, events: bool = False) -> datetime | None:
+        """The next moment after now that a review or a side effect falls due (and with
+        `events`, an event's processing: `test_clock.advance` walks through those too), in
+        one statement."""
+        due = {
+            "review": _first(
+                DunningCase.objects.filter(state__in=OPEN_STATES, next_review_at__gt=self.now),
+                "next_review_at",
+            ),
+            "item": _first(
+                OutboxItem.objects.filter(
+                    status=OutboxItem.Status.PENDING, next_attempt_at__gt=self.now
+                ),
+                "next_attempt_at",
+            ),
+        }
+        if events:
+            due["event"] = _first(
+                WebhookEvent.objects.filter(
+                    status__in=processing.PENDING, next_attempt_at__gt=self.now
+                ),
+                "next_attempt_at",
+            )
+        row = (
+            TestClock.objects.filter(pk=TestClock.SINGLETON)
+            .annotate(**due)
+            .values_list(*due)
+            .first()
+        )
+        moments = [moment for moment in row or () if moment]
+        return min(moments) if moments else None
 
     def _count_restrictions(self) -> None:
         codes: dict[str, set[str]] = defaultdict(set)
@@ -202,6 +265,10 @@ class _Walk:
         for customer, held in codes.items():
             self.restricted_days[customer] += 1
             self.core_days[customer] += "core_access" in held
+
+
+def _first(rows, field: str) -> Subquery:
+    return Subquery(rows.order_by(field).values(field)[:1])
 
 
 def _bytes(event: dict) -> bytes:

@@ -71,6 +71,10 @@ def build(history: History, runs: dict[str, Replay], *, window: dict, policies: 
             "stored": history.events,
             "replayed": len(history.replayed),
             "left_out_caused_by_the_service": history.caused_by_service,
+            "left_out_no_policy_can_change": {
+                "accounts": len(history.independent_accounts),
+                "events": history.independent_events,
+            },
         },
         "retry_answers": {side: dict(sorted(runs[side].answers.items())) for side in SIDES},
         "class_rates": {cls: round(rate, 4) for cls, rate in history.retry_rate.items()},
@@ -109,6 +113,7 @@ def format_table(report: dict) -> str:
         f"stored events {report['events']['stored']}: replayed "
         f"{report['events']['replayed']}, left out as caused by the service's own actions "
         f"{report['events']['left_out_caused_by_the_service']} (each replay makes its own)",
+        f"left out of both replays: {left_out_text(report['events'])}",
     ]
     for side in SIDES:
         answers = report["retry_answers"][side]
@@ -142,6 +147,14 @@ def format_table(report: dict) -> str:
         for side in SIDES:
             lines.append(f"  {side:<9}: {account[side].get('summary', '(no decision)')}")
     return "\n".join(lines)
+
+
+def left_out_text(events: dict) -> str:
+    left_out = events.get("left_out_no_policy_can_change") or {"accounts": 0, "events": 0}
+    return (
+        f"{left_out['accounts']:,} accounts no policy can change (no failed payment, nothing "
+        f"in dunning in the window) and their {left_out['events']:,} events"
+    )
 
 
 def write_json(report: dict, path: str) -> None:
