@@ -112,7 +112,7 @@ def test_the_active_replay_makes_the_retries_the_history_made(same, django_db_bl
 
 @pytest.fixture(scope="module")
 def one_retry(history, django_db_blocker, module_tmp) -> dict:
-    return _backtest(django_db_blocker, module_tmp, _one_retry_document(), "one-retry")
+    return _backtest(django_db_blocker, module_tmp, _one_retry_document(), "one-retry", jobs=2)
 
 
 def _one_retry_document() -> dict:

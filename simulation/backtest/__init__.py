@@ -39,13 +39,13 @@ def backtest(
     documents: dict[str, dict],
     policies: dict[str, str],
     databases: Callable[[tuple[str, ...]], AbstractContextManager[dict[str, str]]],
-    jobs: int = 2,
+    jobs: int = 1,
     every_account: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Read the window from the configured database, then replay it once per side, each on
     the scratch database `databases(SIDES)` names for it (made and dropped around them),
-    both at once unless `jobs` is 1. Unless `every_account`, the accounts no policy can
+    one after the other unless `jobs` is 2 (both at once). Unless `every_account`, the accounts no policy can
     change are left out of both replays (`independent`) and given the empty outcome."""
     started = time.perf_counter()
     history = read_history(
