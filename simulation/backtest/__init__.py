@@ -45,8 +45,9 @@ def backtest(
 ) -> dict:
     """Read the window from the configured database, then replay it once per side, each on
     the scratch database `databases(SIDES)` names for it (made and dropped around them),
-    one after the other unless `jobs` is 2 (both at once). Unless `every_account`, the accounts no policy can
-    change are left out of both replays (`independent`) and given the empty outcome."""
+    one after the other unless `jobs` is 2 (both at once). Unless `every_account`, the
+    accounts no policy can change are left out of both replays (`independent`) and given
+    the empty outcome."""
     started = time.perf_counter()
     history = read_history(
         since=since, until=until, policy=policy_from_document(documents["active"], version="a")
