@@ -41,7 +41,7 @@ from simulation.mix import Mix
 from simulation.scratch import scratch_database, scratch_name
 from simulation.service_run import SimulationError
 
-QUEUE = "simulation"  # shard workers: `celery -A config worker -Q simulation -c 1`
+QUEUE = "simulation"  # shard workers: `celery -A config worker -Q simulation --pool solo`
 
 
 def run_shard(*, accounts: int, days: int, seed: int, mix: dict, index: int, count: int) -> dict:
@@ -70,7 +70,13 @@ def run_sharded(
     if not broker.startswith(("redis://", "rediss://")):
         raise SimulationError(
             "--workers needs the Redis broker (CELERY_BROKER_URL) and workers on it: "
-            f"celery -A config worker -Q {QUEUE} -c 1"
+            f"celery -A config worker -Q {QUEUE} --pool solo"
+        )
+    if not _listening(simulate_shard.app):
+        # Without one, the shards would wait in the queue and the command with them, silently.
+        raise SimulationError(
+            f"--workers needs workers on the queue '{QUEUE}': none answered; start them with "
+            f"celery -A config worker -Q {QUEUE} --pool solo"
         )
     run_id = uuid.uuid4().hex[:12]
     values = {
@@ -102,3 +108,9 @@ def run_sharded(
         "shards": [shard["seconds"] for shard in shards],
     }
     return merge([shard["facts"] for shard in shards]), seconds
+
+
+def _listening(app, timeout: float = 3.0) -> bool:
+    """Whether any worker answers that it consumes the simulation queue."""
+    answers = app.control.inspect(timeout=timeout).active_queues() or {}
+    return any(queue.get("name") == QUEUE for queues in answers.values() for queue in queues)

@@ -26,6 +26,7 @@ from simulation.generator import generate
 from simulation.measure import service_report
 from simulation.mix import parse_mix
 from simulation.report import as_json
+from simulation.service_run import SimulationError
 from simulation.shard import QUEUE
 from tests.test_simulation import STRESS_HARD, _run
 
@@ -86,6 +87,18 @@ def shard_workers(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
         _purge_shards()
+
+
+def test_without_workers_on_the_queue_the_run_is_refused_at_once():
+    """No worker consumes `simulation` yet (this module starts them later): the command says
+    how to start them instead of waiting for ever on shards nobody takes."""
+    _purge_shards()
+    started = time.monotonic()
+    with pytest.raises(SimulationError, match="celery -A config worker -Q simulation"):
+        simulate(accounts=4, days=3, seed=7, workers=2)
+    assert time.monotonic() - started < 30
+    with celery_app.connection_for_write() as connection:
+        assert connection.default_channel.client.llen(QUEUE) == 0  # nothing was sent
 
 
 @pytest.fixture(scope="module")
