@@ -1,6 +1,6 @@
 """The five stores an account's dunning depends on, as plain data.
 
-`dunning.snapshot_sql.lock_and_read` fills these in a constant number of statements,
+`dunning.snapshot_pg.lock_and_read` fills these in a constant number of statements,
 whatever the account's history: only invoices that are in dunning, belong to the case, or
 were named by the trigger are loaded.
 """

@@ -1,7 +1,7 @@
 """Many accounts' snapshots at once, without the lock: what the drift scan reads.
 
-`snapshot_sql.lock_and_read` costs ten round trips per account, and the scan reads tens of
-thousands of accounts. Here each of those statements runs once for a whole batch: the
+A snapshot read costs at least one round trip per account, and the scan reads tens of
+thousands of accounts. Here each of `snapshot_sql`'s ten statements runs once for a whole batch: the
 account ids as one array (`= ANY(%s)`), or, where a statement needs a value of each account
 (its case, how far back its ended side effects count), arrays of pairs through `unnest`.
 The columns, conditions and row helpers are snapshot_sql's own, and the rows become
@@ -23,6 +23,7 @@ from dunning.models import CustomerNotice, DunningCase, OutboxItem
 from dunning.policy import Policy
 from dunning.policy_versions import paid_count_cap
 from dunning.snapshot import Snapshot
+from dunning.snapshot_pg import lock_and_read
 from dunning.snapshot_rows import (
     AccountRows,
     _attempt,
@@ -48,7 +49,6 @@ from dunning.snapshot_sql import (
     RESTRICTION_COLUMNS,
     SUBSCRIPTION_COLUMNS,
     _t,
-    lock_and_read,
 )
 from entitlements.models import Restriction
 

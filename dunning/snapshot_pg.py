@@ -175,8 +175,11 @@ def lock_and_read(
     lock: bool = True,
     paid_enough: int = SeverityRules.good_payer_min_paid,
 ) -> tuple[Account, Snapshot]:
-    """`snapshot_sql.lock_and_read`, in one round trip on PostgreSQL; elsewhere (SQLite, the
-    embedded default) in its ten statements. Call inside a transaction."""
+    """Lock the account row (`core.locks`) and read its snapshot: in one round trip on
+    PostgreSQL, elsewhere (SQLite, the embedded default) in `snapshot_sql`'s ten statements.
+    Call inside a transaction. `lock=False` reads without the lock (a preview). Paid
+    invoices are counted up to `paid_enough` (the good-payer threshold). Raises
+    Account.DoesNotExist for an unknown account."""
     read = read_rows if connection.vendor == "postgresql" else read_rows_in_ten
     rows = read(
         account_id=account_id,

@@ -27,7 +27,6 @@ from dunning.models import (
     PolicyVersion,
     RolloutGate,
 )
-from dunning.policy import SeverityRules
 from dunning.snapshot import CASE_FIELDS, Snapshot, aware
 from dunning.snapshot_rows import (
     AccountRows,
@@ -154,35 +153,6 @@ SELECT {RESTRICTION_COLUMNS} FROM {_t(Restriction)} r WHERE r.account_id = %s"""
 
 def _param(value: datetime) -> object:
     return connection.ops.adapt_datetimefield_value(value)
-
-
-def lock_and_read(
-    *,
-    account_id: int,
-    now: datetime,
-    card_window: timedelta,
-    memory: timedelta,
-    lookup_window: timedelta = timedelta(days=2),
-    invoice_hint: str = "",
-    lock: bool = True,
-    paid_enough: int = SeverityRules.good_payer_min_paid,
-) -> tuple[Account, Snapshot]:
-    """Lock the account row (`core.locks`) and read its snapshot in the ten statements.
-    Call inside a transaction. `lock=False` reads without the lock (the drift detector's
-    preview). Paid invoices are counted up to `paid_enough` (the good-payer threshold).
-    The engine reads through `snapshot_pg.lock_and_read` (one statement on PostgreSQL).
-    Raises Account.DoesNotExist for an unknown account."""
-    rows = read_rows_in_ten(
-        account_id=account_id,
-        now=now,
-        card_window=card_window,
-        memory=memory,
-        lookup_window=lookup_window,
-        invoice_hint=invoice_hint,
-        lock=lock,
-        paid_enough=paid_enough,
-    )
-    return as_snapshot(account_id, rows, now=now, memory=memory)
 
 
 def as_snapshot(
