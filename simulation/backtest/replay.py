@@ -155,8 +155,9 @@ class _Walk:
 
     def run(self) -> None:
         index = 0
+        due: Due | None = None
         while True:
-            due = self.probe.at(self.now)
+            due = due or self.probe.at(self.now)
             candidates = [self.next_midnight]
             if index < len(self.events):
                 candidates.append(self.events[index].received_at)
@@ -181,12 +182,16 @@ class _Walk:
                     self.progress(f"{index}/{len(self.events)} events")
             while self.owed and self.owed[0][0] <= self.now:
                 self._post(_bytes(heapq.heappop(self.owed)[2]))
-            # The pump and the outbox find nothing unless something was posted or may be
-            # due now (`_advance` says which): then they are skipped, as a no-op.
-            if self.posted > posted or self.due_now:
+            due = None
+            if self.posted > posted:  # processed as posted: what they left due now
+                due = self.probe.at(self.now)
+                self.due_now = due.now
+            # With nothing due now the pump and the outbox have nothing to do: skipped.
+            if self.due_now:
                 processing.sweep()
                 outbox.drain()
-                self.acted = True
+                self.acted, due = True, None
+            # Reads only: a probe taken after the posts still holds at the next step.
             self._collect_echoes()
         TestClock.objects.filter(pk=TestClock.SINGLETON).update(now=self.now)
 
