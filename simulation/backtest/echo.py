@@ -95,11 +95,20 @@ class Echoes:
         """Events for the cancellations and reverts the replay's outbox completed since the
         last call."""
         out = []
-        done = OutboxItem.objects.filter(status=OutboxItem.Status.DONE)
-        for pk, payload, completed_at in (
-            done.filter(kind=OutboxItem.Kind.CANCEL_SUBSCRIPTION, pk__gt=self.last_cancel_pk)
+        # Both kinds in one read (each walk step asks): cancellations first, then reverts.
+        done = list(
+            OutboxItem.objects.filter(
+                status=OutboxItem.Status.DONE,
+                kind__in=[OutboxItem.Kind.CANCEL_SUBSCRIPTION, OutboxItem.Kind.REVERT_UPGRADE],
+                pk__gt=min(self.last_cancel_pk, self.last_revert_pk),
+            )
             .order_by("pk")
-            .values_list("pk", "payload", "completed_at")
+            .values_list("pk", "kind", "payload", "result", "completed_at")
+        )
+        for pk, payload, completed_at in (
+            (pk, payload, completed_at)
+            for pk, kind, payload, _, completed_at in done
+            if kind == OutboxItem.Kind.CANCEL_SUBSCRIPTION and pk > self.last_cancel_pk
         ):
             self.last_cancel_pk = pk
             sub_id = payload["subscription_id"]
@@ -112,9 +121,9 @@ class Echoes:
                 (completed_at, self.event("customer.subscription.deleted", obj, completed_at))
             )
         for pk, result, completed_at in (
-            done.filter(kind=OutboxItem.Kind.REVERT_UPGRADE, pk__gt=self.last_revert_pk)
-            .order_by("pk")
-            .values_list("pk", "result", "completed_at")
+            (pk, result, completed_at)
+            for pk, kind, _, result, completed_at in done
+            if kind == OutboxItem.Kind.REVERT_UPGRADE and pk > self.last_revert_pk
         ):
             self.last_revert_pk = pk
             for invoice_id in result.get("voided", []):

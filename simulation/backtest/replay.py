@@ -24,21 +24,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Subquery
 from django.test import Client
 from django.test.utils import override_settings
 
 from billing_events.gateway import SIMULATED
-from billing_events.models import WebhookEvent
 from billing_events.signature import sign_header
 from config.celery import app as celery_app
 from core import clock
 from dunning import outbox, policy_versions, test_clock
 from dunning.apps import stored_test_clock
 from dunning.intake import processing
-from dunning.models import OPEN_STATES, DunningCase, OutboxItem, TestClock
+from dunning.models import OutboxItem, TestClock
 from dunning.policy_document import policy_from_document
 from entitlements.models import Restriction
+from simulation.backtest.due import Due, Probe
 from simulation.backtest.echo import Echoes
 from simulation.backtest.gateway import HistoryGateway
 from simulation.backtest.history import History, decline_class
@@ -150,25 +149,31 @@ class _Walk:
         midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
         self.next_midnight = midnight + DAY
         self.now = start
+        self.probe = Probe()
+        self.due_now = True  # something may be due at now: the pump and the outbox run
+        self.acted = True  # the service ran since the outbox's completed items were read
 
     def run(self) -> None:
         index = 0
+        due: Due | None = None
         while True:
+            due = due or self.probe.at(self.now)
             candidates = [self.next_midnight]
             if index < len(self.events):
                 candidates.append(self.events[index].received_at)
             if self.owed:
                 candidates.append(self.owed[0][0])
-            if (due := self._next_due()) is not None:
-                candidates.append(due)
+            if due.next is not None:
+                candidates.append(due.next)
             upcoming = max(self.now, min(candidates))
             if upcoming > self.end:
-                self._advance(self.end)
+                self._advance(self.end, due)
                 break
-            self._advance(upcoming)
+            self._advance(upcoming, due)
             if self.now >= self.next_midnight:
                 self._count_restrictions()
                 self.next_midnight += DAY
+            posted = self.posted
             while index < len(self.events) and self.events[index].received_at <= self.now:
                 self.echoes.seen(self.events[index])
                 self._post(self.events[index].body.encode())
@@ -177,39 +182,64 @@ class _Walk:
                     self.progress(f"{index}/{len(self.events)} events")
             while self.owed and self.owed[0][0] <= self.now:
                 self._post(_bytes(heapq.heappop(self.owed)[2]))
-            processing.sweep()
-            outbox.drain()
+            due = None
+            if self.posted > posted:  # processed as posted: what they left due now
+                due = self.probe.at(self.now)
+                self.due_now = due.now
+            # With nothing due now the pump and the outbox have nothing to do: skipped.
+            if self.due_now:
+                processing.sweep()
+                outbox.drain()
+                self.acted, due = True, None
+            # Reads only: a probe taken after the posts still holds at the next step.
             self._collect_echoes()
         TestClock.objects.filter(pk=TestClock.SINGLETON).update(now=self.now)
 
-    def _advance(self, to: datetime) -> None:
+    def _advance(self, to: datetime, due: Due) -> None:
         """What `test_clock.advance(to=to)` runs, in the same order (what is due now, each
         due moment on the way, then `to`), without what it does for other processes (there
         are none here: its advisory lock, the wait for items workers hold) and with the
         clock held in memory (`clock_in_memory`) instead of written at every moment. That
-        overhead was about a third of a replay's time (profiled on 300 accounts)."""
+        overhead was about a third of a replay's time (profiled on 300 accounts).
+
+        `due` is the probe at now. `run_due` runs only where something is due: with
+        nothing due it does nothing (`due.py`). Leaves `due_now` set when something may
+        still be due at `to`."""
         if to <= self.now:
+            self.due_now = due.now
             return
-        # No worker holds an item here; a lease left on one is given back, as advance does.
-        OutboxItem.objects.filter(
-            status=OutboxItem.Status.PENDING, claimed_until__isnull=False
-        ).update(claimed_until=None)
-        self._run_due()
-        while (due := self._next_due(events=True)) is not None and due <= to:
-            self.now = due
-            self._run_due()
+        if due.leased:  # no worker holds an item here: a lease left is given back
+            OutboxItem.objects.filter(
+                status=OutboxItem.Status.PENDING, claimed_until__isnull=False
+            ).update(claimed_until=None)
+        if due.now:
+            due = self._run_due()
+        while (moment := _earliest(due.next, due.next_event)) is not None and moment <= to:
+            self.now = moment
+            due = self._run_due()
+        # Nothing falls due after the last moment run and up to `to` (the loop's test), so
+        # what is due at `to` is what was left due at that moment.
         self.now = to
-        self._run_due()
+        self.due_now = due.now
+        if due.now:
+            self._run_due()
         self._collect_echoes()
 
-    def _run_due(self) -> None:
+    def _run_due(self) -> Due:
+        """`run_due` at now, and the probe after it."""
         test_clock.run_due(test_clock.AdvanceReport(previous=self.now, now=self.now))
+        self.acted = True
+        return self.probe.at(self.now)
 
     def _collect_echoes(self) -> None:
         answered, self.gateway.answered = self.gateway.answered, []
         for at, invoice_id, attempt, answer in answered:
             for event in self.echoes.after_retry(at, invoice_id, attempt, answer):
                 heapq.heappush(self.owed, (at, next(self.order), event))
+        # Only the service's work completes outbox items: none ran, none to read.
+        if not self.acted:
+            return
+        self.acted = False
         for at, event in self.echoes.after_actions():
             heapq.heappush(self.owed, (at, next(self.order), event))
 
@@ -222,39 +252,8 @@ class _Walk:
             HTTP_STRIPE_SIGNATURE=header,
         )
         self.posted += 1
+        self.acted = True
         self.statuses[response.status_code] += 1
-
-    def _next_due(self, *, events: bool = False) -> datetime | None:
-        """The next moment after now that a review or a side effect falls due (and with
-        `events`, an event's processing: `test_clock.advance` walks through those too), in
-        one statement."""
-        due = {
-            "review": _first(
-                DunningCase.objects.filter(state__in=OPEN_STATES, next_review_at__gt=self.now),
-                "next_review_at",
-            ),
-            "item": _first(
-                OutboxItem.objects.filter(
-                    status=OutboxItem.Status.PENDING, next_attempt_at__gt=self.now
-                ),
-                "next_attempt_at",
-            ),
-        }
-        if events:
-            due["event"] = _first(
-                WebhookEvent.objects.filter(
-                    status__in=processing.PENDING, next_attempt_at__gt=self.now
-                ),
-                "next_attempt_at",
-            )
-        row = (
-            TestClock.objects.filter(pk=TestClock.SINGLETON)
-            .annotate(**due)
-            .values_list(*due)
-            .first()
-        )
-        moments = [moment for moment in row or () if moment]
-        return min(moments) if moments else None
 
     def _count_restrictions(self) -> None:
         codes: dict[str, set[str]] = defaultdict(set)
@@ -267,8 +266,8 @@ class _Walk:
             self.core_days[customer] += "core_access" in held
 
 
-def _first(rows, field: str) -> Subquery:
-    return Subquery(rows.order_by(field).values(field)[:1])
+def _earliest(*moments: datetime | None) -> datetime | None:
+    return min((moment for moment in moments if moment is not None), default=None)
 
 
 def _bytes(event: dict) -> bytes:
