@@ -185,6 +185,18 @@ class Invoice(models.Model):
     version_rank = models.PositiveSmallIntegerField(default=0)
     version_event_id = models.CharField(max_length=255)
 
+    class Meta:
+        indexes = [
+            # The snapshot's invoices in dunning (open or written off): found without
+            # reading the account's paid history, so a recompute costs the same after ten
+            # years of invoices as after one.
+            models.Index(
+                fields=["account"],
+                name="invoice_unsettled_idx",
+                condition=models.Q(status__in=["open", "uncollectible"]),
+            ),
+        ]
+
     def __str__(self) -> str:
         return f"{self.stripe_invoice_id} ({self.status})"
 
@@ -196,7 +208,11 @@ class PaymentAttempt(models.Model):
 
     # A charge id when Stripe gave one, otherwise the payment intent id.
     attempt_key = models.CharField(max_length=255, unique=True)
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="attempts")
+    # Indexed by (account, attempted_at) in Meta: a single-column index beside it was the
+    # one PostgreSQL picked for the card's recent attempts, reading the whole history.
+    account = models.ForeignKey(
+        Account, on_delete=models.CASCADE, related_name="attempts", db_index=False
+    )
     invoice = models.ForeignKey(
         Invoice, null=True, blank=True, on_delete=models.SET_NULL, related_name="attempts"
     )

@@ -24,8 +24,11 @@ def went_through_dunning(invoice: InvoiceView, failed: set[int]) -> bool:
 
 _ATTEMPTS = connection.ops.quote_name(PaymentAttempt._meta.db_table)
 
-# The same rule in SQL, over `i` (an invoice row), for the unsettled invoices the snapshot
-# loads (open or uncollectible): a paid or void one is never loaded for it.
+# The statuses of an invoice the snapshot loads for this rule (`invoice_unsettled_idx`
+# indexes them): a paid or void one is never loaded for it.
+UNSETTLED = "'open', 'uncollectible'"
+
+# The same rule in SQL, over `i` (an invoice row), for the unsettled invoices.
 WENT_THROUGH_DUNNING = f"""i.status = 'uncollectible'
   OR (i.status = 'open' AND (
     i.attempt_count > 0 OR i.payment_failed_at IS NOT NULL

@@ -33,7 +33,6 @@ from dunning.snapshot_sql import (
     CASE_COLUMNS,
     ENDED_COLUMNS,
     ENDED_KINDS,
-    INVOICE_CASE,
     INVOICE_COLUMNS,
     NOTICE_COLUMNS,
     NOTICE_MEMORY,
@@ -44,6 +43,7 @@ from dunning.snapshot_sql import (
     SUBSCRIPTION_COLUMNS,
     _t,
     as_snapshot,
+    candidate_invoices,
     read_rows_in_ten,
 )
 from entitlements.models import Restriction
@@ -99,6 +99,11 @@ RESTRICTIONS = _rows(RESTRICTION_COLUMNS, f"{_t(Restriction)} r WHERE r.account_
 _KEPT = NOTICES_KEPT.format(case="(SELECT pk FROM kase)").replace("%s", "k.notice_since")
 NOTICES = _rows(NOTICE_COLUMNS, f"{_t(CustomerNotice)} n WHERE n.account_id = a.id AND {_KEPT}")
 
+# Scalar subqueries: `k` cannot be joined inside the FROM clause it is part of.
+_CANDIDATES = candidate_invoices(
+    "(SELECT account FROM k)", "(SELECT pk FROM kase)", "(SELECT hint FROM k)"
+)
+
 # The parameters, in the order they appear: ACCOUNT_COLUMNS' two (the good-payer threshold,
 # the start of the severity memory) come after the first CTE's five.
 READ = f"""
@@ -107,8 +112,9 @@ WITH k AS NOT MATERIALIZED (
     %s::timestamptz AS card_since, %s::timestamptz AS notice_since),
 kase AS ({_CASE}),
 inv AS (
-  SELECT {INVOICE_COLUMNS} FROM {INVOICE_CASE}, k
-  WHERE i.account_id = k.account AND (
+  SELECT {INVOICE_COLUMNS}
+  FROM {_CANDIDATES}, k
+  WHERE (
     {WENT_THROUGH_DUNNING}
     OR ci.case_id = (SELECT pk FROM kase)
     OR i.stripe_invoice_id = k.hint))

@@ -15,7 +15,7 @@ from django.db import connection
 
 from billing_events.models import Account, Invoice, PaymentAttempt, Subscription
 from core.locks import account_lock_clause
-from dunning.in_dunning import WENT_THROUGH_DUNNING
+from dunning.in_dunning import UNSETTLED, WENT_THROUGH_DUNNING
 from dunning.models import (
     OPEN_STATES,
     AccountStanding,
@@ -89,15 +89,37 @@ INVOICE_COLUMNS = """i.id AS pk, i.stripe_invoice_id, i.status, i.amount_remaini
   i.finalized_at, i.stripe_created,
   i.stripe_subscription_id AS subscription_id, ci.case_id, i.version AS updated_at"""
 INVOICE_CASE = f"{_t(Invoice)} i LEFT JOIN {_t(CaseInvoice)} ci ON ci.invoice_id = i.id"
+
+
+def candidate_invoices(account: str, case: str, hint: str) -> str:
+    """A FROM clause of the account's invoices the snapshot may load, as `i` with its case
+    link `ci`: the unsettled ones (the partial index `invoice_unsettled_idx`), the case's,
+    and the one the trigger names. The exact conditions go on top. Every branch checks the
+    account itself, by the invoice's id (as a join, PostgreSQL read the account's invoices
+    by account instead), so the outer query has no `i.account_id` condition: with one,
+    PostgreSQL read all the account's invoices by it instead of these few by id, and a
+    recompute's cost grew with the paid history."""
+    invoice = _t(Invoice)
+    return f"""(
+    SELECT u.id FROM {invoice} u WHERE u.account_id = {account} AND u.status IN ({UNSETTLED})
+    UNION SELECT c.invoice_id FROM {_t(CaseInvoice)} c
+      WHERE c.case_id = {case}
+        AND (SELECT ci_i.account_id FROM {invoice} ci_i WHERE ci_i.id = c.invoice_id) = {account}
+    UNION SELECT h.id FROM {invoice} h
+      WHERE h.stripe_invoice_id = {hint} AND h.account_id = {account}) candidate
+  JOIN {invoice} i ON i.id = candidate.id
+  LEFT JOIN {_t(CaseInvoice)} ci ON ci.invoice_id = i.id"""
+
+
 # The unsettled invoices in dunning (`in_dunning`), plus the case's own and the one the
 # trigger names.
 INVOICES = f"""
 SELECT {INVOICE_COLUMNS}
-FROM {INVOICE_CASE}
-WHERE i.account_id = %s AND (
+FROM {candidate_invoices("%(account)s", "%(case)s", "%(hint)s")}
+WHERE (
   {WENT_THROUGH_DUNNING}
-  OR ci.case_id = %s
-  OR i.stripe_invoice_id = %s)
+  OR ci.case_id = %(case)s
+  OR i.stripe_invoice_id = %(hint)s)
 ORDER BY i.id"""
 
 ATTEMPT_COLUMNS = """p.invoice_id AS invoice_pk, p.outcome,
@@ -200,7 +222,10 @@ def read_rows_in_ten(
             cases = _named(cursor)
         case = rows.case = _case(cases[0]) if cases else None
 
-        cursor.execute(INVOICES, [account_id, case.pk if case else -1, invoice_hint or None])
+        case_pk = case.pk if case else -1
+        cursor.execute(
+            INVOICES, {"account": account_id, "case": case_pk, "hint": invoice_hint or None}
+        )
         rows.invoices = [_invoice(row) for row in _named(cursor)]
         if rows.invoices:
             ids = [invoice.pk for invoice in rows.invoices]

@@ -13,9 +13,9 @@ keeps writing meanwhile and no query is ever without its index. SQLite builds pl
 """
 
 import django.db.models.deletion
-from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
-from django.db.migrations.operations import AddIndex, RemoveIndex
+
+from core.online_indexes import AddIndexOnline, RemoveIndexOnline, is_postgres
 
 TABLE = "billing_events_webhookevent"
 # The indexes Django made for unique=True and db_index=True in 0001 (their names hash
@@ -28,38 +28,14 @@ IMPLIED = {
 }
 
 
-def _postgres(schema_editor) -> bool:
-    return schema_editor.connection.vendor == "postgresql"
-
-
-class AddIndexOnline(AddIndexConcurrently):
-    def database_forwards(self, app_label, schema_editor, *states):
-        base = AddIndexConcurrently if _postgres(schema_editor) else AddIndex
-        base.database_forwards(self, app_label, schema_editor, *states)
-
-    def database_backwards(self, app_label, schema_editor, *states):
-        base = AddIndexConcurrently if _postgres(schema_editor) else AddIndex
-        base.database_backwards(self, app_label, schema_editor, *states)
-
-
-class RemoveIndexOnline(RemoveIndexConcurrently):
-    def database_forwards(self, app_label, schema_editor, *states):
-        base = RemoveIndexConcurrently if _postgres(schema_editor) else RemoveIndex
-        base.database_forwards(self, app_label, schema_editor, *states)
-
-    def database_backwards(self, app_label, schema_editor, *states):
-        base = RemoveIndexConcurrently if _postgres(schema_editor) else RemoveIndex
-        base.database_backwards(self, app_label, schema_editor, *states)
-
-
 def drop_implied_indexes(apps, schema_editor) -> None:
-    concurrently = "CONCURRENTLY " if _postgres(schema_editor) else ""
+    concurrently = "CONCURRENTLY " if is_postgres(schema_editor) else ""
     for name in IMPLIED:
         schema_editor.execute(f"DROP INDEX {concurrently}IF EXISTS {name}")
 
 
 def recreate_implied_indexes(apps, schema_editor) -> None:
-    pg = _postgres(schema_editor)
+    pg = is_postgres(schema_editor)
     for name, columns in IMPLIED.items():
         if pg or "pattern_ops" not in columns:  # SQLite never had the LIKE indexes
             schema_editor.execute(
