@@ -25,6 +25,9 @@ class AccountManagementStub:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
+            # The head and the body are two writes: no wait for a delayed ACK between them.
+            disable_nagle_algorithm = True
+
             def do_PUT(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with stub.lock:

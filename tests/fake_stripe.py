@@ -881,6 +881,10 @@ class _Server(ThreadingHTTPServer):
 class _StripeHandler(BaseHTTPRequestHandler):
     stripe: FakeStripe
     protocol_version = "HTTP/1.1"
+    # The head and the body go out as two writes: with Nagle's algorithm on, the body waited
+    # for the client's delayed ACK of the head, 40 ms on every call on a kept-alive
+    # connection (47 ms a charge against 5 ms without). Real Stripe has no such stall.
+    disable_nagle_algorithm = True
 
     def _answer(self) -> None:
         url = urlsplit(self.path)

@@ -39,6 +39,9 @@ class Peer:
         peer = self
 
         class Handler(BaseHTTPRequestHandler):
+            # The head and the body are two writes: no wait for a delayed ACK between them.
+            disable_nagle_algorithm = True
+
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
