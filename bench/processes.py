@@ -199,11 +199,15 @@ class DuringMeasurement:
             pid = int(entry.name)
             if pid not in self._ours:
                 title = _cmdline(pid).split()
-                # "postgres: [cluster:] user database host(port) state"
-                self._ours[pid] = title[:1] == ["postgres:"] and self.database in title[2:4]
+                self._ours[pid] = title[:1] == ["postgres:"] and self.is_ours(title)
             if self._ours[pid] and not math.isnan(cpu := process_cpu_s(pid)):
                 found[pid] = cpu
         return found
+
+    def is_ours(self, title: list[str]) -> bool:
+        """Whether a PostgreSQL backend, by its title's words ("postgres: [cluster:] user
+        database host(port) state"), serves the measured database."""
+        return self.database in title[2:4]
 
     def _sample(self) -> None:
         while not self._stop.wait(self.SAMPLE_S):

@@ -21,21 +21,10 @@ PG_NAME = os.environ.get("BENCH_SIMULATE_DATABASE", "sim_bench_simulate")
 PG_URL = f"postgres://postgres@127.0.0.1:5432/{PG_NAME}"
 SQLITE_FILE = RESULTS / "simulate_bench.sqlite3"
 REDIS_URL = f"redis://127.0.0.1:6379/{int(os.environ.get('BENCH_SIMULATE_REDIS_DB', '12'))}"
-TICKS = os.sysconf("SC_CLK_TCK")
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from bench.processes import DuringMeasurement, _cmdline, process_cpu_s  # noqa: E402
-
-
-def _proc_cpu(pid: int) -> float | None:
-    """utime + stime of a process, in seconds (None if unreadable)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
+from bench.processes import DuringMeasurement, process_cpu_s  # noqa: E402
 
 # --------------------------------------------------------------------------- child
 
@@ -74,7 +63,7 @@ def child(database: str, accounts: int, days: int, seed: int, workers: int = 0) 
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_backend_pid()")
                 backend = cursor.fetchone()[0]
-        backend_cpu = _proc_cpu(backend) if backend else None
+        backend_cpu = process_cpu_s(backend) if backend else None
         cpu, started = time.process_time(), time.perf_counter()
         report = simulate(accounts=accounts, days=days, seed=seed)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -82,8 +71,8 @@ def child(database: str, accounts: int, days: int, seed: int, workers: int = 0) 
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_backend_pid()")
                 same = cursor.fetchone()[0] == backend
-            after = _proc_cpu(backend)
-            backend_cpu = after - backend_cpu if same and after is not None else None
+            after = process_cpu_s(backend)
+            backend_cpu = after - backend_cpu if same and not math.isnan(after) else None
     finally:
         connection.creation.destroy_test_db(original, verbosity=0)
     return figures(database, accounts, days, report, wall, cpu, backend_cpu)
@@ -175,20 +164,8 @@ class ShardBackends(DuringMeasurement):
     """The CPU of the PostgreSQL backends of the shards' scratch databases, sampled while
     the run goes: DuringMeasurement's, matching the databases by their names' prefix."""
 
-    def _backends(self) -> dict[int, float]:
-        found = {}
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            if pid not in self._ours:
-                title = _cmdline(pid).split()
-                self._ours[pid] = title[:1] == ["postgres:"] and any(
-                    word.startswith(self.database) for word in title[2:4]
-                )
-            if self._ours[pid] and not math.isnan(cpu := process_cpu_s(pid)):
-                found[pid] = cpu
-        return found
+    def is_ours(self, title: list[str]) -> bool:
+        return any(word.startswith(self.database) for word in title[2:4])
 
 
 def sharded_child(database: str, accounts: int, days: int, seed: int, workers: int) -> dict:
