@@ -6,21 +6,32 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from billing_events.models import Account
 from core import clock
-from dunning import support
 from dunning import test_clock as clock_service
 from dunning.engine import read_snapshot
-from dunning.models import OPEN_STATES, DunningCase
 from dunning.policy import current_policy
 from dunning.snapshot_batch import read_snapshots
-from tests.dunning_helpers import account_of, on_stripe_clock
-from tests.events import Customer, deliver
+from tests.dunning_helpers import account_of
+from tests.events import Customer
+from tests.snapshot_stories import (
+    cancelled,
+    card_expiring,
+    fails,
+    fails_without_a_code,
+    new_card,
+    paused,
+    pays,
+    play_story,
+    second_invoice_fails,
+    signs_up,
+    story_steps,
+    upgrade_fails,
+    written_off,
+)
 
 pytestmark = pytest.mark.django_db
-DAY = 86400
 UNKNOWN = 987_654_321  # no such account
 
 
@@ -46,102 +57,6 @@ def same_as_the_engine(account_ids) -> dict:
     for account_id, snapshot in expected.items():
         assert batch[account_id] == snapshot, account_id
     return batch
-
-
-# Stories, each a few Stripe events (or a support action) at the project clock's time.
-
-
-def send(sender, cus: Customer, *builders) -> None:
-    events = []
-    for build in builders:
-        on_stripe_clock(cus)
-        events.append(build(cus))
-    deliver(sender, *events)
-
-
-def fails(sender, cus: Customer, code: str = "insufficient_funds", **invoice) -> None:
-    send(
-        sender,
-        cus,
-        lambda c: c.charge_event("charge.failed", f"ch_{c.id}_{c.t}", decline_code=code),
-        lambda c: c.invoice_event("invoice.payment_failed", attempt_count=1, **invoice),
-    )
-
-
-def second_invoice_fails(sender, cus: Customer) -> None:
-    second = f"{cus.invoice_id}_2"
-    send(
-        sender,
-        cus,
-        lambda c: c.charge_event("charge.failed", f"ch_{c.id}_2", invoice_id=second),
-        lambda c: c.invoice_event("invoice.payment_failed", invoice_id=second, attempt_count=1),
-    )
-
-
-def pays(sender, cus: Customer) -> None:
-    send(sender, cus, lambda c: c.invoice_event("invoice.paid", status="paid", attempt_count=2))
-
-
-def fails_without_a_code(sender, cus: Customer) -> None:
-    # No charge event: the engine has to ask Stripe for the decline code.
-    send(sender, cus, lambda c: c.invoice_event("invoice.payment_failed", attempt_count=1))
-
-
-def upgrade_fails(sender, cus: Customer) -> None:
-    send(
-        sender,
-        cus,
-        lambda c: c.invoice_event(
-            "invoice.paid", invoice_id=f"in_{c.id}_base", status="paid", attempt_count=1
-        ),
-        lambda c: c.charge_event(
-            "charge.failed",
-            f"ch_{c.id}_up",
-            invoice_id=f"in_{c.id}_up",
-            decline_code="do_not_honor",
-        ),
-        lambda c: c.invoice_event(
-            "invoice.payment_failed",
-            invoice_id=f"in_{c.id}_up",
-            billing_reason="subscription_update",
-            attempt_count=1,
-        ),
-    )
-
-
-def written_off(sender, cus: Customer) -> None:
-    send(
-        sender,
-        cus,
-        lambda c: c.invoice_event(
-            "invoice.marked_uncollectible", status="uncollectible", attempt_count=2
-        ),
-    )
-
-
-def cancelled(sender, cus: Customer) -> None:
-    send(sender, cus, lambda c: c.subscription_event("customer.subscription.deleted", "canceled"))
-
-
-def paused(sender, cus: Customer, days: int = 10) -> None:
-    support.pause_dunning(
-        account_id=account_of(cus).pk,
-        until=clock.now() + timedelta(days=days),
-        reason="promised to pay",
-        actor="agent",
-    )
-
-
-def card_expiring(sender, cus: Customer) -> None:
-    send(sender, cus, lambda c: c.source_expiring(exp_month=12, exp_year=2026))
-
-
-def new_card(sender, cus: Customer) -> None:
-    send(sender, cus, lambda c: c.customer_updated(default_payment_method=f"pm_{c.t}"))
-
-
-def signs_up(sender, cus: Customer) -> None:
-    send(sender, cus, lambda c: c.customer_created(email=f"{c.id}@example.com"))
 
 
 def test_every_kind_of_account_reads_the_same_in_a_batch(stripe_sender, test_clock):
@@ -240,25 +155,6 @@ def test_the_embedded_database_reads_one_account_at_a_time_alike(
     assert read_snapshots([*ids, UNKNOWN], now=now, policy=policy) == batched
 
 
-# Generated stories: any few steps, in any order, on two customers, the clock walking.
-STEPS = {
-    "soft": fails,
-    "hard": lambda s, c: fails(s, c, "expired_card"),
-    "generic": lambda s, c: fails(s, c, "generic_decline", amount_due=300),
-    "no_code": fails_without_a_code,
-    "pays": pays,
-    "upgrade": upgrade_fails,
-    "written_off": written_off,
-    "cancelled": cancelled,
-    "card_expiring": card_expiring,
-    "new_card": new_card,
-    "signs_up": signs_up,
-}
-step = st.one_of(
-    st.tuples(st.sampled_from(sorted(STEPS)), st.integers(0, 1)),
-    st.tuples(st.just("pause"), st.integers(0, 1)),
-    st.tuples(st.just("days"), st.sampled_from([1, 2, 5, 9, 20])),
-)
 story_number = iter(range(10**6))
 
 
@@ -267,23 +163,8 @@ story_number = iter(range(10**6))
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(steps=st.lists(step, min_size=1, max_size=6))
+@given(steps=story_steps(days=[1, 2, 5, 9, 20]))
 def test_generated_stories_read_the_same_in_a_batch(stripe_sender, test_clock, steps):
-    n = next(story_number)
-    customers = [Customer(id=f"cus_H{n}x{k}", subscription=f"sub_H{n}x{k}") for k in (0, 1)]
     with transaction.atomic():  # each example starts from the same empty book
-        for cus in customers:
-            signs_up(stripe_sender, cus)
-        for name, arg in steps:
-            if name == "days":
-                clock_service.advance(seconds=arg * DAY)
-            elif name == "pause":
-                cus = customers[arg]
-                if DunningCase.objects.filter(
-                    account__stripe_customer_id=cus.id, state__in=OPEN_STATES
-                ).exists():
-                    paused(stripe_sender, cus)
-            else:
-                STEPS[name](stripe_sender, customers[arg])
-        same_as_the_engine([account_of(cus).pk for cus in customers])
+        same_as_the_engine(play_story(stripe_sender, f"H{next(story_number)}", steps))
         transaction.set_rollback(True)

@@ -15,7 +15,7 @@ from dunning.engine import read_snapshot
 from dunning.policy import current_policy
 from tests.dunning_helpers import account_of
 from tests.events import Customer
-from tests.test_snapshot_batch import fails, signs_up
+from tests.snapshot_stories import fails, signs_up
 
 pytestmark = [
     pytest.mark.django_db,
