@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from billing_events.facts import AttemptFact, Fact, InvoiceFact
 from billing_events.mirror import merge_fact
@@ -125,12 +125,13 @@ def process_event(*, event_id: int) -> str:
         return event.status
 
 
+def due_events(now: datetime) -> QuerySet:
+    """The stored events whose processing (first, or again after a failure) is due."""
+    return WebhookEvent.objects.filter(status__in=PENDING, next_attempt_at__lte=now)
+
+
 def due_event_ids(*, now: datetime, limit: int) -> list[int]:
-    return list(
-        WebhookEvent.objects.filter(status__in=PENDING, next_attempt_at__lte=now)
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:limit]
-    )
+    return list(due_events(now).order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
 
 
 def claim_due(*, limit: int) -> list[int]:

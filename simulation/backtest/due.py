@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from django.db import connection
 from django.db.models import Exists, QuerySet, Subquery
 
+from dunning import schedule
 from dunning.intake import processing
 from dunning.models import OPEN_STATES, DunningCase, OutboxItem, TestClock
 
@@ -64,8 +65,8 @@ class Probe:
         # the outbox's claim (without its lease test: a superset is safe, at worst one
         # `run_due` with nothing to do).
         due_now = (
-            Exists(events.filter(next_attempt_at__lte=_MARKER))
-            | Exists(cases.filter(next_review_at__lte=_MARKER))
+            Exists(processing.due_events(_MARKER))
+            | Exists(schedule.due_reviews(_MARKER))
             | Exists(pending.filter(next_attempt_at__lte=_MARKER))
         )
         columns = {
