@@ -118,7 +118,9 @@ _INSERT = (
 )
 # On PostgreSQL the body travels as the bytes it came in (%b: a binary parameter, apart
 # from the statement) and the server makes them text; no escaped copy of it is spliced
-# into the SQL, and the statement, always the same, is prepared once per connection.
+# into the SQL. Not prepared: Django turns psycopg's preparing off for every statement
+# (`prepare_threshold` None, for transaction-pooling bouncers), and planning this INSERT
+# is a small part of the request.
 INSERT_POSTGRES = _INSERT.format(body="convert_from(%b, 'UTF8')")
 INSERT_PORTABLE = _INSERT.format(body="%s")
 
