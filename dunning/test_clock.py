@@ -98,11 +98,15 @@ def advance_in_progress() -> bool:
     advancing session itself is never kept out (its own lock does not conflict)."""
     if not settings.DUNNING_TEST_CLOCK or not _postgres():
         return False
+    # One round trip: CASE evaluates its branch only after its condition, so the shared
+    # lock, when taken, is given back in the same statement (every outbox kick asks).
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock_shared(%s)", [ADVANCE_LOCK])
+        cursor.execute(
+            "SELECT CASE WHEN pg_try_advisory_lock_shared(%s)"
+            " THEN pg_advisory_unlock_shared(%s) ELSE false END",
+            [ADVANCE_LOCK, ADVANCE_LOCK],
+        )
         free = cursor.fetchone()[0]
-        if free:
-            cursor.execute("SELECT pg_advisory_unlock_shared(%s)", [ADVANCE_LOCK])
     return not free
 
 

@@ -155,3 +155,9 @@ def test_beat_stands_aside_only_while_another_session_advances(test_clock, trans
         release.set()
         other.join(timeout=10)
     assert clock_service.advance_in_progress() is False
+    # Asking never leaves this session holding the lock it tried.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] == 0
