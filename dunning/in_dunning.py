@@ -24,8 +24,8 @@ def went_through_dunning(invoice: InvoiceView, failed: set[int]) -> bool:
 
 _ATTEMPTS = connection.ops.quote_name(PaymentAttempt._meta.db_table)
 
-# The statuses of an invoice the snapshot loads for this rule (`invoice_unsettled_idx`
-# indexes them): a paid or void one is never loaded for it.
+# The statuses of an invoice the snapshot loads for this rule (found through the
+# (account, status) index): a paid or void one is never loaded for it.
 UNSETTLED = "'open', 'uncollectible'"
 
 # The same rule in SQL, over `i` (an invoice row), for the unsettled invoices.

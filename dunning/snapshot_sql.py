@@ -93,7 +93,7 @@ INVOICE_CASE = f"{_t(Invoice)} i LEFT JOIN {_t(CaseInvoice)} ci ON ci.invoice_id
 
 def candidate_invoices(account: str, case: str, hint: str) -> str:
     """A FROM clause of the account's invoices the snapshot may load, as `i` with its case
-    link `ci`: the unsettled ones (the partial index `invoice_unsettled_idx`), the case's,
+    link `ci`: the unsettled ones (by the `invoice_account_status_idx` index), the case's,
     and the one the trigger names. The exact conditions go on top. Every branch checks the
     account itself, by the invoice's id (as a join, PostgreSQL read the account's invoices
     by account instead), so the outer query has no `i.account_id` condition: with one,

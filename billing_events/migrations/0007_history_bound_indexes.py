@@ -1,10 +1,11 @@
 """Indexes that keep a recompute's cost off the account's history (issue #16).
 
-The snapshot's invoices in dunning come from a partial index of the unsettled ones (open
-or written off), not from all of the account's invoices. The single-column index on
-payment attempts' account goes: PostgreSQL picked it for the card's recent attempts and
-filtered the whole history by time, where (account, attempted_at) reads only the window;
-that index also serves everything the single one did (its leading column).
+An account's invoices by (account, status) instead of by account alone: the snapshot's
+unsettled invoices and the good-payer count of paid ones are then read without the rest
+of the history. The single-column indexes on invoice and payment-attempt account go: each
+is the first column of a composite index that serves everything it did, and PostgreSQL
+picked the single ones for the snapshot and filtered the whole history (the card's recent
+attempts by time, the unsettled invoices by status).
 
 Built and dropped CONCURRENTLY on PostgreSQL, new before old (`core.online_indexes`).
 """
@@ -14,21 +15,25 @@ from django.db import migrations, models
 
 from core.online_indexes import AddIndexOnline, is_postgres
 
-# The name Django gave the FK's index in 0001 (it hashes only table and column names).
-ATTEMPT_ACCOUNT = "billing_events_paymentattempt_account_id_ecfa28dd"
+# The names Django gave the FKs' indexes in 0001 (they hash only table and column names).
+IMPLIED = {
+    "billing_events_invoice_account_id_afd4fa6f": "billing_events_invoice",
+    "billing_events_paymentattempt_account_id_ecfa28dd": "billing_events_paymentattempt",
+}
 
 
-def drop_attempt_account_index(apps, schema_editor) -> None:
+def drop_account_indexes(apps, schema_editor) -> None:
     concurrently = "CONCURRENTLY " if is_postgres(schema_editor) else ""
-    schema_editor.execute(f"DROP INDEX {concurrently}IF EXISTS {ATTEMPT_ACCOUNT}")
+    for name in IMPLIED:
+        schema_editor.execute(f"DROP INDEX {concurrently}IF EXISTS {name}")
 
 
-def recreate_attempt_account_index(apps, schema_editor) -> None:
+def recreate_account_indexes(apps, schema_editor) -> None:
     concurrently = "CONCURRENTLY " if is_postgres(schema_editor) else ""
-    schema_editor.execute(
-        f"CREATE INDEX {concurrently}IF NOT EXISTS {ATTEMPT_ACCOUNT}"
-        " ON billing_events_paymentattempt (account_id)"
-    )
+    for name, table in IMPLIED.items():
+        schema_editor.execute(
+            f"CREATE INDEX {concurrently}IF NOT EXISTS {name} ON {table} (account_id)"
+        )
 
 
 class Migration(migrations.Migration):
@@ -41,14 +46,20 @@ class Migration(migrations.Migration):
     operations = [
         AddIndexOnline(
             model_name="invoice",
-            index=models.Index(
-                condition=models.Q(("status__in", ["open", "uncollectible"])),
-                fields=["account"],
-                name="invoice_unsettled_idx",
-            ),
+            index=models.Index(fields=["account", "status"], name="invoice_account_status_idx"),
         ),
         migrations.SeparateDatabaseAndState(
             state_operations=[
+                migrations.AlterField(
+                    model_name="invoice",
+                    name="account",
+                    field=models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="invoices",
+                        to="billing_events.account",
+                    ),
+                ),
                 migrations.AlterField(
                     model_name="paymentattempt",
                     name="account",
@@ -61,7 +72,7 @@ class Migration(migrations.Migration):
                 ),
             ],
             database_operations=[
-                migrations.RunPython(drop_attempt_account_index, recreate_attempt_account_index),
+                migrations.RunPython(drop_account_indexes, recreate_account_indexes),
             ],
         ),
     ]
