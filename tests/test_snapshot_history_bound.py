@@ -3,7 +3,6 @@ statement that reads the snapshot touches a bounded number of invoice and paymen
 rows, however long the account's paid history, as PostgreSQL itself counts them."""
 
 import json
-from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
@@ -16,6 +15,7 @@ from dunning.policy import current_policy
 from tests.dunning_helpers import account_of
 from tests.events import Customer
 from tests.snapshot_stories import fails, signs_up
+from tests.test_paid_history_bound import add_paid_invoices
 
 pytestmark = [
     pytest.mark.django_db,
@@ -24,38 +24,21 @@ pytestmark = [
 TABLES = {Invoice._meta.db_table, PaymentAttempt._meta.db_table}
 
 
-def paid_history(account, weeks: int) -> None:
-    """`weeks` weekly invoices paid on the first attempt, each with its charge, all before
-    the card window (as the mirror stores them; delivering them as events is slow)."""
-    start = clock.now() - timedelta(days=60)
-    invoices = Invoice.objects.bulk_create(
-        Invoice(
-            stripe_invoice_id=f"in_hist_{account.pk}_{n}",
-            account=account,
-            status=Invoice.Status.PAID,
-            amount_due=2000,
-            amount_paid=2000,
-            currency="usd",
-            billing_reason="subscription_cycle",
-            attempt_count=1,
-            stripe_created=start - timedelta(weeks=n),
-            paid_at=start - timedelta(weeks=n),
-            version=start - timedelta(weeks=n),
-            version_event_id=f"evt_hist_{n}",
-        )
-        for n in range(weeks)
-    )
+def paid_history(account, invoices: int) -> None:
+    """Invoices paid on the first attempt, each with its charge, all before the card window
+    (as the mirror stores them; delivering them as events is slow)."""
+    add_paid_invoices(account.pk, invoices)
     PaymentAttempt.objects.bulk_create(
         PaymentAttempt(
-            attempt_key=f"ch_hist_{account.pk}_{n}",
+            attempt_key=f"ch_{invoice.stripe_invoice_id}",
             account=account,
             invoice=invoice,
             outcome="succeeded",
-            amount=2000,
-            currency="usd",
+            amount=invoice.amount_paid,
+            currency=invoice.currency,
             attempted_at=invoice.paid_at,
         )
-        for n, invoice in enumerate(invoices)
+        for invoice in Invoice.objects.filter(account=account, status=Invoice.Status.PAID)
     )
 
 
@@ -67,7 +50,7 @@ def a_book(accounts: int) -> None:
         Account(stripe_customer_id=f"cus_Hbook{n}") for n in range(accounts)
     )
     for account in made:
-        paid_history(account, weeks=1)
+        paid_history(account, invoices=1)
 
 
 def rows_touched(plan: dict) -> list[tuple[str, int]]:
@@ -105,7 +88,7 @@ def test_the_read_does_not_follow_the_paid_history(stripe_sender, test_clock, pl
     for cus in (short, long):
         signs_up(stripe_sender, cus)
         fails(stripe_sender, cus)
-    paid_history(account_of(long), weeks=1500)
+    paid_history(account_of(long), invoices=1500)
     a_book(accounts=300)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
