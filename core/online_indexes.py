@@ -6,6 +6,7 @@ default, builds plainly.
 """
 
 from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
+from django.db import migrations
 from django.db.migrations.operations import AddIndex, RemoveIndex
 
 
@@ -31,3 +32,25 @@ class RemoveIndexOnline(RemoveIndexConcurrently):
     def database_backwards(self, app_label, schema_editor, *states):
         base = RemoveIndexConcurrently if is_postgres(schema_editor) else RemoveIndex
         base.database_backwards(self, app_label, schema_editor, *states)
+
+
+def drop_implied_indexes(definitions: dict[str, str]) -> migrations.RunPython:
+    """Drop indexes Django made implicitly (an FK's, a unique field's LIKE index), named with
+    their definition ("table (columns)") so that going backwards makes them again. SQLite
+    never had the LIKE (`pattern_ops`) ones."""
+
+    def forwards(apps, schema_editor) -> None:
+        concurrently = "CONCURRENTLY " if is_postgres(schema_editor) else ""
+        for name in definitions:
+            schema_editor.execute(f"DROP INDEX {concurrently}IF EXISTS {name}")
+
+    def backwards(apps, schema_editor) -> None:
+        postgres = is_postgres(schema_editor)
+        concurrently = "CONCURRENTLY " if postgres else ""
+        for name, definition in definitions.items():
+            if postgres or "pattern_ops" not in definition:
+                schema_editor.execute(
+                    f"CREATE INDEX {concurrently}IF NOT EXISTS {name} ON {definition}"
+                )
+
+    return migrations.RunPython(forwards, backwards)

@@ -15,33 +15,17 @@ keeps writing meanwhile and no query is ever without its index. SQLite builds pl
 import django.db.models.deletion
 from django.db import migrations, models
 
-from core.online_indexes import AddIndexOnline, RemoveIndexOnline, is_postgres
+from core.online_indexes import AddIndexOnline, RemoveIndexOnline, drop_implied_indexes
 
 TABLE = "billing_events_webhookevent"
 # The indexes Django made for unique=True and db_index=True in 0001 (their names hash
 # only the table and column names, so they are the same in every database).
 IMPLIED = {
-    "billing_events_webhookevent_stripe_event_id_7da952b3_like": "(stripe_event_id varchar_pattern_ops)",
-    "billing_events_webhookevent_type_5413f6ed": "(type)",
-    "billing_events_webhookevent_type_5413f6ed_like": "(type varchar_pattern_ops)",
-    "billing_events_webhookevent_account_id_d286318e": "(account_id)",
+    "billing_events_webhookevent_stripe_event_id_7da952b3_like": f"{TABLE} (stripe_event_id varchar_pattern_ops)",
+    "billing_events_webhookevent_type_5413f6ed": f"{TABLE} (type)",
+    "billing_events_webhookevent_type_5413f6ed_like": f"{TABLE} (type varchar_pattern_ops)",
+    "billing_events_webhookevent_account_id_d286318e": f"{TABLE} (account_id)",
 }
-
-
-def drop_implied_indexes(apps, schema_editor) -> None:
-    concurrently = "CONCURRENTLY " if is_postgres(schema_editor) else ""
-    for name in IMPLIED:
-        schema_editor.execute(f"DROP INDEX {concurrently}IF EXISTS {name}")
-
-
-def recreate_implied_indexes(apps, schema_editor) -> None:
-    pg = is_postgres(schema_editor)
-    for name, columns in IMPLIED.items():
-        if pg or "pattern_ops" not in columns:  # SQLite never had the LIKE indexes
-            schema_editor.execute(
-                f"CREATE INDEX {'CONCURRENTLY ' if pg else ''}IF NOT EXISTS {name}"
-                f" ON {TABLE} {columns}"
-            )
 
 
 class Migration(migrations.Migration):
@@ -110,7 +94,7 @@ class Migration(migrations.Migration):
                 ),
             ],
             database_operations=[
-                migrations.RunPython(drop_implied_indexes, recreate_implied_indexes),
+                drop_implied_indexes(IMPLIED),
             ],
         ),
     ]

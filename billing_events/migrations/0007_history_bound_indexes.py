@@ -13,27 +13,13 @@ Built and dropped CONCURRENTLY on PostgreSQL, new before old (`core.online_index
 import django.db.models.deletion
 from django.db import migrations, models
 
-from core.online_indexes import AddIndexOnline, is_postgres
+from core.online_indexes import AddIndexOnline, drop_implied_indexes
 
-# The names Django gave the FKs' indexes in 0001 (they hash only table and column names).
+# The indexes Django made for the FKs in 0001 (their names hash only table and column names).
 IMPLIED = {
-    "billing_events_invoice_account_id_afd4fa6f": "billing_events_invoice",
-    "billing_events_paymentattempt_account_id_ecfa28dd": "billing_events_paymentattempt",
+    "billing_events_invoice_account_id_afd4fa6f": "billing_events_invoice (account_id)",
+    "billing_events_paymentattempt_account_id_ecfa28dd": "billing_events_paymentattempt (account_id)",
 }
-
-
-def drop_account_indexes(apps, schema_editor) -> None:
-    concurrently = "CONCURRENTLY " if is_postgres(schema_editor) else ""
-    for name in IMPLIED:
-        schema_editor.execute(f"DROP INDEX {concurrently}IF EXISTS {name}")
-
-
-def recreate_account_indexes(apps, schema_editor) -> None:
-    concurrently = "CONCURRENTLY " if is_postgres(schema_editor) else ""
-    for name, table in IMPLIED.items():
-        schema_editor.execute(
-            f"CREATE INDEX {concurrently}IF NOT EXISTS {name} ON {table} (account_id)"
-        )
 
 
 class Migration(migrations.Migration):
@@ -71,8 +57,6 @@ class Migration(migrations.Migration):
                     ),
                 ),
             ],
-            database_operations=[
-                migrations.RunPython(drop_account_indexes, recreate_account_indexes),
-            ],
+            database_operations=[drop_implied_indexes(IMPLIED)],
         ),
     ]
