@@ -93,12 +93,11 @@ INVOICE_CASE = f"{_t(Invoice)} i LEFT JOIN {_t(CaseInvoice)} ci ON ci.invoice_id
 
 def candidate_invoices(account: str, case: str, hint: str) -> str:
     """A FROM clause of the account's invoices the snapshot may load, as `i` with its case
-    link `ci`: the unsettled ones (by the `invoice_account_status_idx` index), the case's,
-    and the one the trigger names. The exact conditions go on top. Every branch checks the
-    account itself, by the invoice's id (as a join, PostgreSQL read the account's invoices
-    by account instead), so the outer query has no `i.account_id` condition: with one,
-    PostgreSQL read all the account's invoices by it instead of these few by id, and a
-    recompute's cost grew with the paid history."""
+    link `ci`: the unsettled ones (through the (account, status) index), the case's, and the
+    one the trigger names. Each branch checks the account itself, the case's by the
+    invoice's id; the exact conditions go on top. With an `i.account_id` condition outside,
+    or the case's invoices joined by account, PostgreSQL read all of the account's invoices
+    by account instead of these few by id, and a recompute's cost grew with its history."""
     invoice = _t(Invoice)
     return f"""(
     SELECT u.id FROM {invoice} u WHERE u.account_id = {account} AND u.status IN ({UNSETTLED})
