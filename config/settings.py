@@ -150,6 +150,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 5,
 }
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+# Celery's Django fix-up closes every database connection before and after every task
+# unless told to reuse it: a new PostgreSQL backend, and the snapshot's statement prepared
+# again, for every task. A worker keeps its connection instead, and between tasks checks
+# its age (DATABASE_CONN_MAX_AGE) and health as Django does between requests
+# (`config.celery`); this only bounds how many tasks one connection may serve.
+CELERY_DB_REUSE_MAX = int(os.environ.get("CELERY_DB_REUSE_MAX", "100000"))
 CELERY_BEAT_SCHEDULE = {
     "sweep-webhook-events": {
         "task": "dunning.intake.tasks.sweep_webhook_events",

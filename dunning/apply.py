@@ -6,14 +6,12 @@ from django.db import transaction
 
 from billing_events.models import Account
 from dunning import outbox_items
+from dunning.apply_case import apply_case
 from dunning.compute import Desired
-from dunning.diff import CASE_FIELDS, Change, Outcome
+from dunning.diff import Change, Outcome
 from dunning.models import (
     AccountStanding,
     BadDebtEpisode,
-    CaseInvoice,
-    CaseState,
-    CaseTransition,
     Decision,
     DunningCase,
     OutboxItem,
@@ -27,16 +25,6 @@ from dunning.snapshot import Snapshot
 from dunning.triggers import Trigger
 from entitlements.services import set_restrictions
 
-TRANSITION_METHOD = {
-    CaseState.RETRYING: "retry",
-    CaseState.AWAITING_CUSTOMER: "await_customer",
-    CaseState.ESCALATED: "escalate",
-    CaseState.LIFTING: "lift",
-    CaseState.RESOLVED: "resolve",
-}
-# Every diffed case field but the state, which changes only through its transitions.
-CASE_VALUE_FIELDS = tuple(name for name in CASE_FIELDS if name != "state")
-
 
 def apply(
     *,
@@ -49,8 +37,11 @@ def apply(
     policy: Policy,
 ) -> Outcome:
     stores = {change.store for change in changes}
+    # A new case gets its decision once it exists; an existing one has it from the insert.
+    existing_case = desired.case.case_pk if desired.case is not None else None
     decision = Decision.objects.create(
         account=account,
+        case_id=existing_case,
         trigger=trigger.kind,
         actor=trigger.source,
         decided_at=now,
@@ -63,14 +54,13 @@ def apply(
         summary=desired.summary(),
     )
     if desired.case is not None and stores & {"case", "case_invoices"}:
-        case = _apply_case(account, snapshot, desired, decision, trigger, now, policy)
-        decision.case = case
-        decision.save(update_fields=["case"])
-    elif desired.case is not None and desired.case.case_pk is not None:
+        case = apply_case(account, snapshot, desired, decision, trigger, now, policy)
+        if existing_case is None:
+            decision.case = case
+            decision.save(update_fields=["case"])
+    elif existing_case is not None:
         # Only restrictions, standing or side effects changed: still the case's decision.
-        decision.case_id = desired.case.case_pk
-        decision.save(update_fields=["case"])
-        DunningCase.objects.filter(pk=decision.case_id).update(last_decision=decision)
+        DunningCase.objects.filter(pk=existing_case).update(last_decision=decision)
 
     shadow_change = next((c for c in changes if c.store == "case" and c.field == "shadow"), None)
     if shadow_change is not None and desired.case.shadow:
@@ -130,62 +120,6 @@ def apply(
         decision_id=decision.pk,
         summary=decision.summary,
         outbox_ids=tuple(outbox_ids),
-    )
-
-
-def _apply_case(
-    account: Account,
-    snapshot: Snapshot,
-    desired: Desired,
-    decision: Decision,
-    trigger: Trigger,
-    now: datetime,
-    policy: Policy,
-) -> DunningCase:
-    target = desired.case
-    values = {name: getattr(target, name) for name in CASE_VALUE_FIELDS}
-    if target.case_pk is None:
-        case = DunningCase.objects.create(
-            account=account,
-            state=target.state,
-            opened_at=now,
-            resolved_at=now if target.state == CaseState.RESOLVED else None,
-            policy_version=policy.version,
-            last_decision=decision,
-            **values,
-        )
-        _record_transition(case, decision, "", target.state, trigger, now)
-    else:
-        case = DunningCase.objects.get(pk=target.case_pk)
-        if case.state != target.state:
-            before = case.state
-            getattr(case, TRANSITION_METHOD[target.state])()
-            _record_transition(case, decision, before, target.state, trigger, now)
-            if target.state == CaseState.RESOLVED:
-                case.resolved_at = now
-        for name, value in values.items():
-            setattr(case, name, value)
-        case.policy_version = policy.version
-        case.last_decision = decision
-        case.save()
-    linked = {i.pk for i in snapshot.invoices if i.case_id == case.pk}
-    CaseInvoice.objects.bulk_create(
-        [CaseInvoice(case=case, invoice_id=pk) for pk in sorted(target.invoice_pks - linked)]
-    )
-    return case
-
-
-def _record_transition(
-    case: DunningCase, decision: Decision, before: str, after: str, trigger: Trigger, now: datetime
-) -> None:
-    CaseTransition.objects.create(
-        case=case,
-        decision=decision,
-        from_state=before,
-        to_state=after,
-        trigger=trigger.kind,
-        actor=trigger.source,
-        at=now,
     )
 
 

@@ -104,37 +104,46 @@ def handle(trigger: Trigger, *, policy: Policy | None = None) -> Outcome:
     """Recompute one account for any trigger. Idempotent: a second call writes nothing.
     `policy` forces one policy (tests); by default the account's own version computes."""
     with transaction.atomic():
-        now = clock.now()
-        hint = trigger.detail.get("invoice", "")
-        if policy is None:
-            account, snapshot, policy = read_with_policy(
-                account_id=trigger.account_id, now=now, invoice_hint=hint
-            )
-        else:
-            account, snapshot = read_snapshot(
-                account_id=trigger.account_id, now=now, policy=policy, invoice_hint=hint
-            )
-        desired = compute(snapshot, now, policy)
-        if snapshot.policy_candidate is not None:
-            shadow_candidate(
-                account_id=account.pk,
-                snapshot=_as_candidate_reads(snapshot, policy, now=now, invoice_hint=hint),
-                now=now,
-                decided=desired,
-                version=policy.version,
-            )
-        changes = diff(snapshot, desired, now)
-        if not changes:
-            return Outcome(account_id=account.pk)
-        return apply(
-            account=account,
-            snapshot=snapshot,
-            desired=desired,
-            changes=changes,
-            trigger=trigger,
-            now=now,
-            policy=policy,
+        return recompute_within(trigger, policy=policy)
+
+
+def recompute_within(trigger: Trigger, *, policy: Policy | None = None) -> Outcome:
+    """`handle` inside the caller's transaction, with no savepoint of its own: a caller
+    that writes in the same transaction (an outbox item's close) commits or rolls back
+    with the recompute, as one."""
+    if not transaction.get_connection().in_atomic_block:
+        raise transaction.TransactionManagementError("recompute_within needs a transaction")
+    now = clock.now()
+    hint = trigger.detail.get("invoice", "")
+    if policy is None:
+        account, snapshot, policy = read_with_policy(
+            account_id=trigger.account_id, now=now, invoice_hint=hint
         )
+    else:
+        account, snapshot = read_snapshot(
+            account_id=trigger.account_id, now=now, policy=policy, invoice_hint=hint
+        )
+    desired = compute(snapshot, now, policy)
+    if snapshot.policy_candidate is not None:
+        shadow_candidate(
+            account_id=account.pk,
+            snapshot=_as_candidate_reads(snapshot, policy, now=now, invoice_hint=hint),
+            now=now,
+            decided=desired,
+            version=policy.version,
+        )
+    changes = diff(snapshot, desired, now)
+    if not changes:
+        return Outcome(account_id=account.pk)
+    return apply(
+        account=account,
+        snapshot=snapshot,
+        desired=desired,
+        changes=changes,
+        trigger=trigger,
+        now=now,
+        policy=policy,
+    )
 
 
 # A due retry may run this long after its planned moment (beat's tick and queueing).

@@ -11,6 +11,8 @@ from datetime import datetime
 import requests
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Subquery
+from django.db.models.functions import Coalesce
 
 from billing_events.models import Account
 from billing_events.signature import sign_header
@@ -70,22 +72,22 @@ def append_event(
 ) -> list[int]:
     """The next event of the account's stream, and one outbox item per subscriber. Call
     with the account locked (the sequence is read, then written)."""
-    last = (
-        OutcomeEvent.objects.filter(account_id=account_id)
-        .order_by("-sequence")
-        .values_list("sequence", flat=True)
-        .first()
-    )
+    last = OutcomeEvent.objects.filter(account_id=account_id).order_by("-sequence")
     event = OutcomeEvent.objects.create(
         account_id=account_id,
-        sequence=(last or 0) + 1,
+        # Numbered in the INSERT itself: one statement, not a read and a write.
+        sequence=Coalesce(Subquery(last.values("sequence")[:1]), 0) + 1,
         type=event_type,
         decision=decision,
         created_at=now,
         payload=payload,
     )
+    urls = settings.DUNNING_OUTCOME_WEBHOOK_URLS
+    if not urls:
+        return []
+    event.refresh_from_db(fields=["sequence"])
     ids = []
-    for index, url in enumerate(settings.DUNNING_OUTCOME_WEBHOOK_URLS):
+    for index, url in enumerate(urls):
         item = OutboxItem.objects.create(
             account_id=account_id,
             decision=decision,

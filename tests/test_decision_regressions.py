@@ -8,7 +8,7 @@ import pytest
 from billing_events.models import PaymentAttempt
 from billing_events.scenarios import StripeCustomer
 from core import clock
-from dunning import outbox
+from dunning import outbox, outbox_items
 from dunning import test_clock as clock_service
 from dunning.models import DunningCase, OutboxItem, TestClock
 from tests.dunning_helpers import case_of, deliver_now
@@ -107,7 +107,7 @@ def test_a_retry_claimed_before_a_fraud_decline_does_not_charge_when_it_runs_lat
         lambda c: c.charge_event("charge.failed", "ch_2", decline_code="fraudulent"),
         lambda c: c.invoice_event("invoice.payment_failed", attempt_count=2),
     )
-    set_clock(clock.now() + outbox.LEASE + timedelta(minutes=1))
+    set_clock(clock.now() + outbox_items.LEASE + timedelta(minutes=1))
 
     outbox.run_item(item_id=item_id)
 

@@ -148,7 +148,7 @@ def test_an_item_whose_lease_ran_out_in_the_batch_is_left_to_the_next_claim(test
     assert sorted(outbox.claim_due()) == ids
     # The items before these in the batch took longer than the lease: a dispatcher may
     # already have handed them out again, so this worker must not run them too.
-    clock_service._set(clock.now() + outbox.LEASE + timedelta(seconds=1))
+    clock_service._set(clock.now() + outbox_items.LEASE + timedelta(seconds=1))
 
     assert outbox.run_items(ids) == ["skipped", "skipped"]
 

@@ -1,7 +1,8 @@
-"""The last check before a retry's charge is one statement: under the account lock the item,
-still pending, is marked as charging. A recompute supersedes any pending retry its plan no
-longer holds unless so marked, so an unmarked pending retry is the current plan; the plan is
-computed afresh only when a charge of the item began before, or the case has a review due."""
+"""A worker begins a retry in one statement: its lease renewed while still its own and,
+under the account lock, the item, still pending, marked as charging. A recompute
+supersedes any pending retry its plan no longer holds unless so marked, so an unmarked
+pending retry is the current plan; the plan is computed afresh only when a charge of the
+item began before, or the case has a review due."""
 
 import threading
 from datetime import timedelta
@@ -16,7 +17,8 @@ from core import clock
 from dunning import engine, outbox
 from dunning.effects import payment_retry
 from dunning.models import DunningCase, OutboxItem, TestClock
-from dunning.outbox_items import CHARGING
+from dunning.outbox_begin import begin
+from dunning.outbox_items import CHARGING, LEASE
 from tests.dunning_helpers import case_of, deliver_now
 
 pytestmark = pytest.mark.django_db
@@ -42,6 +44,12 @@ def a_claimed_retry(sender, cus) -> OutboxItem:
     return item
 
 
+def begins_charge(item: OutboxItem) -> bool:
+    """What a worker does before the network call: begin the item, then the last check."""
+    begun = begin(item.pk, now=clock.now())
+    return begun is not None and payment_retry.still_wanted(begun)
+
+
 def fraud_decline(sender, cus):
     deliver_now(
         sender,
@@ -51,14 +59,14 @@ def fraud_decline(sender, cus):
     )
 
 
-def test_the_check_before_the_charge_is_one_statement(
+def test_the_lease_the_mark_and_the_check_before_the_charge_are_one_statement(
     stripe_sender, test_clock, simulated_gateway, monkeypatch
 ):
     item = a_claimed_retry(stripe_sender, StripeCustomer())
     monkeypatch.setattr(engine, "retry_still_planned", lambda **kw: pytest.fail("full check"))
 
     with CaptureQueriesContext(connection) as captured:
-        assert payment_retry.still_wanted(item)
+        assert begins_charge(item)
 
     statements = [
         q["sql"] for q in captured.captured_queries if "dunning_testclock" not in q["sql"]
@@ -77,6 +85,8 @@ def test_a_claimed_retry_is_superseded_by_a_plan_that_drops_it(
     fraud_decline(stripe_sender, cus)  # the recompute replaces the plan at once
 
     assert OutboxItem.objects.get(pk=item.pk).status == "superseded"
+    assert not begins_charge(item)
+    assert outbox.run_items([item.pk]) == ["skipped"]
     assert outbox.run_item(item_id=item.pk) == "skipped"
     assert simulated_gateway.calls == []
 
@@ -86,7 +96,7 @@ def test_a_retry_whose_charge_began_is_left_to_its_worker(
 ):
     cus = StripeCustomer()
     item = a_claimed_retry(stripe_sender, cus)
-    assert payment_retry.still_wanted(item)  # the charge begins
+    assert begins_charge(item)  # the charge begins
 
     fraud_decline(stripe_sender, cus)  # arrives while the charge is at Stripe
 
@@ -99,9 +109,9 @@ def test_a_charge_begun_before_is_checked_against_a_fresh_plan(
 ):
     cus = StripeCustomer()
     item = a_claimed_retry(stripe_sender, cus)
-    assert payment_retry.still_wanted(item)  # the charge begins, then its worker dies
+    assert begins_charge(item)  # the charge begins, then its worker dies
     fraud_decline(stripe_sender, cus)  # kept: the charge had begun
-    set_clock(clock.now() + outbox.LEASE + timedelta(seconds=1))
+    set_clock(clock.now() + LEASE + timedelta(seconds=1))
 
     assert item.pk in outbox.claim_due()
     assert outbox.run_item(item_id=item.pk) == "superseded"
@@ -117,7 +127,7 @@ def test_a_case_with_a_review_due_is_checked_against_a_fresh_plan(
     asked = []
     monkeypatch.setattr(engine, "retry_still_planned", lambda **kw: asked.append(kw) or False)
 
-    assert not payment_retry.still_wanted(item)
+    assert not begins_charge(item)
     assert len(asked) == 1
 
 
@@ -134,7 +144,7 @@ def test_the_mark_waits_for_a_recompute_holding_the_account(
 
     def mark():
         try:
-            answers.append(payment_retry.still_wanted(item))
+            answers.append(begins_charge(item))
             marked.set()
         finally:
             connections.close_all()
@@ -156,3 +166,16 @@ def test_the_mark_waits_for_a_recompute_holding_the_account(
     assert answers == [False]
     item = OutboxItem.objects.get(pk=item.pk)
     assert item.status == "superseded" and CHARGING not in item.payload
+
+
+def test_a_retry_whose_lease_ran_out_is_not_begun_by_its_late_worker(
+    stripe_sender, test_clock, simulated_gateway
+):
+    """Another worker may hold it now: the late one neither marks nor charges."""
+    item = a_claimed_retry(stripe_sender, StripeCustomer())
+    set_clock(clock.now() + LEASE + timedelta(seconds=1))
+
+    assert outbox.run_items([item.pk]) == ["skipped"]
+    item = OutboxItem.objects.get(pk=item.pk)
+    assert item.status == "pending" and CHARGING not in item.payload
+    assert simulated_gateway.calls == []

@@ -7,7 +7,7 @@ from django.test.utils import CaptureQueriesContext
 
 from billing_events.models import PaymentAttempt
 from billing_events.scenarios import StripeCustomer
-from dunning import engine, outbox
+from dunning import outbox
 from dunning import test_clock as clock_service
 from dunning.models import Decision, OutboxItem
 from tests.dunning_helpers import deliver_now
@@ -69,7 +69,7 @@ def test_a_database_fault_in_the_recompute_leaves_the_result_unrecorded(
     def lost_connection(trigger, **kwargs):
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(engine, "handle", lost_connection)
+    monkeypatch.setattr(outbox, "recompute_within", lost_connection)
     with pytest.raises(OperationalError):
         outbox.run_item(item_id=item.pk)
 
@@ -88,7 +88,29 @@ def test_a_broken_recompute_leaves_the_item_closed_so_it_does_not_run_again(
     def bug(trigger, **kwargs):
         raise RuntimeError("a bug in the recompute")
 
-    monkeypatch.setattr(engine, "handle", bug)
+    monkeypatch.setattr(outbox, "recompute_within", bug)
     assert outbox.run_item(item_id=item.pk) == "done"
 
     assert PaymentAttempt.objects.count() == attempts + 1
+
+
+def test_a_recompute_that_breaks_after_writing_leaves_none_of_its_writes(
+    stripe_sender, test_clock, settings, fake_stripe, monkeypatch
+):
+    """No savepoint sits between the close and the recompute: a recompute that wrote its
+    decision and then broke is rolled back whole, and the close is made again without it."""
+    item = a_due_retry(stripe_sender, settings, fake_stripe)
+    attempts = PaymentAttempt.objects.count()
+    decisions = Decision.objects.count()
+    real = outbox.recompute_within
+
+    def breaks_after_writing(trigger, **kwargs):
+        assert real(trigger, **kwargs).decision_id is not None
+        raise RuntimeError("a bug after the decision was written")
+
+    monkeypatch.setattr(outbox, "recompute_within", breaks_after_writing)
+    assert outbox.run_item(item_id=item.pk) == "done"
+
+    assert Decision.objects.count() == decisions
+    assert PaymentAttempt.objects.count() == attempts + 1
+    assert OutboxItem.objects.get(pk=item.pk).status == "done"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from urllib.parse import quote
 
 import stripe
 
@@ -72,10 +73,15 @@ class StripeGateway:
 
     def pay_invoice(self, *, invoice_id: str, idempotency_key: str) -> PaymentResult:
         try:
-            invoice = self._client.v1.invoices.pay(
-                invoice_id,
-                params={"off_session": True, "expand": ["payments"]},
-                options={"idempotency_key": idempotency_key},
+            # The SDK's raw request: the same requestor, errors and retries as
+            # `v1.invoices.pay`, without building a StripeObject tree of the whole invoice
+            # (half the client's CPU for a charge) only to turn it back into a dict.
+            response = self._client.raw_request(
+                "post",
+                f"/v1/invoices/{quote(invoice_id, safe='')}/pay",
+                off_session=True,
+                expand=["payments"],
+                idempotency_key=idempotency_key,
             )
         except stripe.CardError as error:
             result = declined_result(error)
@@ -84,7 +90,7 @@ class StripeGateway:
         except stripe.StripeError as error:
             result = error_result(error)
         else:
-            result = paid_result(invoice.to_dict())
+            result = paid_result(response.data)
         log_payment(invoice_id, idempotency_key, result)
         return result
 

@@ -9,7 +9,10 @@ the outbox stays the only writer of an item's status.
 from datetime import datetime
 
 from django.conf import settings
+from django.db import connection
+from django.db.models.expressions import RawSQL
 
+from core.insert_sql import insert_sql
 from dunning.models import CustomerNotice, Decision, OutboxItem
 from dunning.outbox_items import add_item
 
@@ -29,7 +32,7 @@ def record_plan(
     ids = []
     for key in planned.get("new", ()):
         notice = notices[key]
-        row = CustomerNotice.objects.create(
+        row = CustomerNotice(
             account_id=account_id,
             case_id=decision.case_id if notice.kind != CustomerNotice.Kind.CARD_EXPIRING else None,
             decision=decision,
@@ -42,7 +45,9 @@ def record_plan(
             created_at=now,
         )
         if enforced:
-            ids.append(_enqueue(row, decision, now))
+            ids.append(_create_with_item(row, decision, now))
+        else:
+            row.save()
     if planned.get("promoted"):
         rows = CustomerNotice.objects.filter(
             account_id=account_id, key__in=planned["promoted"], status=Status.SHADOW
@@ -68,6 +73,32 @@ def record_plan(
             key=outbox_key(account_id, key), status=OutboxItem.Status.PENDING
         ).exclude(claimed_until__gt=now).update(next_attempt_at=due)
     return ids
+
+
+def _create_with_item(row: CustomerNotice, decision: Decision, now: datetime) -> int:
+    """The notice and its outbox item in one statement (the item names the new row): one
+    round trip less for every message planned."""
+    if connection.vendor != "postgresql":
+        row.save()
+        return _enqueue(row, decision, now)
+    notice_sql, notice_params = insert_sql(row, returning="id")
+    item = OutboxItem(
+        account_id=row.account_id,
+        decision_id=decision.pk,
+        kind=OutboxItem.Kind.CUSTOMER_NOTICE,
+        key=outbox_key(row.account_id, row.key),
+        payload=RawSQL(
+            "jsonb_build_object('notice', (SELECT id FROM notice), 'kind', %s::text)", [row.kind]
+        ),
+        next_attempt_at=row.due_at,
+        created_at=now,
+    )
+    item_sql, item_params = insert_sql(item, returning="id, (SELECT id FROM notice)")
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH notice AS ({notice_sql}) {item_sql}", notice_params + item_params)
+        item_id, row.pk = cursor.fetchone()
+    row._state.adding = False
+    return item_id
 
 
 def _enqueue(row: CustomerNotice, decision: Decision, now: datetime) -> int:
