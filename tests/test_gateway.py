@@ -394,3 +394,50 @@ def test_gateway_from_settings_with_key_calls_stripe_at_the_configured_base(fake
     assert isinstance(gw, StripeGateway)
     assert result.decline_code == "insufficient_funds"
     assert fake_stripe.requests_to("POST", "/v1/invoices/in_cfg/pay")
+
+
+@pytest.mark.parametrize(
+    ("environment", "api_base", "expected"),
+    [
+        ({}, "https://api.stripe.com", None),
+        (
+            {"HTTPS_PROXY": "http://proxy.internal:3128"},
+            "https://api.stripe.com",
+            {"https": "http://proxy.internal:3128"},
+        ),
+        (
+            {"HTTPS_PROXY": "http://proxy.internal:3128", "NO_PROXY": "stripe.com"},
+            "https://api.stripe.com",
+            None,
+        ),
+        # By scheme, as requests chooses per request: an http proxy is not used for https.
+        (
+            {"HTTP_PROXY": "http://proxy.internal:3128"},
+            "https://api.stripe.com",
+            {"http": "http://proxy.internal:3128"},
+        ),
+    ],
+)
+def test_the_gateway_reads_the_proxy_for_stripe_once_from_the_environment(
+    monkeypatch, environment, api_base, expected
+):
+    """The session does not read the environment on every charge (trust_env off), so the
+    proxy settings that apply to Stripe's address are read when the gateway is made."""
+    from billing_events.gateway import stripe_api
+
+    for name in (
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+
+    assert stripe_api._proxy(api_base) == expected
+    assert stripe_api._session().trust_env is False

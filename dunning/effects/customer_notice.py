@@ -18,7 +18,7 @@ def still_wanted(item: OutboxItem) -> bool:
 
 
 def perform(item: OutboxItem) -> EffectResult | None:
-    claim = sending.claim(item.payload["notice"])
+    claim = sending.claim(item.payload["notice"], account_id=item.account_id)
     if claim.verdict == sending.DROP:
         return None
     if claim.verdict == sending.WAIT:

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 
 from billing_events.models import Account
 from core import clock
@@ -45,16 +46,14 @@ class Claim:
     reason: str = ""
 
 
-def claim(notice_id: int) -> Claim:
-    account_id = (
-        CustomerNotice.objects.filter(pk=notice_id).values_list("account_id", flat=True).first()
-    )
-    if account_id is None:
-        return Claim(DROP, reason="no such notice")
+def claim(notice_id: int, *, account_id: int) -> Claim:
     with transaction.atomic():
         now = clock.now()
-        _, snapshot, policy = read_with_policy(account_id=account_id, now=now)
-        notice = CustomerNotice.objects.get(pk=notice_id)
+        try:
+            _, snapshot, policy = read_with_policy(account_id=account_id, now=now)
+            notice = CustomerNotice.objects.get(pk=notice_id, account_id=account_id)
+        except (Account.DoesNotExist, CustomerNotice.DoesNotExist):
+            return Claim(DROP, reason="no such notice")
         if notice.status not in (Status.SCHEDULED, Status.SENDING):
             return Claim(DROP, reason=notice.status)
         if not snapshot.enforced:
@@ -106,17 +105,23 @@ def _must_wait(notice: CustomerNotice, snapshot, now: datetime) -> Claim | None:
         and case.paused_until > now
     ):
         return Claim(WAIT, until=case.paused_until, reason="support paused the case")
-    others = CustomerNotice.objects.filter(account_id=notice.account_id).exclude(pk=notice.pk)
-    last = (
-        others.filter(claimed_at__gt=now - DAY_APART)
-        .order_by("-claimed_at")
-        .values_list("claimed_at", flat=True)
-        .first()
-    )
-    if last is not None:
-        return Claim(WAIT, until=last + DAY_APART, reason="a message went to this customer today")
     more_important = [k for k, rank in PRIORITY.items() if rank < PRIORITY[notice.kind]]
-    if others.filter(status=Status.SCHEDULED, due_at__lte=now, kind__in=more_important).exists():
+    # Both reasons to wait in one read: a message claimed in the last day, or a more
+    # important one due (the first reason wins, as it says when the day is free).
+    others = list(
+        CustomerNotice.objects.filter(account_id=notice.account_id)
+        .exclude(pk=notice.pk)
+        .filter(
+            Q(claimed_at__gt=now - DAY_APART)
+            | Q(status=Status.SCHEDULED, due_at__lte=now, kind__in=more_important)
+        )
+        .values_list("claimed_at", flat=True)
+    )
+    claimed = [at for at in others if at is not None and at > now - DAY_APART]
+    if claimed:
+        until = max(claimed) + DAY_APART
+        return Claim(WAIT, until=until, reason="a message went to this customer today")
+    if others:
         return Claim(WAIT, until=now + DAY_APART, reason="a more important message goes today")
     return None
 
