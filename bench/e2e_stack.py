@@ -138,6 +138,7 @@ class Sample:
     clients: float
     machine: float
     at: float
+    sessions: dict[str, int]
 
     @classmethod
     def take(cls, stack: Stack, postmaster: int | None, redis_pid: int | None) -> Sample:
@@ -150,6 +151,7 @@ class Sample:
             clients=times.children_user + times.children_system,
             machine=processes.machine_busy(),
             at=time.monotonic(),
+            sessions=processes.sessions_begun(),
         )
 
 
@@ -157,7 +159,7 @@ def cpu_between(before: Sample, after: Sample, db_name: str) -> dict[str, float]
     """CPU seconds of each part between two samples; `stack` sums the service's processes
     (gunicorn, worker, beat, this database's PostgreSQL share, Redis)."""
     cpu = {name: processes.tree_cpu(before.trees[name], after.trees[name]) for name in NAMES}
-    pg = processes.postgres_cpu(before.postgres, after.postgres, db_name)
+    pg = processes.postgres_cpu(before.postgres, after.postgres, db_name, sessions=(before, after))
     cpu["postgres"] = pg["backends"] + pg["exited"] + pg["aux"]
     cpu["redis"] = processes.tree_cpu(before.redis, after.redis)
     cpu["stack"] = sum(cpu.values())

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from bench.common import ROOT, BenchError
+from bench.common import ADMIN_DSN, ROOT, BenchError
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -98,6 +98,7 @@ class StackSample:
     redis: Tree
     client: float
     machine: float
+    sessions: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def take(cls, gunicorn_pid: int, postmaster: int | None, redis_pid: int | None):
@@ -108,38 +109,25 @@ class StackSample:
             redis=Tree.take(redis_pid),
             client=times.children_user + times.children_system,
             machine=machine_busy(),
+            sessions=sessions_begun(),
         )
 
 
 def stack_cpu(before: StackSample, after: StackSample, db_name: str) -> dict[str, float]:
     """CPU seconds of each part of the stack between two samples."""
-
-    def pg_kind(cmd: str) -> str:
-        if f" {db_name} " in cmd:
-            return "ours"
-        # A client backend reads "postgres: <cluster>: <user> <database> <host> <state>";
-        # the auxiliary processes (walwriter, checkpointer ...) have no host part.
-        return "other_db" if "(" in cmd or "[local]" in cmd else "aux"
-
     gunicorn = sum(after.gunicorn.delta(before.gunicorn, lambda _: "worker").values())
-    pg = after.postgres.delta(before.postgres, pg_kind)
-    # Backends that exited are only seen as the postmaster's reaped total, whatever their
-    # database: counted in the stack (an upper bound) when one of ours was among them.
-    gone = before.postgres.children.keys() - after.postgres.children.keys()
-    ours_exited = any(pg_kind(before.postgres.children[pid][1]) == "ours" for pid in gone)
+    pg = postgres_cpu(before.postgres, after.postgres, db_name, sessions=(before, after))
     cpu = {
         "gunicorn": gunicorn,
-        "postgres_backends": pg.get("ours", 0.0),
-        "postgres_exited": pg["exited"] if ours_exited else 0.0,
-        "postgres_aux": pg["self"] + pg.get("aux", 0.0),
+        "postgres_backends": pg["backends"],
+        "postgres_exited": pg["exited"],
+        "postgres_aux": pg["aux"],
         "redis": sum(after.redis.delta(before.redis, lambda _: "thread").values()),
     }
     cpu["stack"] = sum(cpu.values())
     cpu["client"] = after.client - before.client
     # Not part of the stack: other databases' backends, live or exited.
-    cpu["postgres_other_databases"] = pg.get("other_db", 0.0) + (
-        0.0 if ours_exited else pg["exited"]
-    )
+    cpu["postgres_other_databases"] = pg["other_databases"]
     cpu["machine"] = after.machine - before.machine
     return cpu
 
@@ -264,10 +252,24 @@ def tree_cpu(before: Tree, after: Tree) -> float:
     return sum(after.delta(before, lambda _: "child").values())
 
 
-def postgres_cpu(before: Tree, after: Tree, db_name: str) -> dict[str, float]:
-    """The postmaster's tree between two looks, split as `stack_cpu` splits it: this
-    database's backends, exited backends (counted as ours, an upper bound, when one of
-    ours was among them), the auxiliary processes, and other databases' backends."""
+def sessions_begun() -> dict[str, int]:
+    """Sessions ever opened on each database (PostgreSQL's own counter, pg_stat_database,
+    PostgreSQL 14 and later; flushed within a second). A backend that began and ended
+    between two looks at /proc leaves no other trace of whose it was."""
+    with psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT datname, sessions FROM pg_stat_database WHERE datname IS NOT NULL"
+        ).fetchall()
+    return {name: int(count) for name, count in rows}
+
+
+def postgres_cpu(before: Tree, after: Tree, db_name: str, *, sessions=None) -> dict[str, float]:
+    """The postmaster's tree between two looks: this database's backends, exited backends,
+    the auxiliary processes, and other databases' backends. /proc cannot say whose an
+    exited backend was: its CPU is counted as ours (an upper bound) when one of ours was
+    among them, or when, by `sessions` (two samples with `sessions_begun()` readings), a
+    session of ours began between the looks (one that began and ended in between is in
+    no listing of children); else as another database's."""
 
     def kind(cmd: str) -> str:
         if f" {db_name} " in cmd:
@@ -277,6 +279,9 @@ def postgres_cpu(before: Tree, after: Tree, db_name: str) -> dict[str, float]:
     pg = after.delta(before, kind)
     gone = before.children.keys() - after.children.keys()
     ours_exited = any(kind(before.children[pid][1]) == "ours" for pid in gone)
+    if sessions is not None:
+        first, last = sessions
+        ours_exited |= last.sessions.get(db_name, 0) > first.sessions.get(db_name, 0)
     return {
         "backends": pg.get("ours", 0.0),
         "exited": pg["exited"] if ours_exited else 0.0,
