@@ -10,6 +10,7 @@ from billing_events.facts import AttemptFact
 from billing_events.gateway import PaymentGateway, PaymentResult, gateway_from_settings
 from billing_events.mirror import merge_attempt
 from billing_events.models import Account, Invoice, PaymentAttempt, Subscription
+from core.prepared import PreparedStatement
 
 __all__ = ["PaymentGateway", "PaymentResult", "gateway", "record_retry_result"]
 
@@ -141,6 +142,32 @@ ON CONFLICT (attempt_key) DO UPDATE SET
     WHERE i.stripe_invoice_id = {MERGED_INVOICE} AND {MERGED_INVOICE} <> ''))"""
 
 
+RECORD_RETRY_PREPARED = PreparedStatement(
+    "billing_record_retry",
+    RECORD_RETRY,
+    {
+        "account": "bigint",
+        "invoice": "text",
+        "key": "text",
+        "succeeded": "boolean",
+        "outcome": "text",
+        "at": "timestamptz",
+        "charge": "text",
+        "intent": "text",
+        **dict.fromkeys(
+            (
+                "decline_code",
+                "failure_code",
+                "advice_code",
+                "network_advice_code",
+                "network_decline_code",
+            ),
+            "text",
+        ),
+    },
+)
+
+
 def _record_retry_sql(
     account_id: int, stripe_invoice_id: str, attempt_key: str, result: dict, at: datetime
 ) -> None:
@@ -159,7 +186,7 @@ def _record_retry_sql(
     for name in ("network_advice_code", "network_decline_code"):
         params[name] = result.get(name) or ""
     with connection.cursor() as cursor:
-        cursor.execute(RECORD_RETRY, params)
+        cursor.execute(RECORD_RETRY_PREPARED.sql_to_send(), params)
 
 
 def subscription_cancelled(*, subscription_id: str) -> bool:

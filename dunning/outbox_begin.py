@@ -16,6 +16,7 @@ from datetime import datetime
 from django.db import connection, transaction
 
 from billing_events.models import Account
+from core.prepared import PreparedStatement
 from dunning.models import OPEN_STATES, DunningCase, OutboxItem
 from dunning.outbox_items import CHARGING, LEASE
 
@@ -37,7 +38,7 @@ def begin(item_id: int, *, now: datetime, own_lease: bool = True) -> OutboxItem 
         "own_lease": own_lease,
         "open": list(OPEN_STATES),
     }
-    return next(iter(OutboxItem.objects.raw(BEGIN, params)), None)
+    return next(iter(OutboxItem.objects.raw(BEGIN.sql_to_send(), params)), None)
 
 
 def _t(model) -> str:
@@ -46,7 +47,7 @@ def _t(model) -> str:
 
 # A retry's account is locked first (the engine's lock order, account then item): the
 # EXISTS over the locking CTE is evaluated before the UPDATE takes the item's row lock.
-BEGIN = f"""
+BEGIN_SQL = f"""
 WITH item AS (
   SELECT id, account_id, kind = %(retry)s AS charges FROM {_t(OutboxItem)} WHERE id = %(item)s
 ), account AS MATERIALIZED (
@@ -66,6 +67,19 @@ RETURNING o.*, item.charges AND EXISTS (
   WHERE c.account_id = o.account_id AND c.state = ANY(%(open)s) AND c.next_review_at <= %(now)s
 ) AS review_due
 """
+BEGIN = PreparedStatement(
+    "dunning_outbox_begin",
+    BEGIN_SQL,
+    {
+        "item": "bigint",
+        "retry": "text",
+        "pending": "text",
+        "lease": "timestamptz",
+        "now": "timestamptz",
+        "own_lease": "boolean",
+        "open": "text[]",
+    },
+)
 
 
 def _begin_orm(item_id: int, *, now: datetime, own_lease: bool) -> OutboxItem | None:

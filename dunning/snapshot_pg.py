@@ -14,14 +14,13 @@ itself would not see what the holder committed. The read starts after the lock i
 """
 
 import json
-import re
-import weakref
 from datetime import datetime, timedelta
 
 from django.db import connection
 
 from billing_events.models import Account, Invoice, PaymentAttempt, Subscription
 from core.locks import account_lock_clause
+from core.prepared import PreparedStatement
 from dunning.in_dunning import WENT_THROUGH_DUNNING
 from dunning.models import CaseInvoice, CustomerNotice, DunningCase, OutboxItem
 from dunning.policy import SeverityRules
@@ -139,35 +138,13 @@ def _times(row: dict, names: tuple[str, ...]) -> dict:
     return row
 
 
-# READ is prepared once per connection (PREPARE is per session, and survives a rollback):
-# planning it cost about 1.4 ms a time, twice what running it costs. Plain PREPARE and
-# EXECUTE rather than psycopg's preparing, which Django turns off for every statement
-# (`prepare_threshold` None, for transaction-pooling bouncers): this one statement opts in.
-PREPARED = "dunning_snapshot_read"
-_TYPES = "bigint, text, timestamptz, timestamptz, timestamptz, bigint, timestamptz"
-_numbered = iter(range(1, 100))
-PREPARE = f"PREPARE {PREPARED} ({_TYPES}) AS " + re.sub("%s", lambda _: f"${next(_numbered)}", READ)
-EXECUTE = f"EXECUTE {PREPARED} ({', '.join(['%s'] * len(_TYPES.split(',')))})"
-_prepared_on: weakref.WeakSet = weakref.WeakSet()  # the psycopg connections holding it
-_unsure: weakref.WeakSet = weakref.WeakSet()  # a message with the PREPARE failed on these
-
-
-def _holds_it(cursor, raw) -> bool:
-    """Whether this session holds the prepared READ. After a failed message that carried
-    the PREPARE (a lock timeout, say), only the server knows: asked once, a round trip."""
-    if raw in _unsure:
-        cursor.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [PREPARED])
-        if cursor.fetchone() is not None:
-            _prepared_on.add(raw)
-        _unsure.discard(raw)
-    return raw in _prepared_on
-
-
-def _may_prepare() -> bool:
-    """Not behind a transaction-pooling bouncer, which may run each transaction on another
-    server session (one without the statement): Django's own flag for such a deployment,
-    DISABLE_SERVER_SIDE_CURSORS, turns preparing off, and READ is sent (and planned) whole."""
-    return not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
+# READ is prepared once per session (`core.prepared`): planning it cost about 1.4 ms a
+# time, twice what running it costs.
+READ_PREPARED = PreparedStatement(
+    "dunning_snapshot_read",
+    READ,
+    ["bigint", "text", "timestamptz", "timestamptz", "timestamptz", "bigint", "timestamptz"],
+)
 
 
 def lock_and_read(
@@ -221,25 +198,15 @@ def read_rows(
         paid_enough,
         now - memory,
     ]
+    statements = [READ_PREPARED.sql_to_send()]
+    if lock:
+        statements.insert(0, LOCK + account_lock_clause("a"))
+        params.insert(0, account_id)
     with connection.cursor() as cursor:
-        raw = connection.connection
-        prepared = _may_prepare()
-        statements = [] if not prepared or _holds_it(cursor, raw) else [PREPARE]
-        if lock:
-            statements.append(LOCK + account_lock_clause("a"))
-            params.insert(0, account_id)
-        statements.append(EXECUTE if prepared else READ)
         # One message, one round trip (the simple query protocol runs each statement of it
         # with a snapshot of its own). psycopg's pipeline mode took two more: a sync after
         # the BEGIN it sends, and one at the end.
-        try:
-            cursor.execute(";\n".join(statements), params)
-        except Exception:
-            if statements[0] is PREPARE:
-                _unsure.add(raw)  # the PREPARE may have run before what failed
-            raise
-        if prepared:
-            _prepared_on.add(raw)
+        cursor.execute(";\n".join(statements), params)
         for _ in statements[1:]:
             cursor.nextset()
         found = cursor.fetchone()

@@ -106,9 +106,11 @@ def test_the_paid_count_statement_reads_no_further_than_the_threshold(stripe_sen
     sql = [q["sql"] for q in captured.captured_queries]
     if connection.vendor == "postgresql":
         # One prepared statement (`snapshot_pg`): the cap is its sixth parameter.
-        assert "LIMIT $6) p) AS paid" in snapshot_pg.PREPARE
+        assert "LIMIT $6) p) AS paid" in snapshot_pg.READ_PREPARED.prepare
         [execute] = [
-            s.partition(f"EXECUTE {snapshot_pg.PREPARED}")[2] for s in sql if "EXECUTE" in s
+            s.partition(f"EXECUTE {snapshot_pg.READ_PREPARED.name}")[2]
+            for s in sql
+            if "EXECUTE" in s
         ]
         assert execute.split("(", 1)[1].split(", ")[5] == "6"
     else:

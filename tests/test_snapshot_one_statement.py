@@ -166,7 +166,7 @@ def test_the_read_is_one_statement_after_the_lock_in_one_message(stripe_sender, 
     [sent] = [s for s in sql if not s.startswith(("SAVEPOINT", "RELEASE"))]
     lock, read = sent.split(";\n")
     assert lock.startswith("SELECT") and lock.endswith("FOR UPDATE OF a")
-    assert read.startswith(f"EXECUTE {snapshot_pg.PREPARED} (")
+    assert read.startswith(f"EXECUTE {snapshot_pg.READ_PREPARED.name} (")
 
 
 @pytest.mark.django_db(transaction=True)
