@@ -58,18 +58,21 @@ def claim(notice_id: int, *, account_id: int) -> Claim:
             return Claim(DROP, reason=notice.status)
         if not snapshot.enforced:
             return _close(notice, Status.SKIPPED, "shadow mode: the account is outside the gate")
-        desired = compute(snapshot, now, policy)
-        planned = {n.key: n for n in desired.notices}.get(notice.key)
-        if planned is None and notice.kind not in SETTLED_KINDS:
-            return _close(notice, Status.WITHDRAWN, f"no longer true: {desired.summary()}")
+        planned = None
+        if notice.kind not in SETTLED_KINDS:
+            # Still in the plan computed now? (A settled case's news stays true: its
+            # message is not checked against a plan that no longer speaks of it.)
+            desired = compute(snapshot, now, policy)
+            planned = {n.key: n for n in desired.notices}.get(notice.key)
+            if planned is None:
+                return _close(notice, Status.WITHDRAWN, f"no longer true: {desired.summary()}")
         if notice.status == Status.SCHEDULED:
             waiting = _must_wait(notice, snapshot, now)
             if waiting is not None:
                 return waiting
         account = Account.objects.get(pk=account_id)
         # What was true when the case settled is the news; a later re-plan knows less.
-        fresh = planned is not None and notice.kind not in SETTLED_KINDS
-        facts = planned.facts if fresh else notice.facts
+        facts = planned.facts if planned is not None else notice.facts
         notice.context = build_context(notice.kind, facts, account, now)
         notice.recipient = account.email
         notice.language = choose_language(account.preferred_locales)
