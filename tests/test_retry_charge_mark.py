@@ -11,6 +11,7 @@ import pytest
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
+from billing_events.gateway.results import succeeded
 from billing_events.models import Account
 from billing_events.scenarios import StripeCustomer
 from core import clock
@@ -181,3 +182,51 @@ def test_a_retry_whose_lease_ran_out_is_not_begun_by_its_late_worker(
     item = OutboxItem.objects.get(pk=item.pk)
     assert item.status == "pending" and CHARGING not in item.payload
     assert simulated_gateway.calls == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_close_waits_for_the_account_before_it_takes_the_item(
+    stripe_sender, test_clock, simulated_gateway
+):
+    """The closing UPDATE locks the account in its own subquery before it takes the item's
+    row: a recompute that holds the account and then writes the item is waited for, never
+    deadlocked with (had the close taken the item first, the two would wait on each other)."""
+    cus = StripeCustomer()
+    item = a_claimed_retry(stripe_sender, cus)
+    account_id = Account.objects.get(stripe_customer_id=cus.id).pk
+    at_stripe, let_answer, closed = threading.Event(), threading.Event(), threading.Event()
+    answers, errors = [], []
+
+    def slow_stripe(invoice_id, attempt):
+        at_stripe.set()
+        let_answer.wait(10)
+        return succeeded()
+
+    simulated_gateway.decide = slow_stripe
+
+    def run() -> None:
+        try:
+            answers.append(outbox.run_item(item_id=item.pk))
+        except Exception as error:  # noqa: BLE001 - the test reports it
+            errors.append(error)
+        finally:
+            closed.set()
+            connections.close_all()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    assert at_stripe.wait(10)  # begun and marked; the charge is at Stripe, no lock held
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN")
+        cursor.execute(
+            "SELECT id FROM billing_events_account WHERE id = %s FOR UPDATE", [account_id]
+        )
+        let_answer.set()
+        assert not closed.wait(0.5)  # the close waits for the account
+        cursor.execute(
+            "UPDATE dunning_outboxitem SET status = 'superseded' WHERE id = %s", [item.pk]
+        )
+        cursor.execute("COMMIT")
+    worker.join(10)
+
+    assert errors == [] and answers == ["superseded"]
