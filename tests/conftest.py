@@ -79,11 +79,11 @@ def simulated_gateway():
     in tests stay unable to pay (soft decline) unless a test scripts otherwise."""
     from billing_events.gateway import SIMULATED, declined
 
-    saved = SIMULATED.default
+    saved = SIMULATED.default, SIMULATED.decide
     SIMULATED.reset()
     SIMULATED.default = declined("insufficient_funds")
     yield SIMULATED
-    SIMULATED.default = saved
+    SIMULATED.default, SIMULATED.decide = saved
     SIMULATED.reset()
 
 

@@ -186,7 +186,7 @@ def test_a_retry_whose_lease_ran_out_is_not_begun_by_its_late_worker(
 
 @pytest.mark.django_db(transaction=True)
 def test_the_close_waits_for_the_account_before_it_takes_the_item(
-    stripe_sender, test_clock, simulated_gateway
+    stripe_sender, test_clock, simulated_gateway, monkeypatch
 ):
     """The closing UPDATE locks the account in its own subquery before it takes the item's
     row: a recompute that holds the account and then writes the item is waited for, never
@@ -202,7 +202,7 @@ def test_the_close_waits_for_the_account_before_it_takes_the_item(
         let_answer.wait(10)
         return succeeded()
 
-    simulated_gateway.decide = slow_stripe
+    monkeypatch.setattr(simulated_gateway, "decide", slow_stripe)
 
     def run() -> None:
         try:
