@@ -4,7 +4,9 @@
 Every kind has the same small interface, and the outbox (`dunning.outbox`) is the only
 code that runs it or writes an item's status:
 
-    still_wanted(item) -> bool         checked right before the network call
+    still_wanted(item) -> bool         checked right before the network call, on the
+                                       item as its worker began it (`dunning.outbox_begin`:
+                                       lease renewed; a retry's charge mark set)
     perform(item) -> EffectResult      the network call, with no lock held
     record(item, now) -> None          what success means for the stores, in the
                                        transaction that closes the item
