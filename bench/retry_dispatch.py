@@ -38,6 +38,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from importlib import import_module
 from pathlib import Path
@@ -173,7 +174,7 @@ def retry_phase(ids: list[int], round_no: int, client, worker) -> float:
     return len(ids) / drain(queue, client, worker, done=at_most_every(0.02, pending.exists))
 
 
-def at_most_every(seconds: float, still_pending) -> callable:
+def at_most_every(seconds: float, still_pending: Callable[[], bool]) -> Callable[[], bool]:
     """`not still_pending()`, asked of the database at most every `seconds`: the 2 ms poll
     would otherwise send the measured PostgreSQL 500 queries a second while the broker's
     queue is momentarily empty (a fifth of a phase's database CPU). At most `seconds` late

@@ -40,7 +40,32 @@ def add_item(
     now: datetime,
 ) -> int:
     """One side effect, due at `due`; its key is its idempotency key."""
-    item = OutboxItem.objects.create(
+    item = new_item(
+        account_id=account_id,
+        decision_id=decision_id,
+        kind=kind,
+        key=key,
+        payload=payload,
+        due=due,
+        now=now,
+    )
+    item.save()
+    return item.pk
+
+
+def new_item(
+    *,
+    account_id: int,
+    decision_id: int | None,
+    kind: str,
+    key: str,
+    payload,
+    due: datetime,
+    now: datetime,
+) -> OutboxItem:
+    """The item `add_item` saves, unsaved: for a caller that writes it inside a larger
+    statement (`payload` may then be an SQL expression naming a row written with it)."""
+    return OutboxItem(
         account_id=account_id,
         decision_id=decision_id,
         kind=kind,
@@ -49,7 +74,6 @@ def add_item(
         next_attempt_at=due,
         created_at=now,
     )
-    return item.pk
 
 
 # The payload key a payment retry's worker sets, under the account lock, when it begins

@@ -14,7 +14,7 @@ from django.db.models.expressions import RawSQL
 
 from core.insert_sql import insert_sql
 from dunning.models import CustomerNotice, Decision, OutboxItem
-from dunning.outbox_items import add_item
+from dunning.outbox_items import add_item, new_item
 
 Status = CustomerNotice.Status
 
@@ -82,16 +82,11 @@ def _create_with_item(row: CustomerNotice, decision: Decision, now: datetime) ->
         row.save()
         return _enqueue(row, decision, now)
     notice_sql, notice_params = insert_sql(row, returning="id")
-    item = OutboxItem(
-        account_id=row.account_id,
-        decision_id=decision.pk,
-        kind=OutboxItem.Kind.CUSTOMER_NOTICE,
-        key=outbox_key(row.account_id, row.key),
+    item = new_item(
+        **_item_of(row, decision, now),
         payload=RawSQL(
             "jsonb_build_object('notice', (SELECT id FROM notice), 'kind', %s::text)", [row.kind]
         ),
-        next_attempt_at=row.due_at,
-        created_at=now,
     )
     item_sql, item_params = insert_sql(item, returning="id, (SELECT id FROM notice)")
     with connection.cursor() as cursor:
@@ -102,12 +97,16 @@ def _create_with_item(row: CustomerNotice, decision: Decision, now: datetime) ->
 
 
 def _enqueue(row: CustomerNotice, decision: Decision, now: datetime) -> int:
-    return add_item(
-        account_id=row.account_id,
-        decision_id=decision.pk,
-        kind=OutboxItem.Kind.CUSTOMER_NOTICE,
-        key=outbox_key(row.account_id, row.key),
-        payload={"notice": row.pk, "kind": row.kind},
-        due=row.due_at,
-        now=now,
-    )
+    return add_item(**_item_of(row, decision, now), payload={"notice": row.pk, "kind": row.kind})
+
+
+def _item_of(row: CustomerNotice, decision: Decision, now: datetime) -> dict:
+    """A notice's outbox item, all but its payload (which names the notice's row)."""
+    return {
+        "account_id": row.account_id,
+        "decision_id": decision.pk,
+        "kind": OutboxItem.Kind.CUSTOMER_NOTICE,
+        "key": outbox_key(row.account_id, row.key),
+        "due": row.due_at,
+        "now": now,
+    }
