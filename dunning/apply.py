@@ -5,6 +5,7 @@ from datetime import datetime
 from django.db import transaction
 
 from billing_events.models import Account
+from core.row_sql import RowInsert
 from dunning import outbox_items
 from dunning.apply_case import apply_case
 from dunning.compute import Desired
@@ -25,6 +26,9 @@ from dunning.snapshot import Snapshot
 from dunning.triggers import Trigger
 from entitlements.services import set_restrictions
 
+# Every recompute that changes anything writes one.
+DECISION_INSERT = RowInsert("dunning_decision_insert", Decision)
+
 
 def apply(
     *,
@@ -39,7 +43,7 @@ def apply(
     stores = {change.store for change in changes}
     # A new case gets its decision once it exists; an existing one has it from the insert.
     existing_case = desired.case.case_pk if desired.case is not None else None
-    decision = Decision.objects.create(
+    decision = Decision(
         account=account,
         case_id=existing_case,
         trigger=trigger.kind,
@@ -53,6 +57,7 @@ def apply(
         ],
         summary=desired.summary(),
     )
+    DECISION_INSERT.send(decision)
     if desired.case is not None and stores & {"case", "case_invoices"}:
         case = apply_case(account, snapshot, desired, decision, trigger, now, policy)
         if existing_case is None:

@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from billing_events.models import Account
+from core.row_sql import RowInsert, RowUpdate
 from dunning.compute import Desired
 from dunning.diff import CASE_FIELDS
 from dunning.models import CaseInvoice, CaseState, CaseTransition, Decision, DunningCase
@@ -17,6 +18,10 @@ TRANSITION_METHOD = {
     CaseState.LIFTING: "lift",
     CaseState.RESOLVED: "resolve",
 }
+TRANSITION_INSERT = RowInsert("dunning_transition_insert", CaseTransition)
+CASE_UPDATE = RowUpdate(
+    "dunning_case_update", DunningCase, where="id = %(case)s", where_types={"case": "bigint"}
+)
 # Every diffed case field but the state, which changes only through its transitions.
 CASE_VALUE_FIELDS = tuple(name for name in CASE_FIELDS if name != "state")
 
@@ -48,20 +53,18 @@ def apply_case(
         # the row's, so the case is written without reading it again. Only the fields the
         # engine decides are written; support's holds are not the engine's to touch.
         case = DunningCase(pk=target.case_pk, account=account, state=snapshot.case.state)
-        written = [*CASE_VALUE_FIELDS, "policy_version", "last_decision"]
+        written = {**values, "policy_version": policy.version, "last_decision_id": decision.pk}
         if case.state != target.state:
             before = case.state
-            getattr(case, TRANSITION_METHOD[target.state])()
+            getattr(case, TRANSITION_METHOD[target.state])()  # refused if not allowed
             _record_transition(case, decision, before, target.state, trigger, now)
-            written.append("state")
+            written["state"] = case.state
             if target.state == CaseState.RESOLVED:
-                case.resolved_at = now
-                written.append("resolved_at")
-        for name, value in values.items():
-            setattr(case, name, value)
-        case.policy_version = policy.version
-        case.last_decision = decision
-        case.save(update_fields=written)
+                written["resolved_at"] = now
+        for name, value in written.items():
+            if name != "state":  # set by its transition (a protected field)
+                setattr(case, name, value)
+        CASE_UPDATE.send(written, case=case.pk)
     linked = {i.pk for i in snapshot.invoices if i.case_id == case.pk}
     CaseInvoice.objects.bulk_create(
         [CaseInvoice(case=case, invoice_id=pk) for pk in sorted(target.invoice_pks - linked)]
@@ -72,12 +75,14 @@ def apply_case(
 def _record_transition(
     case: DunningCase, decision: Decision, before: str, after: str, trigger: Trigger, now: datetime
 ) -> None:
-    CaseTransition.objects.create(
-        case=case,
-        decision=decision,
-        from_state=before,
-        to_state=after,
-        trigger=trigger.kind,
-        actor=trigger.source,
-        at=now,
+    TRANSITION_INSERT.send(
+        CaseTransition(
+            case=case,
+            decision=decision,
+            from_state=before,
+            to_state=after,
+            trigger=trigger.kind,
+            actor=trigger.source,
+            at=now,
+        )
     )

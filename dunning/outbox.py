@@ -20,10 +20,12 @@ from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 
 from billing_events.models import Account
 from core import clock
+from core.locks import account_lock_clause
+from core.row_sql import RowUpdate
 from dunning import outbox_items, queue
 from dunning.effects.registry import effect_for
 from dunning.engine import handle, recompute_within
@@ -133,19 +135,35 @@ class _HandBackFailed(Exception):
     with (no savepoint between them: one round trip less each way on every item)."""
 
 
+# Closed only if still pending: a recompute may have superseded a retry whose charge had
+# not begun.
+CLOSE = RowUpdate(
+    "dunning_outbox_close",
+    OutboxItem,
+    where="id = %(item)s AND status = %(pending)s",
+    where_types={"item": "bigint", "pending": "text"},
+)
+# For an item that hands its account back, the engine's lock order, account then item, in
+# the closing statement itself: the subquery locks the account before the UPDATE takes the
+# item's lock. The recompute runs in this transaction, and a webhook's recompute may be
+# rescheduling this very item.
+CLOSE_LOCKED = RowUpdate(
+    "dunning_outbox_close_locked",
+    OutboxItem,
+    where=f"""id = %(item)s AND status = %(pending)s AND account_id IN (
+      SELECT a.id FROM {connection.ops.quote_name(Account._meta.db_table)} a
+      WHERE a.id = %(account)s{account_lock_clause("a")})""",
+    where_types={"item": "bigint", "pending": "text", "account": "bigint"},
+)
+
+
 def _close_and_record(item: OutboxItem, effect, result, fields: dict, now, *, hand_back: bool):
-    pending = OutboxItem.objects.filter(pk=item.pk, status=OutboxItem.Status.PENDING)
+    pending = {"item": item.pk, "pending": OutboxItem.Status.PENDING}
     if effect.HANDS_BACK:
-        # The engine's lock order, account then item, in the closing statement itself: the
-        # subquery locks the account before the UPDATE takes the item's lock. The recompute
-        # below runs in this transaction, and a webhook's recompute may be rescheduling
-        # this very item.
-        pending = pending.filter(
-            account__in=Account.objects.select_for_update().filter(pk=item.account_id)
-        )
-    # Closed only if still pending: a recompute may have superseded a retry whose charge
-    # had not begun.
-    if not pending.update(**fields):
+        closed = CLOSE_LOCKED.send(fields, **pending, account=item.account_id)
+    else:
+        closed = CLOSE.send(fields, **pending)
+    if not closed:
         return OutboxItem.objects.filter(pk=item.pk).values_list("status", flat=True)[0]
     for name, value in fields.items():
         setattr(item, name, value)

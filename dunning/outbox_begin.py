@@ -16,6 +16,7 @@ from datetime import datetime
 from django.db import connection, transaction
 
 from billing_events.models import Account
+from core.model_rows import ModelRows
 from core.prepared import PreparedStatement
 from dunning.models import OPEN_STATES, DunningCase, OutboxItem
 from dunning.outbox_items import CHARGING, LEASE
@@ -38,11 +39,24 @@ def begin(item_id: int, *, now: datetime, own_lease: bool = True) -> OutboxItem 
         "own_lease": own_lease,
         "open": list(OPEN_STATES),
     }
-    return next(iter(OutboxItem.objects.raw(BEGIN.sql_to_send(), params)), None)
+    with connection.cursor() as cursor:
+        cursor.execute(BEGIN.sql_to_send(), params)
+        row = cursor.fetchone()
+    return None if row is None else _item(row)
+
+
+def _item(row: tuple) -> OutboxItem:
+    *values, review_due = row
+    item = ITEM_ROWS.build(values)
+    item.review_due = review_due
+    return item
 
 
 def _t(model) -> str:
     return connection.ops.quote_name(model._meta.db_table)
+
+
+ITEM_ROWS = ModelRows(OutboxItem)
 
 
 # A retry's account is locked first (the engine's lock order, account then item): the
@@ -62,7 +76,7 @@ FROM item
 WHERE o.id = item.id AND o.status = %(pending)s
   AND (NOT %(own_lease)s OR o.claimed_until > %(now)s)
   AND (NOT item.charges OR EXISTS (SELECT 1 FROM account))
-RETURNING o.*, item.charges AND EXISTS (
+RETURNING {ITEM_ROWS.columns("o")}, item.charges AND EXISTS (
   SELECT 1 FROM {_t(DunningCase)} c
   WHERE c.account_id = o.account_id AND c.state = ANY(%(open)s) AND c.next_review_at <= %(now)s
 ) AS review_due

@@ -11,15 +11,28 @@ from datetime import datetime
 import requests
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
 from django.db.models import Subquery
 from django.db.models.functions import Coalesce
 
 from billing_events.models import Account
 from billing_events.signature import sign_header
+from core.row_sql import RowInsert
 from dunning.effects.result import EffectResult
 from dunning.models import Decision, OutboxItem, OutcomeEvent
 
 SIGNATURE_HEADER = "Dunning-Signature"
+_EVENTS = connection.ops.quote_name(OutcomeEvent._meta.db_table)
+# The account's next number, as `append_event`'s ORM expression says it (which the
+# embedded default sends instead).
+OUTCOME_INSERT = RowInsert(
+    "dunning_outcome_insert",
+    OutcomeEvent,
+    values={
+        "sequence": f"""COALESCE((SELECT e.sequence FROM {_EVENTS} e
+            WHERE e.account_id = %(account_id)s ORDER BY e.sequence DESC LIMIT 1), 0) + 1"""
+    },
+)
 CASE_FIELDS_THAT_MATTER = {"state", "level", "resolution"}
 
 
@@ -73,7 +86,7 @@ def append_event(
     """The next event of the account's stream, and one outbox item per subscriber. Call
     with the account locked (the sequence is read, then written)."""
     last = OutcomeEvent.objects.filter(account_id=account_id).order_by("-sequence")
-    event = OutcomeEvent.objects.create(
+    event = OutcomeEvent(
         account_id=account_id,
         # Numbered in the INSERT itself: one statement, not a read and a write.
         sequence=Coalesce(Subquery(last.values("sequence")[:1]), 0) + 1,
@@ -82,10 +95,10 @@ def append_event(
         created_at=now,
         payload=payload,
     )
+    OUTCOME_INSERT.send(event)
     urls = settings.DUNNING_OUTCOME_WEBHOOK_URLS
     if not urls:
         return []
-    event.refresh_from_db(fields=["sequence"])
     ids = []
     for index, url in enumerate(urls):
         item = OutboxItem.objects.create(

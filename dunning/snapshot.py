@@ -108,6 +108,7 @@ class NoticeView:
     kind: str
     status: str
     due_at: datetime
+    claimed_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -226,5 +226,5 @@ def read_rows(
     ]
     rows.subscriptions = head.pop("subscriptions") or []
     rows.restrictions = head.pop("restrictions") or []
-    rows.notices = [_times(row, ("due_at",)) for row in head.pop("notices") or ()]
+    rows.notices = [_times(row, ("due_at", "claimed_at")) for row in head.pop("notices") or ()]
     return rows

@@ -112,7 +112,9 @@ def assemble(account_id: int, rows: AccountRows, *, now: datetime, memory: timed
                 (item["price"], item.get("quantity", 1)) for item in items
             )
     notices = {
-        row["key"]: NoticeView(row["key"], row["kind"], row["status"], aware(row["due_at"]))
+        row["key"]: NoticeView(
+            row["key"], row["kind"], row["status"], aware(row["due_at"]), aware(row["claimed_at"])
+        )
         for row in rows.notices
     }
 

@@ -33,6 +33,7 @@ from dunning.snapshot_rows import (
     _attempt,
     _case,
     _invoice,
+    _json,
     _named,
     assemble,
     ended_since,
@@ -52,7 +53,7 @@ Kind = OutboxItem.Kind
 # decade of history as for a year (the rule only asks "at least that many?"). The second
 # is the start of the severity memory.
 ACCOUNT_COLUMNS = f"""a.id, a.stripe_customer_id, a.payment_method_updated_at,
-  a.default_payment_method, a.card_expiring_at,
+  a.default_payment_method, a.card_expiring_at, a.email, a.preferred_locales,
   (SELECT s.requested FROM {_t(AccountStanding)} s WHERE s.account_id = a.id) AS requested,
   (SELECT s.acknowledged FROM {_t(AccountStanding)} s WHERE s.account_id = a.id) AS acknowledged,
   (SELECT e.reason FROM {_t(BadDebtEpisode)} e
@@ -159,9 +160,13 @@ SUBSCRIPTIONS = f"""
 SELECT {SUBSCRIPTION_COLUMNS}
 FROM {_t(Subscription)} s WHERE s.account_id = %s"""
 
-# The case's notices, and the account's recent or still waiting ones (card expiry).
-NOTICE_COLUMNS = "n.key, n.kind, n.status, n.due_at"
-NOTICES_KEPT = "(n.case_id = {case} OR n.due_at > %s OR n.status = 'scheduled')"
+# The case's notices, and the account's recent (due or claimed) or still waiting ones (card
+# expiry). A message's claim reads the last day's claims from here (one message a day).
+NOTICE_COLUMNS = "n.key, n.kind, n.status, n.due_at, n.claimed_at"
+NOTICES_KEPT = (
+    "(n.case_id = {case} OR n.status = 'scheduled'"
+    " OR (CASE WHEN n.claimed_at > n.due_at THEN n.claimed_at ELSE n.due_at END) > %s)"
+)
 NOTICES = f"""
 SELECT {NOTICE_COLUMNS} FROM {_t(CustomerNotice)} n
 WHERE n.account_id = %s AND {NOTICES_KEPT.format(case="%s")}"""
@@ -188,6 +193,8 @@ def as_snapshot(
         stripe_customer_id=head["stripe_customer_id"],
         payment_method_updated_at=aware(head["payment_method_updated_at"]),
         default_payment_method=head["default_payment_method"],
+        email=head["email"],
+        preferred_locales=_json(head["preferred_locales"]) or [],
     )
     return account, assemble(account_id, rows, now=now, memory=memory)
 

@@ -273,3 +273,30 @@ def test_a_customer_without_any_address_is_skipped_after_an_hour(stripe_sender, 
     walk(test_clock, 2)
     notice = CustomerNotice.objects.get(kind="payment_failed")
     assert (notice.status, notice.reason) == ("skipped", "the customer has no email address")
+
+
+def test_a_message_claimed_today_holds_the_next_even_one_due_long_ago(
+    stripe_sender, test_clock, smtp
+):
+    # The claim reads the day's messages from the snapshot: one due 70 days ago (beyond
+    # the snapshot's 60 days of notices) but only sent two hours ago still counts.
+    cus = customer(stripe_sender, test_clock, "NoticeLongDue")
+    account = Account.objects.get()
+    sent = test_clock - timedelta(hours=2)
+    CustomerNotice.objects.create(
+        account=account,
+        key="card_expiring:2026-10-01:3",
+        kind=CustomerNotice.Kind.CARD_EXPIRING,
+        status=CustomerNotice.Status.SENT,
+        due_at=test_clock - timedelta(days=70),
+        claimed_at=sent,
+        sent_at=sent,
+        created_at=test_clock - timedelta(days=71),
+    )
+    fail(stripe_sender, cus)
+    walk(test_clock, 0.5)
+    assert sent_days(test_clock) == [(-1, "card_expiring")]
+    walk(test_clock, 1)
+    assert sent_days(test_clock) == [(-1, "card_expiring"), (0, "payment_failed")]
+    failed = CustomerNotice.objects.get(kind="payment_failed")
+    assert failed.sent_at >= sent + timedelta(days=1)

@@ -10,13 +10,26 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import connection
-from django.db.models.expressions import RawSQL
 
-from core.insert_sql import insert_sql
+from core.prepared import PreparedStatement
+from core.row_sql import insert_params, insert_sql
 from dunning.models import CustomerNotice, Decision, OutboxItem
 from dunning.outbox_items import add_item, new_item
 
 Status = CustomerNotice.Status
+
+_NOTICE, _NOTICE_TYPES = insert_sql(CustomerNotice, prefix="n_")
+# The item's payload names the notice written in the same statement.
+_ITEM, _ITEM_TYPES = insert_sql(
+    OutboxItem,
+    prefix="i_",
+    values={"payload": "jsonb_build_object('notice', (SELECT id FROM notice), 'kind', %(n_kind)s)"},
+)
+NOTICE_WITH_ITEM = PreparedStatement(
+    "dunning_notice_with_item",
+    f"WITH notice AS ({_NOTICE} RETURNING id) {_ITEM} RETURNING id, (SELECT id FROM notice)",
+    _NOTICE_TYPES | _ITEM_TYPES,
+)
 
 
 def outbox_key(account_id: int, key: str) -> str:
@@ -81,16 +94,10 @@ def _create_with_item(row: CustomerNotice, decision: Decision, now: datetime) ->
     if connection.vendor != "postgresql":
         row.save()
         return _enqueue(row, decision, now)
-    notice_sql, notice_params = insert_sql(row, returning="id")
-    item = new_item(
-        **_item_of(row, decision, now),
-        payload=RawSQL(
-            "jsonb_build_object('notice', (SELECT id FROM notice), 'kind', %s::text)", [row.kind]
-        ),
-    )
-    item_sql, item_params = insert_sql(item, returning="id, (SELECT id FROM notice)")
+    item = new_item(**_item_of(row, decision, now), payload=None)
+    params = insert_params(row, prefix="n_") | insert_params(item, prefix="i_", skip=("payload",))
     with connection.cursor() as cursor:
-        cursor.execute(f"WITH notice AS ({notice_sql}) {item_sql}", notice_params + item_params)
+        cursor.execute(NOTICE_WITH_ITEM.sql_to_send(), params)
         item_id, row.pk = cursor.fetchone()
     row._state.adding = False
     return item_id

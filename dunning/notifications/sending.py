@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
 
 from billing_events.models import Account
 from core import clock
+from core.model_rows import ModelRows
 from dunning import outbox_items
 from dunning.compute import compute
 from dunning.engine import read_with_policy
@@ -29,6 +29,7 @@ from dunning.notifications.context import build_context
 from dunning.notifications.plan import PRIORITY, SETTLED_KINDS
 from dunning.notifications.render import choose_language, render_notice
 from dunning.outcomes import append_event
+from dunning.snapshot import Snapshot
 
 Status = CustomerNotice.Status
 SEND, DROP, WAIT, DONE = "send", "drop", "wait", "done"
@@ -50,9 +51,11 @@ def claim(notice_id: int, *, account_id: int) -> Claim:
     with transaction.atomic():
         now = clock.now()
         try:
-            _, snapshot, policy = read_with_policy(account_id=account_id, now=now)
-            notice = CustomerNotice.objects.get(pk=notice_id, account_id=account_id)
-        except (Account.DoesNotExist, CustomerNotice.DoesNotExist):
+            account, snapshot, policy = read_with_policy(account_id=account_id, now=now)
+        except Account.DoesNotExist:
+            return Claim(DROP, reason="no such notice")
+        notice = _notice(notice_id, account_id)
+        if notice is None:
             return Claim(DROP, reason="no such notice")
         if notice.status not in (Status.SCHEDULED, Status.SENDING):
             return Claim(DROP, reason=notice.status)
@@ -70,7 +73,6 @@ def claim(notice_id: int, *, account_id: int) -> Claim:
             waiting = _must_wait(notice, snapshot, now)
             if waiting is not None:
                 return waiting
-        account = Account.objects.get(pk=account_id)
         # What was true when the case settled is the news; a later re-plan knows less.
         facts = planned.facts if planned is not None else notice.facts
         notice.context = build_context(notice.kind, facts, account, now)
@@ -99,7 +101,23 @@ def claim(notice_id: int, *, account_id: int) -> Claim:
     return Claim(SEND, notice)
 
 
-def _must_wait(notice: CustomerNotice, snapshot, now: datetime) -> Claim | None:
+NOTICE_ROWS = ModelRows(CustomerNotice)
+NOTICE = (
+    f"SELECT {NOTICE_ROWS.columns('n')} FROM {NOTICE_ROWS.table} n"
+    " WHERE n.id = %s AND n.account_id = %s"
+)
+
+
+def _notice(notice_id: int, account_id: int) -> CustomerNotice | None:
+    with connection.cursor() as cursor:
+        cursor.execute(NOTICE, [notice_id, account_id])
+        row = cursor.fetchone()
+    return None if row is None else NOTICE_ROWS.build(row)
+
+
+def _must_wait(notice: CustomerNotice, snapshot: Snapshot, now: datetime) -> Claim | None:
+    """From the snapshot read under the lock: it holds every notice claimed in the last
+    day and every one still scheduled (`snapshot_sql.NOTICES_KEPT`)."""
     case = snapshot.case
     if (
         notice.kind not in SETTLED_KINDS
@@ -108,23 +126,18 @@ def _must_wait(notice: CustomerNotice, snapshot, now: datetime) -> Claim | None:
         and case.paused_until > now
     ):
         return Claim(WAIT, until=case.paused_until, reason="support paused the case")
-    more_important = [k for k, rank in PRIORITY.items() if rank < PRIORITY[notice.kind]]
-    # Both reasons to wait in one read: a message claimed in the last day, or a more
-    # important one due (the first reason wins, as it says when the day is free).
-    others = list(
-        CustomerNotice.objects.filter(account_id=notice.account_id)
-        .exclude(pk=notice.pk)
-        .filter(
-            Q(claimed_at__gt=now - DAY_APART)
-            | Q(status=Status.SCHEDULED, due_at__lte=now, kind__in=more_important)
-        )
-        .values_list("claimed_at", flat=True)
-    )
-    claimed = [at for at in others if at is not None and at > now - DAY_APART]
+    others = [other for key, other in snapshot.notices.items() if key != notice.key]
+    # A message claimed in the last day wins over a more important one due: it says when
+    # the day is free.
+    claimed = [o.claimed_at for o in others if o.claimed_at and o.claimed_at > now - DAY_APART]
     if claimed:
         until = max(claimed) + DAY_APART
         return Claim(WAIT, until=until, reason="a message went to this customer today")
-    if others:
+    rank = PRIORITY[notice.kind]
+    if any(
+        o.status == Status.SCHEDULED and o.due_at <= now and PRIORITY.get(o.kind, rank) < rank
+        for o in others
+    ):
         return Claim(WAIT, until=now + DAY_APART, reason="a more important message goes today")
     return None
 
