@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import connection
 
 from core.prepared import PreparedStatement
-from core.row_sql import insert_params, insert_sql
+from core.row_sql import RowUpdate, insert_params, insert_sql
 from dunning.models import CustomerNotice, Decision, OutboxItem
 from dunning.outbox_items import add_item, new_item
 
@@ -71,11 +71,7 @@ def record_plan(
             row.save(update_fields=["status", "due_at"])
             ids.append(_enqueue(row, decision, now))
     if planned.get("withdrawn"):
-        CustomerNotice.objects.filter(
-            account_id=account_id,
-            key__in=planned["withdrawn"],
-            status__in=(Status.SCHEDULED, Status.SHADOW),
-        ).update(status=Status.WITHDRAWN, reason=f"no longer true: {desired.summary()}"[:255])
+        _withdraw(account_id, planned["withdrawn"], f"no longer true: {desired.summary()}"[:255])
     for key in planned.get("rescheduled", ()):
         due = notices[key].due_at
         CustomerNotice.objects.filter(
@@ -86,6 +82,26 @@ def record_plan(
             key=outbox_key(account_id, key), status=OutboxItem.Status.PENDING
         ).exclude(claimed_until__gt=now).update(next_attempt_at=due)
     return ids
+
+
+# A message no longer true, if it has not gone yet.
+WITHDRAW = RowUpdate(
+    "dunning_notice_withdraw",
+    CustomerNotice,
+    where=f"account_id = %(account)s AND key = ANY(%(keys)s)"
+    f" AND status IN ('{Status.SCHEDULED}', '{Status.SHADOW}')",
+    where_types={"account": "bigint", "keys": "text[]"},
+)
+
+
+def _withdraw(account_id: int, keys: list[str], reason: str) -> None:
+    withdrawn = {"status": Status.WITHDRAWN, "reason": reason}
+    if connection.vendor == "postgresql":
+        WITHDRAW.send(withdrawn, account=account_id, keys=list(keys))
+        return
+    CustomerNotice.objects.filter(
+        account_id=account_id, key__in=keys, status__in=(Status.SCHEDULED, Status.SHADOW)
+    ).update(**withdrawn)
 
 
 def _create_with_item(row: CustomerNotice, decision: Decision, now: datetime) -> int:
