@@ -62,8 +62,10 @@ class RowInsert:
         sql, types = insert_sql(model, values=values)
         self.computed = tuple(values or ())
         quote = connection.ops.quote_name
+        meta = model._meta
         returning = ", ".join(
-            ["id", *(quote(model._meta.get_field(a).column) for a in self.computed)]
+            quote(column)
+            for column in [meta.pk.column, *(meta.get_field(a).column for a in self.computed)]
         )
         self.statement = PreparedStatement(name, f"{sql} RETURNING {returning}", types)
 
