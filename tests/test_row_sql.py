@@ -14,20 +14,13 @@ from billing_events.models import Account
 from core.model_rows import ModelRows
 from core.row_sql import RowInsert, RowUpdate
 from dunning.models import CustomerNotice, OutboxItem, OutcomeEvent
+from dunning.outcomes import OUTCOME_INSERT
 
 pytestmark = pytest.mark.django_db
 ON_POSTGRESQL = connection.vendor == "postgresql"
 AT = datetime(2026, 12, 1, 9, 30, 15, 123456, tzinfo=UTC)
 
 NOTICE_INSERT = RowInsert("test_notice_insert", CustomerNotice)
-EVENT_INSERT = RowInsert(
-    "test_event_insert",
-    OutcomeEvent,
-    values={
-        "sequence": """COALESCE((SELECT e.sequence FROM dunning_outcomeevent e
-            WHERE e.account_id = %(account_id)s ORDER BY e.sequence DESC LIMIT 1), 0) + 1"""
-    },
-)
 ITEM_UPDATE = RowUpdate(
     "test_item_update",
     OutboxItem,
@@ -82,7 +75,7 @@ def test_a_computed_column_comes_back_onto_the_object():
             payload={},
             created_at=AT,
         )
-        EVENT_INSERT.send(row)
+        OUTCOME_INSERT.send(row)
         return row
 
     numbers = [event(account).sequence, event(other).sequence, event(account).sequence]
