@@ -10,6 +10,8 @@ of the legacy policy on the same customers, and the outcome report.
     fair         limbo and bad debt, one definition for both sides
     service      the service configured for a run, and `run_service`
     driver       the run through the service: the hidden truth, deliveries, the clock
+    clock_walk   the test clock walked in memory (one process per scratch database)
+    due          one statement: is anything due now, and when next
     stripe_side  Stripe's events and its answers to the service's calls
     service_run  what a run saw besides the database, and its daily samples
     ledger       Stripe's side of each world, measured the same way for both

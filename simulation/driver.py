@@ -9,11 +9,12 @@ decline clears on its day, a hard one only once the customer added a card, fraud
 authentication-required never off-session). Stripe's answer to a retry then comes back
 as webhooks too, like Stripe sends them.
 
-Time: the test clock starts at START and `dunning.test_clock.advance(to=...)` moves it,
-running every review, retry and side effect that falls due on the way. The driver stops
-at every hour in which something happens (a charge, a customer or finance action, a
-delivery, a due retry or review, a day boundary) and delivers that hour's events then,
-in a shuffled order, some late and some twice. Account Management is a real HTTP server
+Time: the test clock starts at START and moves as `dunning.test_clock.advance(to=...)`
+moves it, running every review, retry and side effect that falls due on the way; the run
+is the only process on its database, so the clock is held in memory (`clock_walk`). The
+driver stops at every hour in which something happens (a charge, a customer or finance
+action, a delivery, a due retry or review, a day boundary) and delivers that hour's events
+then, in a shuffled order, some late and some twice. Account Management is a real HTTP server
 on loopback that answers 503 during the outage.
 
 Cost: the stops follow the book's happenings and the service's own due work, never the
@@ -29,18 +30,17 @@ import heapq
 import math
 from collections.abc import Callable
 
-from django.db.models import Min
 from django.test import Client
 
 from billing_events import samples
 from billing_events.models import Account
-from dunning import outbox, test_clock
+from dunning import outbox
 from dunning.engine import handle
 from dunning.intake import processing
-from dunning.models import OPEN_STATES, DunningCase, OutboxItem
 from dunning.triggers import Trigger, TriggerKind
 from simulation.account_management import AccountManagementStub
 from simulation.book import DAY, LATE, ON_TIME, AccountTruth, Book, Charge, Spell
+from simulation.clock_walk import ClockWalk
 from simulation.service_run import LEVELS, SECRET, START, _ts, at, sample_day
 from simulation.stripe_side import StripeSide
 
@@ -64,6 +64,7 @@ class Driver(StripeSide):
         self.happenings: list[tuple[float, int, str, object]] = []
         self.now = 0.0
         self.am = AccountManagementStub()
+        self.walk: ClockWalk  # the run's clock, from `run_service`
 
     # --- the hidden truth, as it happens -----------------------------------------------
 
@@ -210,27 +211,23 @@ class Driver(StripeSide):
                 self.run.duplicates_delivered += 1
             seen.add(event["id"])
         # With in-process tasks the request hands the event over itself; the pump then
-        # takes anything still due (what beat runs every WEBHOOK_SWEEP_SECONDS).
-        processing.sweep()
-        outbox.drain()
+        # takes anything still due (what beat runs every WEBHOOK_SWEEP_SECONDS), when
+        # anything is (one statement asks).
+        if self.walk.due().now:
+            processing.sweep()
+            outbox.drain()
 
     # --- the clock ----------------------------------------------------------------------
 
     def next_due(self) -> float | None:
         """The next moment the service itself has work (a review, a retry, a side effect)."""
-        now = at(self.now)
-        review = DunningCase.objects.filter(
-            state__in=OPEN_STATES, next_review_at__gt=now
-        ).aggregate(at=Min("next_review_at"))["at"]
-        item = OutboxItem.objects.filter(
-            status=OutboxItem.Status.PENDING, next_attempt_at__gt=now
-        ).aggregate(at=Min("next_attempt_at"))["at"]
-        due = [(moment - START).total_seconds() for moment in (review, item) if moment]
-        return min(due) if due else None
+        moment = self.walk.due().next
+        return None if moment is None else (moment - START).total_seconds()
 
     def advance(self, t: float) -> None:
-        if t > self.now or t == 0:
-            test_clock.advance(to=at(t))
+        """The test clock to `t`, running what falls due on the way, as
+        `test_clock.advance` does (`ClockWalk`: the clock held in memory)."""
+        self.walk.advance(at(t))
         self.now = t
 
     # --- the run ----------------------------------------------------------------------

@@ -12,8 +12,8 @@ from django.test.utils import override_settings
 from billing_events.gateway import SIMULATED
 from billing_events.models import Account, WebhookEvent
 from config.celery import app as celery_app
-from dunning.models import TestClock
 from simulation.book import Book
+from simulation.clock_walk import ClockWalk
 from simulation.driver import Driver
 from simulation.service_run import SECRET, START, ServiceRun, SimulationError
 from simulation.stripe_side import FailureLookup
@@ -115,13 +115,14 @@ def run_service(
         )
     driver = Driver(book, progress=progress, shard=shard)
     with service_for_simulation(driver):
-        TestClock.objects.update_or_create(pk=TestClock.SINGLETON, defaults={"now": START})
-        started = time.perf_counter()
-        driver.simulate()
-        driver.run.seconds["simulate"] = time.perf_counter() - started
-        started = time.perf_counter()
-        driver.converge()
-        driver.run.seconds["converge"] = time.perf_counter() - started
+        driver.walk = ClockWalk(START)
+        with driver.walk.held():
+            started = time.perf_counter()
+            driver.simulate()
+            driver.run.seconds["simulate"] = time.perf_counter() - started
+            started = time.perf_counter()
+            driver.converge()
+            driver.run.seconds["converge"] = time.perf_counter() - started
         driver.run.account_management = {
             "requests": driver.am.requests,
             "refused_during_outage": driver.am.refused,

@@ -1,4 +1,4 @@
-"""The backtest walk's probe (`simulation/backtest/due.py`) says something is due whenever
+"""The backtest walk's probe (`simulation/due.py`) says something is due whenever
 `test_clock.run_due` has work: the walk skips `run_due` when the probe says nothing is due,
 so a probe that missed due work would leave an event, a review or a retry unrun and change
 the report. Its superset (an item due but leased) is safe: at worst one idle `run_due`."""
@@ -13,7 +13,7 @@ from dunning import outbox
 from dunning.intake.processing import due_events
 from dunning.models import DunningCase, OutboxItem
 from dunning.schedule import due_reviews
-from simulation.backtest.due import Probe
+from simulation.due import Probe
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)

@@ -11,14 +11,18 @@ switch them off, so that those runs keep the books their claims were measured on
 default-mix run below meets them, and the service stays at zero on each of them.
 """
 
+import contextlib
 import json
 
 import pytest
 
 from billing_events.models import Account, WebhookEvent
 from dunning import models as dunning_models
+from dunning import test_clock
 from simulation import simulate
 from simulation.book import DAY, Book, Charge
+from simulation.clock_walk import ClockWalk
+from simulation.driver import Driver
 from simulation.generator import generate
 from simulation.hardcases import (
     drawn,
@@ -28,6 +32,7 @@ from simulation.hardcases import (
 from simulation.ledger import Attempt, InvoiceState
 from simulation.mix import MixError, parse_mix
 from simulation.report import as_json, format_table
+from simulation.service_run import at
 
 # The runs commit (module fixtures, outside any test's transaction); the mark makes
 # pytest-django create the test database for this module.
@@ -157,6 +162,28 @@ def test_the_same_seed_gives_the_same_report(django_db_setup, django_db_blocker)
     assert as_json(first) == as_json(second)
     assert first["service"]["deliveries"]["events_created"] > 0
     assert all(_hard_case_counts(first["book"]["hard_cases"]).values())
+
+
+def test_the_walk_in_memory_runs_what_the_test_clock_runs(
+    django_db_setup, django_db_blocker, monkeypatch
+):
+    """The simulator holds the clock in memory (`ClockWalk`); the same book walked by
+    `test_clock.advance` itself, the clock's row read at every `clock.now()`, gives the
+    same report to the byte."""
+    mix = parse_mix(STRESS_HARD)
+    walked = _run(django_db_blocker, accounts=15, days=30, seed=7, mix=mix)
+
+    def advance_as_the_test_clock_does(driver, t: float) -> None:
+        if t > driver.now or t == 0:
+            test_clock.advance(to=at(t))
+        driver.walk.now = at(t)  # the walk's probe looks from the clock's time
+        driver.now = t
+
+    monkeypatch.setattr(Driver, "advance", advance_as_the_test_clock_does)
+    monkeypatch.setattr(ClockWalk, "held", lambda walk: contextlib.nullcontext())
+    advanced = _run(django_db_blocker, accounts=15, days=30, seed=7, mix=mix)
+    assert advanced["service"]["deliveries"]["events_created"] > 0
+    assert as_json(advanced) == as_json(walked)
 
 
 GAPS = [

@@ -19,8 +19,7 @@ import itertools
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -31,17 +30,16 @@ from billing_events.gateway import SIMULATED
 from billing_events.signature import sign_header
 from config.celery import app as celery_app
 from core import clock
-from dunning import outbox, policy_versions, test_clock
-from dunning.apps import stored_test_clock
+from dunning import outbox, policy_versions
 from dunning.intake import processing
-from dunning.models import OutboxItem, TestClock
 from dunning.policy_document import policy_from_document
 from entitlements.models import Restriction
-from simulation.backtest.due import Due, Probe
 from simulation.backtest.echo import Echoes
 from simulation.backtest.gateway import HistoryGateway
 from simulation.backtest.history import History, decline_class
 from simulation.backtest.outcomes import AccountOutcome, collect
+from simulation.clock_walk import ClockWalk
+from simulation.due import Due
 from simulation.service import _no_flush_per_commit, _quiet
 
 SECRET = "whsec_backtest_only"
@@ -55,19 +53,6 @@ class Replay:
     events_posted: int = 0
     seconds: float = 0.0
     statuses: Counter = field(default_factory=Counter)
-
-
-@contextmanager
-def clock_in_memory(reader: Callable[[], datetime]) -> Iterator[None]:
-    """The service reads the test clock from the walk instead of from its row. The row
-    is there so that web, worker and beat agree; a replay is one process, and reading the
-    row at every `clock.now()` was a sixth of a replay's time. The walk is the clock's only
-    mover, and it writes the row at the end."""
-    clock.read_test_clock_with(reader)
-    try:
-        yield
-    finally:
-        clock.read_test_clock_with(stored_test_clock)
 
 
 def install(document: dict, *, reason: str) -> None:
@@ -119,8 +104,7 @@ def replay(
             SIMULATED.script_failure(invoice_id, lookup)
         walk = _Walk(history, gateway, start=start, end=end, progress=progress)
         try:
-            TestClock.objects.update_or_create(pk=TestClock.SINGLETON, defaults={"now": start})
-            with clock_in_memory(lambda: walk.now):
+            with walk.clock.held():
                 install(document, reason=f"backtest: the {label} policy")
                 started = time.perf_counter()
                 walk.run()
@@ -148,16 +132,21 @@ class _Walk:
         self.core_days: Counter = Counter()
         midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
         self.next_midnight = midnight + DAY
-        self.now = start
-        self.probe = Probe()
-        self.due_now = True  # something may be due at now: the pump and the outbox run
+        self.clock = ClockWalk(start, on_run=self._ran)
         self.acted = True  # the service ran since the outbox's completed items were read
+
+    @property
+    def now(self) -> datetime:
+        return self.clock.now
+
+    def _ran(self) -> None:
+        self.acted = True
 
     def run(self) -> None:
         index = 0
         due: Due | None = None
         while True:
-            due = due or self.probe.at(self.now)
+            due = due or self.clock.due()
             candidates = [self.next_midnight]
             if index < len(self.events):
                 candidates.append(self.events[index].received_at)
@@ -184,52 +173,20 @@ class _Walk:
                 self._post(_bytes(heapq.heappop(self.owed)[2]))
             due = None
             if self.posted > posted:  # processed as posted: what they left due now
-                due = self.probe.at(self.now)
-                self.due_now = due.now
+                due = self.clock.due()
+                self.clock.due_now = due.now
             # With nothing due now the pump and the outbox have nothing to do: skipped.
-            if self.due_now:
+            if self.clock.due_now:
                 processing.sweep()
                 outbox.drain()
                 self.acted, due = True, None
             # Reads only: a probe taken after the posts still holds at the next step.
             self._collect_echoes()
-        TestClock.objects.filter(pk=TestClock.SINGLETON).update(now=self.now)
 
     def _advance(self, to: datetime, due: Due) -> None:
-        """What `test_clock.advance(to=to)` runs, in the same order (what is due now, each
-        due moment on the way, then `to`), without what it does for other processes (there
-        are none here: its advisory lock, the wait for items workers hold) and with the
-        clock held in memory (`clock_in_memory`) instead of written at every moment. That
-        overhead was about a third of a replay's time (profiled on 300 accounts).
-
-        `due` is the probe at now. `run_due` runs only where something is due: with
-        nothing due it does nothing (`due.py`). Leaves `due_now` set when something may
-        still be due at `to`."""
-        if to <= self.now:
-            self.due_now = due.now
-            return
-        if due.leased:  # no worker holds an item here: a lease left is given back
-            OutboxItem.objects.filter(
-                status=OutboxItem.Status.PENDING, claimed_until__isnull=False
-            ).update(claimed_until=None)
-        if due.now:
-            due = self._run_due()
-        while (moment := _earliest(due.next, due.next_event)) is not None and moment <= to:
-            self.now = moment
-            due = self._run_due()
-        # Nothing falls due after the last moment run and up to `to` (the loop's test), so
-        # what is due at `to` is what was left due at that moment.
-        self.now = to
-        self.due_now = due.now
-        if due.now:
-            self._run_due()
-        self._collect_echoes()
-
-    def _run_due(self) -> Due:
-        """`run_due` at now, and the probe after it."""
-        test_clock.run_due(test_clock.AdvanceReport(previous=self.now, now=self.now))
-        self.acted = True
-        return self.probe.at(self.now)
+        """What `test_clock.advance(to=to)` runs (`ClockWalk`), then Stripe's answers."""
+        if self.clock.advance(to, due):
+            self._collect_echoes()
 
     def _collect_echoes(self) -> None:
         answered, self.gateway.answered = self.gateway.answered, []
@@ -264,10 +221,6 @@ class _Walk:
         for customer, held in codes.items():
             self.restricted_days[customer] += 1
             self.core_days[customer] += "core_access" in held
-
-
-def _earliest(*moments: datetime | None) -> datetime | None:
-    return min((moment for moment in moments if moment is not None), default=None)
 
 
 def _bytes(event: dict) -> bytes:
