@@ -10,7 +10,7 @@ from django.db.transaction import TransactionManagementError
 
 from billing_events.models import Account
 from core import clock
-from core.locks import lock_account
+from core.locks import lock_account, lock_customer_account
 from dunning.snapshot_pg import lock_and_read
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,6 +23,12 @@ def _read_snapshot(account_id: int) -> None:
         card_window=timedelta(days=30),
         memory=timedelta(days=90),
     )
+
+
+def _lock_by_customer(account_id: int) -> None:
+    """The webhook path's lock: the account named by its Stripe customer."""
+    customer = Account.objects.values_list("stripe_customer_id", flat=True).get(pk=account_id)
+    assert lock_customer_account(customer).pk == account_id
 
 
 def _blocked_elsewhere(take_lock, account_id: int) -> bool:
@@ -53,8 +59,18 @@ def _blocked_elsewhere(take_lock, account_id: int) -> bool:
         (lock_account, lock_account),
         (lock_account, _read_snapshot),
         (_read_snapshot, lock_account),
+        (_lock_by_customer, _read_snapshot),
+        (_read_snapshot, _lock_by_customer),
+        (_lock_by_customer, lock_account),
     ],
-    ids=["helper-helper", "helper-snapshot", "snapshot-helper"],
+    ids=[
+        "helper-helper",
+        "helper-snapshot",
+        "snapshot-helper",
+        "customer-snapshot",
+        "snapshot-customer",
+        "customer-helper",
+    ],
 )
 def test_the_helper_and_the_snapshot_take_one_lock(holder, other):
     account = Account.objects.create(stripe_customer_id="cus_lock")
@@ -72,3 +88,12 @@ def test_lock_account_returns_the_account_and_refuses_outside_a_transaction():
             lock_account(account.pk + 1000)
     with pytest.raises(TransactionManagementError):
         lock_account(account.pk)
+
+
+def test_lock_customer_account_finds_the_customer_or_none_and_refuses_outside_a_transaction():
+    account = Account.objects.create(stripe_customer_id="cus_lock")
+    with transaction.atomic():
+        assert lock_customer_account("cus_lock").pk == account.pk
+        assert lock_customer_account("cus_unknown") is None
+    with pytest.raises(TransactionManagementError):
+        lock_customer_account("cus_lock")

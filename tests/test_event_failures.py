@@ -26,7 +26,7 @@ def broken_engine(monkeypatch):
         calls["n"] += 1
         raise RuntimeError("engine unavailable")
 
-    monkeypatch.setattr(processing, "handle", handle)
+    monkeypatch.setattr(processing, "recompute_within", handle)
     return calls
 
 
@@ -55,7 +55,8 @@ def test_failed_event_becomes_due_after_its_backoff_and_then_succeeds(
         frozen.tick(timedelta(seconds=31))
         assert due_event_ids(now=timezone.now(), limit=10) == [event.pk]
 
-        monkeypatch.setattr(processing, "handle", lambda trigger: None)  # the fix is deployed
+        # The fix is deployed.
+        monkeypatch.setattr(processing, "recompute_within", lambda trigger: None)
         assert process_event(event_id=event.pk) == "processed"
 
     event.refresh_from_db()
@@ -93,7 +94,7 @@ def test_dead_events_are_counted_and_reprocessable(
     deliver(stripe_sender, cus.invoice_event("invoice.payment_failed"))
     assert WebhookEvent.objects.filter(status="dead").count() == 1
 
-    monkeypatch.setattr(processing, "handle", lambda trigger: None)
+    monkeypatch.setattr(processing, "recompute_within", lambda trigger: None)
     # what the admin's "reprocess" action calls; the publish goes to the real broker
     assert ingest.reprocess(event_ids=[WebhookEvent.objects.get().pk]) == 1
     event = WebhookEvent.objects.get()

@@ -19,9 +19,9 @@ from billing_events.mirror import merge_fact
 from billing_events.models import Account, WebhookEvent
 from billing_events.normalize import parse_event
 from core import clock
-from core.locks import lock_account
+from core.locks import lock_customer_account
 from dunning import queue
-from dunning.engine import handle
+from dunning.engine import recompute_within
 from dunning.intake.triggers import TRIGGER_FOR_EVENT
 from dunning.triggers import Trigger
 
@@ -58,11 +58,16 @@ def invoice_named_by(fact: Fact) -> str:
 
 
 def apply_event(event: WebhookEvent) -> Trigger:
+    """Merge the event's facts and recompute its account, inside the caller's transaction
+    (no savepoint of its own: the caller's transaction is the event's, all or nothing)."""
     fact = parse_event(event.payload)
-    account, _ = Account.objects.get_or_create(stripe_customer_id=fact.customer_id)
     # Per-account serialization: the engine takes the same lock, so no two workers
-    # merge or recompute one account at once.
-    account = lock_account(account.pk)
+    # merge or recompute one account at once. Looked up and locked in one statement; a
+    # customer seen for the first time gets its account first.
+    account = lock_customer_account(fact.customer_id)
+    if account is None:
+        Account.objects.get_or_create(stripe_customer_id=fact.customer_id)
+        account = lock_customer_account(fact.customer_id)
     merge_fact(account, fact)
     trigger = Trigger(
         kind=TRIGGER_FOR_EVENT[event.payload["type"]],
@@ -70,35 +75,42 @@ def apply_event(event: WebhookEvent) -> Trigger:
         source=f"stripe:{event.stripe_event_id}",
         detail={"invoice": invoice_named_by(fact)},
     )
-    handle(trigger)
+    recompute_within(trigger)
     if event.account_id != account.pk:
         event.account = account
     return trigger
 
 
 def process_event(*, event_id: int) -> str:
-    """Process one stored event; returns its status afterwards. Safe to call twice."""
-    with transaction.atomic():
-        event = (
-            WebhookEvent.objects.select_for_update(skip_locked=True)
-            .filter(pk=event_id, status__in=PENDING)
-            .first()
-        )
-        if event is None:
-            return "skipped"  # done already, ignored, dead, or another worker has it
-        now = clock.now()
-        event.attempts += 1
-        try:
-            with transaction.atomic():
-                apply_event(event)
-        except Exception as error:
+    """Process one stored event; returns its status afterwards. Safe to call twice.
+
+    The event's row lock, the merge, the recompute and the event marked processed are one
+    transaction with no savepoint inside (two round trips each way saved on every event).
+    When anything in it fails, all of it rolls back and the failure is recorded on the
+    event in a transaction of its own."""
+    try:
+        with transaction.atomic():
+            event = _take(event_id)
+            if event is None:
+                return "skipped"  # done already, ignored, dead, or another worker has it
+            apply_event(event)
+            event.status = WebhookEvent.Status.PROCESSED
+            event.processed_at = clock.now()
+            event.next_attempt_at = None
+            event.last_error = ""
+            return _save(event)
+    except Exception as error:
+        with transaction.atomic():
+            event = _take(event_id)
+            if event is None:
+                return "skipped"
             event.last_error = f"{type(error).__name__}: {error}"[:2000]
             if event.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
                 event.status = WebhookEvent.Status.DEAD
                 event.next_attempt_at = None
             else:
                 event.status = WebhookEvent.Status.FAILED
-                event.next_attempt_at = now + retry_delay(event.attempts)
+                event.next_attempt_at = clock.now() + retry_delay(event.attempts)
             logger.warning(
                 "event=webhook_processing_failed stripe_event=%s type=%s attempts=%s status=%s",
                 event.stripe_event_id,
@@ -107,22 +119,33 @@ def process_event(*, event_id: int) -> str:
                 event.status,
                 exc_info=True,
             )
-        else:
-            event.status = WebhookEvent.Status.PROCESSED
-            event.processed_at = now
-            event.next_attempt_at = None
-            event.last_error = ""
-        event.save(
-            update_fields=[
-                "status",
-                "attempts",
-                "last_error",
-                "next_attempt_at",
-                "processed_at",
-                "account",
-            ]
-        )
-        return event.status
+            return _save(event)
+
+
+def _take(event_id: int) -> WebhookEvent | None:
+    """The event, locked, if it still waits for processing; this try counted."""
+    event = (
+        WebhookEvent.objects.select_for_update(skip_locked=True)
+        .filter(pk=event_id, status__in=PENDING)
+        .first()
+    )
+    if event is not None:
+        event.attempts += 1
+    return event
+
+
+def _save(event: WebhookEvent) -> str:
+    event.save(
+        update_fields=[
+            "status",
+            "attempts",
+            "last_error",
+            "next_attempt_at",
+            "processed_at",
+            "account",
+        ]
+    )
+    return event.status
 
 
 def due_events(now: datetime) -> QuerySet:
