@@ -207,6 +207,7 @@ class Driver(StripeSide):
                 HTTP_STRIPE_SIGNATURE=header,
             )
             self.run.deliveries[response.status_code] += 1
+            self.service_ran = True
             if event["id"] in seen or response.json().get("duplicate"):
                 self.run.duplicates_delivered += 1
             seen.add(event["id"])
@@ -216,6 +217,7 @@ class Driver(StripeSide):
         if self.walk.due().now:
             processing.sweep()
             outbox.drain()
+            self.service_ran = True
 
     # --- the clock ----------------------------------------------------------------------
 
@@ -223,6 +225,10 @@ class Driver(StripeSide):
         """The next moment the service itself has work (a review, a retry, a side effect)."""
         moment = self.walk.due().next
         return None if moment is None else (moment - START).total_seconds()
+
+    def ran(self) -> None:
+        """The walk ran due work (`ClockWalk.on_run`)."""
+        self.service_ran = True
 
     def advance(self, t: float) -> None:
         """The test clock to `t`, running what falls due on the way, as
@@ -296,6 +302,7 @@ class Driver(StripeSide):
             # Still in flight at the end: delivered now (the clock stays at the end).
             self.deliver_until(math.inf)
             outbox.drain()
+            self.service_ran = True
         ids = list(Account.objects.order_by("pk").values_list("pk", flat=True))
         changed = 0
         for account_id in ids:

@@ -115,7 +115,7 @@ def run_service(
         )
     driver = Driver(book, progress=progress, shard=shard)
     with service_for_simulation(driver):
-        driver.walk = ClockWalk(START)
+        driver.walk = ClockWalk(START, on_run=driver.ran)
         with driver.walk.held():
             started = time.perf_counter()
             driver.simulate()

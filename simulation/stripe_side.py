@@ -55,6 +55,9 @@ class StripeSide:
         # Cancellations and reverts: the highest id looked at, and those still pending.
         self.outbox_seen = 0
         self.outbox_waiting: set[int] = set()
+        # Whether the service ran (an event posted, due work run) since the last look at
+        # the outbox: only its work completes items, so with none there is nothing to read.
+        self.service_ran = True
         # invoice -> time of its failed first attempt, while that is its latest failure
         # (a retry's decline comes back with its code in the gateway's answer).
         self.unanswered_failure: dict[str, float] = {}
@@ -263,6 +266,9 @@ class StripeSide:
         seen before still pending. Not an id high-water mark alone: an item deferred
         behind another completes after items created later, and which ids those are
         depends on the other accounts in the run (a shard would differ)."""
+        if not self.service_ran:
+            return
+        self.service_ran = False
         kinds = [OutboxItem.Kind.CANCEL_SUBSCRIPTION, OutboxItem.Kind.REVERT_UPGRADE]
         rows = (
             OutboxItem.objects.filter(kind__in=kinds)
