@@ -41,19 +41,20 @@ def _targets() -> list[tuple[str, object, str]]:
     from django.test import Client
 
     from billing_events import samples
-    from dunning import outbox, schedule, test_clock
+    from dunning import outbox, schedule
     from dunning.intake import processing
     from simulation import driver
+    from simulation.clock_walk import ClockWalk
     from simulation.driver import Driver
 
     return [
         ("service: webhook request (ingest, processing, engine)", Client, "post"),
-        ("service: test clock walk (its own due queries)", test_clock, "advance"),
+        ("service: test clock walk (its own due queries)", ClockWalk, "advance"),
         ("service: case reviews (walk)", schedule, "recompute_due_cases"),
         ("service: outbox drained (walk and after deliveries)", outbox, "drain"),
         ("service: event pump after deliveries", processing, "sweep"),
         ("simulator: gateway answers (decline code check)", Driver, "decide"),
-        ("simulator: next stop (due-work queries)", Driver, "next_due"),
+        ("simulator: next stop, anything due (probe)", ClockWalk, "due"),
         ("simulator: echo Stripe's follow-ups", Driver, "echo"),
         ("simulator: daily sample", driver, "sample_day"),
         ("simulator: sign events", samples, "signed"),

@@ -144,29 +144,37 @@ def upsert_attempt(account: Account, fact: AttemptFact) -> tuple[PaymentAttempt,
         "currency": fact.currency,
     }
     attempt = PaymentAttempt.objects.filter(attempt_key=fact.attempt_key).first()
-    changed = attempt is None
     if attempt is None:
+        # Linked to its invoice as it is written, when the invoice is already known.
+        invoice = _invoice_named(fact.invoice_id)
         attempt = PaymentAttempt.objects.create(
             attempt_key=fact.attempt_key,
             account=account,
+            invoice=invoice,
             outcome=fact.outcome,
             attempted_at=fact.attempted_at,
             customer_initiated=fact.customer_initiated,
             **values,
         )
-    else:
-        filled = {name: getattr(attempt, name) or value for name, value in values.items()}
-        filled["attempted_at"] = _earliest(attempt.attempted_at, fact.attempted_at)
-        # Only one source can prove the customer was there; no source disproves it.
-        filled["customer_initiated"] = attempt.customer_initiated or fact.customer_initiated
-        if fact.outcome == PaymentAttempt.Outcome.SUCCEEDED:
-            filled["outcome"] = fact.outcome
-        changed = bool(_save_changes(attempt, filled))
+        return attempt, True
+    filled = {name: getattr(attempt, name) or value for name, value in values.items()}
+    filled["attempted_at"] = _earliest(attempt.attempted_at, fact.attempted_at)
+    # Only one source can prove the customer was there; no source disproves it.
+    filled["customer_initiated"] = attempt.customer_initiated or fact.customer_initiated
+    if fact.outcome == PaymentAttempt.Outcome.SUCCEEDED:
+        filled["outcome"] = fact.outcome
+    changed = bool(_save_changes(attempt, filled))
     if attempt.invoice_id is None and attempt.stripe_invoice_id:
-        invoice = Invoice.objects.filter(stripe_invoice_id=attempt.stripe_invoice_id).first()
+        invoice = _invoice_named(attempt.stripe_invoice_id)
         if invoice is not None:
             changed = bool(_save_changes(attempt, {"invoice": invoice})) or changed
     return attempt, changed
+
+
+def _invoice_named(stripe_invoice_id: str) -> Invoice | None:
+    if not stripe_invoice_id:
+        return None
+    return Invoice.objects.filter(stripe_invoice_id=stripe_invoice_id).first()
 
 
 def merge_subscription(account: Account, fact: SubscriptionFact) -> Subscription:
