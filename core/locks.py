@@ -9,10 +9,14 @@ pays no extra round trip. Both use the one clause below. SQLite has no row locks
 serialises writers on the whole database), so there the clause is empty.
 """
 
+from functools import cache
+
 from django.apps import apps
 from django.db import connection
 from django.db.models import Model
 from django.db.transaction import TransactionManagementError
+
+from core.model_rows import ModelRows
 
 
 def account_lock_clause(alias: str) -> str:
@@ -23,20 +27,16 @@ def account_lock_clause(alias: str) -> str:
 def lock_customer_account(stripe_customer_id: str) -> Model | None:
     """`lock_account` for the account of a Stripe customer, looked up and locked in one
     statement (a webhook names the customer, not the account); None when there is none."""
-    account_model = _account_model()
-    sql = f"SELECT a.* FROM {account_model._meta.db_table} a WHERE a.stripe_customer_id = %s"
-    return next(iter(_locked(account_model, sql, stripe_customer_id)), None)
+    return _locked("stripe_customer_id", stripe_customer_id)
 
 
 def lock_account(account_id: int) -> Model:
     """Lock the account row until the transaction ends and return the account.
     Raises Account.DoesNotExist for an unknown id."""
-    account_model = _account_model()
-    sql = f"SELECT a.* FROM {account_model._meta.db_table} a WHERE a.id = %s"
-    found = _locked(account_model, sql, account_id)
-    if not found:
-        raise account_model.DoesNotExist(f"no account {account_id}")
-    return found[0]
+    account = _locked("id", account_id)
+    if account is None:
+        raise _account_model().DoesNotExist(f"no account {account_id}")
+    return account
 
 
 def _account_model() -> type[Model]:
@@ -44,7 +44,17 @@ def _account_model() -> type[Model]:
     return apps.get_model("billing_events", "Account")
 
 
-def _locked(account_model: type[Model], sql: str, key: object) -> list[Model]:
+@cache
+def _account_rows() -> ModelRows:
+    return ModelRows(_account_model())
+
+
+def _locked(column: str, key: object) -> Model | None:
     if not connection.in_atomic_block:
         raise TransactionManagementError("the account lock is only held inside a transaction")
-    return list(account_model.objects.raw(sql + account_lock_clause("a"), [key]))
+    rows = _account_rows()
+    sql = f"SELECT {rows.columns('a')} FROM {rows.table} a WHERE a.{column} = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(sql + account_lock_clause("a"), [key])
+        found = cursor.fetchone()
+    return rows.build(found) if found is not None else None
