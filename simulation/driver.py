@@ -41,6 +41,7 @@ from dunning.triggers import Trigger, TriggerKind
 from simulation.account_management import AccountManagementStub
 from simulation.book import DAY, LATE, ON_TIME, AccountTruth, Book, Charge, Spell
 from simulation.clock_walk import ClockWalk
+from simulation.scratch import GrowingStatistics
 from simulation.service_run import LEVELS, SECRET, START, _ts, at, sample_day
 from simulation.stripe_side import StripeSide
 
@@ -65,6 +66,7 @@ class Driver(StripeSide):
         self.now = 0.0
         self.am = AccountManagementStub()
         self.walk: ClockWalk  # the run's clock, from `run_service`
+        self.statistics = GrowingStatistics()
 
     # --- the hidden truth, as it happens -----------------------------------------------
 
@@ -211,6 +213,7 @@ class Driver(StripeSide):
             if event["id"] in seen or response.json().get("duplicate"):
                 self.run.duplicates_delivered += 1
             seen.add(event["id"])
+        self.statistics.grown_to(sum(self.run.deliveries.values()))
         # With in-process tasks the request hands the event over itself; the pump then
         # takes anything still due (what beat runs every WEBHOOK_SWEEP_SECONDS), when
         # anything is (one statement asks).

@@ -39,3 +39,29 @@ def scratch_database(
         connection.settings_dict["TEST"] = saved_test
         if keep and say:
             say(f"kept the scratch database {made}")
+
+
+class GrowingStatistics:
+    """The scratch database's planner statistics kept up as it grows from empty, as
+    autovacuum's analyze would on a server where it is on (on this machine's it is off).
+    Without them PostgreSQL plans the hot statements as for empty tables: at 100,000
+    accounts the snapshot read took 10-20 ms instead of well under one, and ANALYZE run by
+    hand in the middle of a sharded run doubled that shard's events a minute (2,647 ->
+    5,703; the other shard, not analysed, stayed at 2,303). ANALYZE samples a bounded
+    number of rows per table, so each costs about the same at any size; one each time
+    the events stored grew by a fifth keeps them few (about 40 in a 100,000-account run)."""
+
+    FIRST = 500
+    GROWTH = 1.2
+
+    def __init__(self) -> None:
+        self.next_at = self.FIRST
+        self.runs = 0
+
+    def grown_to(self, events: int) -> None:
+        if events < self.next_at or connection.vendor != "postgresql":
+            return
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+        self.runs += 1
+        self.next_at = int(events * self.GROWTH)

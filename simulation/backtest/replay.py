@@ -40,6 +40,7 @@ from simulation.backtest.history import History, decline_class
 from simulation.backtest.outcomes import AccountOutcome, collect
 from simulation.clock_walk import ClockWalk
 from simulation.due import Due
+from simulation.scratch import GrowingStatistics
 from simulation.service import _no_flush_per_commit, _quiet
 
 SECRET = "whsec_backtest_only"
@@ -133,6 +134,7 @@ class _Walk:
         midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
         self.next_midnight = midnight + DAY
         self.clock = ClockWalk(start, on_run=self._ran)
+        self.statistics = GrowingStatistics()
         self.acted = True  # the service ran since the outbox's completed items were read
 
     @property
@@ -210,6 +212,7 @@ class _Walk:
         )
         self.posted += 1
         self.acted = True
+        self.statistics.grown_to(self.posted)
         self.statuses[response.status_code] += 1
 
     def _count_restrictions(self) -> None:
