@@ -125,7 +125,9 @@ def _start_workers(count: int) -> list[tuple[subprocess.Popen, Path]]:
     """`count` shard workers (queue `simulation`, one task at a time), ready to take work."""
     import redis
 
-    redis.Redis.from_url(REDIS_URL).delete("simulation")  # shards a killed run left behind
+    # Shards a killed run left behind: queued, or taken and never acknowledged (kombu's
+    # unacked hash, restored to the queue later). This Redis db is the bench's own.
+    redis.Redis.from_url(REDIS_URL).delete("simulation", "unacked", "unacked_index")
     env = {**os.environ, "CELERY_BROKER_URL": REDIS_URL, "CELERY_TASK_ALWAYS_EAGER": "false"}
     started = []
     for n in range(count):
