@@ -29,7 +29,7 @@ from billing_events import services as billing
 from billing_events.models import Invoice
 from core import clock
 from core.locks import lock_account
-from dunning.engine import handle
+from dunning.engine import recompute_within
 from dunning.models import BadDebtEpisode, BadDebtPayment, CaseInvoice, SupportAction
 from dunning.triggers import Trigger, TriggerKind
 
@@ -168,8 +168,8 @@ def _answer_for(results: dict, amount: int, currency: str) -> PaymentAnswer:
 
 def settle(payment_id: int, results: dict, *, actor: str) -> PaymentAnswer:
     """Record what the gateway said for each invoice of a processing request, answer it for
-    good, and hand a paid account to the engine. A request settled meanwhile (the sweeper or
-    support got there first) keeps its answer."""
+    good, and hand a paid account to the engine, all in one transaction. A request settled
+    meanwhile (the sweeper or support got there first) keeps its answer."""
     now = clock.now()
     with transaction.atomic():
         payment = BadDebtPayment.objects.select_for_update().get(pk=payment_id)
@@ -197,10 +197,15 @@ def settle(payment_id: int, results: dict, *, actor: str) -> PaymentAnswer:
             result=answer.body,
             at=now,
         )
-    if any(r.outcome == "succeeded" for r in results.values()):
-        handle(
-            Trigger(TriggerKind.BAD_DEBT_PAID, payment.account_id, source=f"pay-bad-debt:{actor}")
-        )
+        if any(r.outcome == "succeeded" for r in results.values()):
+            # In the same transaction as the payment recorded: no moment where the invoice
+            # is paid and the bad-debt episode still open (a concurrent request would then
+            # be told its invoice is not in bad debt, 422, instead of "not in bad debt").
+            recompute_within(
+                Trigger(
+                    TriggerKind.BAD_DEBT_PAID, payment.account_id, source=f"pay-bad-debt:{actor}"
+                )
+            )
     return answer
 
 
