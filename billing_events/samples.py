@@ -95,19 +95,21 @@ def invoice(
         for line in obj["lines"]["data"]:
             line.update(amount=amount_due)
     else:
-        obj["lines"]["data"] = _invoice_lines(id, subscription, lines, amount_due)
+        example = obj["lines"]["data"][0]
+        obj["lines"]["data"] = _invoice_lines(example, id, subscription, lines, amount_due)
     for line in obj["lines"]["data"]:
         line.update(invoice=id, currency=currency)
     return obj
 
 
 def _invoice_lines(
+    template: dict,
     invoice_id: str,
     subscription: str | None,
     lines: Sequence[tuple[str, int, bool]],
     amount_due: int,
 ) -> list[dict]:
-    template = sample("invoice")["lines"]["data"][0]
+    """A copy of the example's line (`template`) for each of `lines`."""
     result = []
     for index, (price, quantity, proration) in enumerate(lines):
         line = copy.deepcopy(template)
