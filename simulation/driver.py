@@ -41,6 +41,7 @@ from dunning.triggers import Trigger, TriggerKind
 from simulation.account_management import AccountManagementStub
 from simulation.book import DAY, LATE, ON_TIME, AccountTruth, Book, Charge, Spell
 from simulation.clock_walk import ClockWalk
+from simulation.due import Due
 from simulation.scratch import GrowingStatistics
 from simulation.service_run import LEVELS, SECRET, START, _ts, at, sample_day
 from simulation.stripe_side import StripeSide
@@ -224,19 +225,15 @@ class Driver(StripeSide):
 
     # --- the clock ----------------------------------------------------------------------
 
-    def next_due(self) -> float | None:
-        """The next moment the service itself has work (a review, a retry, a side effect)."""
-        moment = self.walk.due().next
-        return None if moment is None else (moment - START).total_seconds()
-
     def ran(self) -> None:
         """The walk ran due work (`ClockWalk.on_run`)."""
         self.service_ran = True
 
-    def advance(self, t: float) -> None:
+    def advance(self, t: float, due: Due) -> None:
         """The test clock to `t`, running what falls due on the way, as
-        `test_clock.advance` does (`ClockWalk`: the clock held in memory)."""
-        self.walk.advance(at(t))
+        `test_clock.advance` does (`ClockWalk`: the clock held in memory); `due` is the
+        walk's probe at now."""
+        self.walk.advance(at(t), due)
         self.now = t
 
     # --- the run ----------------------------------------------------------------------
@@ -262,13 +259,16 @@ class Driver(StripeSide):
                 candidates.append(self.happenings[0][0])
             if self.queue:
                 candidates.append(self.queue[0][0])
-            if (due := self.next_due()) is not None:
-                candidates.append(due)
+            # The next moment the service itself has work (a review, a retry, a side
+            # effect); the same probe then starts the walk.
+            due = self.walk.due()
+            if due.next is not None:
+                candidates.append((due.next - START).total_seconds())
             upcoming = min(candidates, default=end)
             if upcoming > end:
                 upcoming = end
             slot = min(end, max(self.now, math.ceil(upcoming / STEP) * STEP))
-            self.advance(slot)
+            self.advance(slot, due)
             self.run.iterations += 1
             self.echo()
             while self.happenings and self.happenings[0][0] <= slot:

@@ -173,7 +173,7 @@ def test_the_walk_in_memory_runs_what_the_test_clock_runs(
     mix = parse_mix(STRESS_HARD)
     walked = _run(django_db_blocker, accounts=15, days=30, seed=7, mix=mix)
 
-    def advance_as_the_test_clock_does(driver, t: float) -> None:
+    def advance_as_the_test_clock_does(driver, t: float, due) -> None:
         if t > driver.now or t == 0:
             test_clock.advance(to=at(t))
         driver.walk.now = at(t)  # the walk's probe looks from the clock's time
