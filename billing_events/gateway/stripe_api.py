@@ -8,6 +8,7 @@ from urllib.parse import quote
 import requests
 import stripe
 
+from billing_events.gateway.http_client import KeptConnectionClient
 from billing_events.gateway.results import (
     FailureLookup,
     InvoiceResult,
@@ -75,13 +76,16 @@ class StripeGateway:
         self.timeout_seconds = timeout_seconds
         # None: the version this SDK release is pinned to (sent as Stripe-Version).
         self.api_version = api_version or stripe.api_version
+        proxy = _proxy(self.api_base)
         self._client = stripe.StripeClient(
             api_key,
             stripe_version=self.api_version,
             base_addresses={"api": self.api_base},
             http_client=stripe.RequestsClient(
-                timeout=timeout_seconds, session=_session(), proxy=_proxy(self.api_base)
-            ),
+                timeout=timeout_seconds, session=_session(), proxy=proxy
+            )
+            if proxy
+            else KeptConnectionClient(timeout=timeout_seconds),
             max_network_retries=0,
         )
 
