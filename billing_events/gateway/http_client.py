@@ -34,6 +34,8 @@ class KeptConnectionClient(stripe.HTTPClient):
     def request(self, method: str, url: str, headers, post_data=None):
         address = urlsplit(url)
         path = address.path + (f"?{address.query}" if address.query else "")
+        if isinstance(post_data, str):
+            post_data = post_data.encode("utf-8")  # http.client would send a str as Latin-1
         connection = self._connection(address.scheme, address.netloc)
         try:
             connection.request(method.upper(), path, body=post_data, headers=dict(headers or {}))
