@@ -25,6 +25,8 @@ class _ClosesWhenIdle(BaseHTTPRequestHandler):
     connections: list
 
     def do_POST(self) -> None:
+        # Noted before answering: the client may assert as soon as it has read the answer.
+        self.connections.append(self.client_address)
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = b'{"id": "in_1", "status": "paid"}'
         self.send_response(200)
@@ -33,7 +35,6 @@ class _ClosesWhenIdle(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
         self.wfile.flush()
-        self.connections.append(self.client_address)
         self.close_connection = True
 
     def finish(self) -> None:
