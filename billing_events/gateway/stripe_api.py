@@ -77,15 +77,17 @@ class StripeGateway:
         # None: the version this SDK release is pinned to (sent as Stripe-Version).
         self.api_version = api_version or stripe.api_version
         proxy = _proxy(self.api_base)
+        if proxy:  # requests speaks to proxies; the kept connection does not
+            http_client = stripe.RequestsClient(
+                timeout=timeout_seconds, session=_session(), proxy=proxy
+            )
+        else:
+            http_client = KeptConnectionClient(timeout=timeout_seconds)
         self._client = stripe.StripeClient(
             api_key,
             stripe_version=self.api_version,
             base_addresses={"api": self.api_base},
-            http_client=stripe.RequestsClient(
-                timeout=timeout_seconds, session=_session(), proxy=proxy
-            )
-            if proxy
-            else KeptConnectionClient(timeout=timeout_seconds),
+            http_client=http_client,
             max_network_retries=0,
         )
 
