@@ -16,6 +16,7 @@ finishes before anyone else may claim its item.
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from celery import current_app
@@ -71,13 +72,14 @@ def _publish(ids: list[int]) -> bool:
     return True
 
 
-def run_items(item_ids: list[int]) -> list[str]:
+def run_items(item_ids: list[int], *, dispatch: Callable[[], object] | None = None) -> list[str]:
     """A worker's batch, one item after the other. A database fault hands that item to
     `run_outbox_item`, whose retries back off; any other failure leaves the item to its
-    lease (logged), and the batch goes on. The dispatcher is woken once, after the batch,
-    for whatever the batch's recomputes added (not once per recompute)."""
+    lease (logged), and the batch goes on. The dispatcher runs once, after the batch, for
+    whatever the batch's recomputes added (not once per recompute): `dispatch()` in this
+    process when given (a failure only logged), else a task message wakes it."""
     statuses = []
-    with outbox_items.one_kick():
+    with outbox_items.one_kick(dispatch=_failure_logged(dispatch) if dispatch else None):
         for item_id in item_ids:
             try:
                 item = begin(item_id, now=clock.now())
@@ -94,6 +96,16 @@ def run_items(item_ids: list[int]) -> list[str]:
                 logger.exception("event=outbox_item_failed outbox_item=%s", item_id)
                 statuses.append("failed")
     return statuses
+
+
+def _failure_logged(dispatch: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            dispatch()
+        except Exception:  # the batch's own work is done and committed; beat dispatches
+            logger.warning("event=outbox_dispatch_after_batch_failed", exc_info=True)
+
+    return run
 
 
 def run_item(*, item_id: int, finish_hand_back: bool = False) -> str:

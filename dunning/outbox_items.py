@@ -5,7 +5,7 @@ these are the only writers of an item's status."""
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
@@ -102,8 +102,9 @@ def kick_dispatcher() -> None:
 
 
 @contextmanager
-def one_kick() -> Iterator[None]:
-    """Kicks asked for inside the block are one kick at its end (if any was asked for)."""
+def one_kick(dispatch: Callable[[], object] | None = None) -> Iterator[None]:
+    """Kicks asked for inside the block are one kick at its end (if any was asked for):
+    `dispatch()` when given (a worker hands the items out itself), else the message."""
     _batch.depth = getattr(_batch, "depth", 0) + 1
     try:
         yield
@@ -111,7 +112,7 @@ def one_kick() -> Iterator[None]:
         _batch.depth -= 1
         if not _batch.depth and getattr(_batch, "kick", False):
             _batch.kick = False
-            kick_dispatcher()
+            (dispatch or kick_dispatcher)()
 
 
 def supersede_waiting_retry(*, account_id: int, now: datetime) -> int:

@@ -30,8 +30,11 @@ def run_outbox_item(self, item_id: int) -> str:
 
 @shared_task(acks_late=True)
 def run_outbox_items(item_ids: list[int]) -> list[str]:
-    """The dispatcher's batch of item ids (one message per batch)."""
-    return outbox.run_items(item_ids)
+    """The dispatcher's batch of item ids (one message per batch). What the batch's
+    recomputes added (a "recovered" message, the next retry) is handed out from here when
+    it ends, as `dispatch_outbox` does: no task message only to wake it, one more message
+    on the pool for every batch."""
+    return outbox.run_items(item_ids, dispatch=dispatch_outbox)
 
 
 @shared_task(acks_late=True)

@@ -2,6 +2,8 @@
 that never overlap, ids handed out in batches (one broker message each), a refused batch
 due again at once, and a worker running a batch item by item."""
 
+import base64
+import json
 from datetime import timedelta
 
 import pytest
@@ -11,7 +13,7 @@ from django.conf import settings
 from billing_events.models import Account
 from billing_events.scenarios import StripeCustomer
 from core import clock
-from dunning import outbox, outbox_items, queue
+from dunning import outbox, outbox_items, queue, tasks
 from dunning import test_clock as clock_service
 from dunning.intake import processing
 from dunning.models import OutboxItem
@@ -155,3 +157,43 @@ def test_an_item_whose_lease_ran_out_in_the_batch_is_left_to_the_next_claim(test
     items = OutboxItem.objects.filter(pk__in=ids)
     assert {(i.status, i.attempts) for i in items} == {(OutboxItem.Status.PENDING, 0)}
     assert sorted(outbox.claim_due()) == ids  # due again, nothing lost
+
+
+def _tasks_on(broker, queue_name: str, since: int) -> list[tuple[str, list]]:
+    messages = broker.lrange(queue_name, 0, -1)[: broker.llen(queue_name) - since]
+    decoded = [json.loads(message) for message in messages]
+    return [(m["headers"]["task"], json.loads(base64.b64decode(m["body"]))[0]) for m in decoded]
+
+
+@pytest.mark.django_db(transaction=True)  # the batch's own commits run its on-commit hooks
+def test_a_batch_hands_out_what_its_recomputes_added_without_waking_the_dispatcher(
+    stripe_sender, test_clock, settings, fake_stripe
+):
+    """A retry that pays adds its "recovered" message, due now: the worker that ran the
+    batch claims and publishes it itself (what the dispatcher's task would have done),
+    so no task message only to wake the dispatcher."""
+    settings.STRIPE_API_KEY = API_KEY
+    settings.STRIPE_API_BASE = fake_stripe.url
+    cus = StripeCustomer(id="cus_batch_hands_out", subscription="sub_batch_hands_out")
+    deliver_now(
+        stripe_sender,
+        cus,
+        lambda c: c.charge_event(
+            "charge.failed", "ch_hands_out", decline_code="insufficient_funds"
+        ),
+        lambda c: c.invoice_event("invoice.payment_failed", attempt_count=1),
+    )
+    retry = OutboxItem.objects.get(kind="payment_retry")
+    OutboxItem.objects.exclude(pk=retry.pk).update(status=OutboxItem.Status.DONE)
+    clock_service._set(retry.next_attempt_at)
+    assert outbox.claim_due() == [retry.pk]
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    before = broker.llen("celery")
+
+    assert tasks.run_outbox_items([retry.pk]) == ["done"]  # as a worker runs the task
+
+    recovered = OutboxItem.objects.get(kind="customer_notice", payload__kind="recovered")
+    published = _tasks_on(broker, "celery", before)
+    assert published == [(outbox.RUN_ITEMS_TASK, [[recovered.pk]])]
+    recovered.refresh_from_db()
+    assert recovered.claimed_until is not None  # claimed by the worker, leased

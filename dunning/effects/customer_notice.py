@@ -18,7 +18,9 @@ def still_wanted(item: OutboxItem) -> bool:
 
 
 def perform(item: OutboxItem) -> EffectResult | None:
-    claim = sending.claim(item.payload["notice"], account_id=item.account_id)
+    claim = sending.claim(
+        item.payload["notice"], account_id=item.account_id, kind=item.payload.get("kind", "")
+    )
     if claim.verdict == sending.DROP:
         return None
     if claim.verdict == sending.WAIT:
