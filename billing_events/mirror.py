@@ -16,6 +16,7 @@ from typing import Any
 
 from django.db import models
 
+from billing_events import mirror_rows
 from billing_events.facts import (
     INVOICE_STATUS_RANK,
     AttemptFact,
@@ -47,7 +48,10 @@ def _save_changes(row: models.Model, values: dict[str, Any]) -> list[str]:
     for name in changed:
         setattr(row, name, values[name])
     if changed:
-        row.save(update_fields=changed)
+        if isinstance(row, Invoice | PaymentAttempt):  # on every event: prepared statements
+            mirror_rows.update(row, changed)
+        else:
+            row.save(update_fields=changed)
     return changed
 
 
@@ -68,9 +72,9 @@ def merge_invoice(account: Account, fact: InvoiceFact) -> Invoice:
         "version_rank": rank,
         "version_event_id": fact.version.event_id,
     }
-    invoice = Invoice.objects.filter(stripe_invoice_id=fact.stripe_invoice_id).first()
+    invoice = mirror_rows.invoice_named(fact.stripe_invoice_id)
     if invoice is None:
-        invoice = Invoice.objects.create(
+        invoice = Invoice(
             account=account,
             stripe_invoice_id=fact.stripe_invoice_id,
             status=fact.status,
@@ -83,6 +87,7 @@ def merge_invoice(account: Account, fact: InvoiceFact) -> Invoice:
             payment_failed_at=fact.payment_failed_at,
             **latest_values,
         )
+        mirror_rows.insert(invoice)
     else:
         newer = (fact.version.created, rank, fact.version.event_id) > (
             invoice.version,
@@ -109,14 +114,8 @@ def merge_invoice(account: Account, fact: InvoiceFact) -> Invoice:
 
 def _link_attempts(invoice: Invoice, fact: InvoiceFact) -> None:
     """Attach attempts that arrived before their invoice, or that only the invoice names."""
-    unlinked = PaymentAttempt.objects.filter(invoice__isnull=True, account_id=invoice.account_id)
-    by_reference = models.Q(stripe_invoice_id=invoice.stripe_invoice_id)
-    if fact.charge_id:
-        by_reference |= models.Q(stripe_charge_id=fact.charge_id)
-    if fact.payment_intent_id:
-        by_reference |= models.Q(stripe_payment_intent_id=fact.payment_intent_id)
-    unlinked.filter(by_reference).update(
-        invoice=invoice, stripe_invoice_id=invoice.stripe_invoice_id
+    mirror_rows.link_attempts(
+        invoice, charge_id=fact.charge_id, payment_intent_id=fact.payment_intent_id
     )
 
 
@@ -143,11 +142,11 @@ def upsert_attempt(account: Account, fact: AttemptFact) -> tuple[PaymentAttempt,
         "amount": fact.amount,
         "currency": fact.currency,
     }
-    attempt = PaymentAttempt.objects.filter(attempt_key=fact.attempt_key).first()
+    attempt = mirror_rows.attempt_keyed(fact.attempt_key)
     if attempt is None:
         # Linked to its invoice as it is written, when the invoice is already known.
         invoice = _invoice_named(fact.invoice_id)
-        attempt = PaymentAttempt.objects.create(
+        attempt = PaymentAttempt(
             attempt_key=fact.attempt_key,
             account=account,
             invoice=invoice,
@@ -156,6 +155,7 @@ def upsert_attempt(account: Account, fact: AttemptFact) -> tuple[PaymentAttempt,
             customer_initiated=fact.customer_initiated,
             **values,
         )
+        mirror_rows.insert(attempt)
         return attempt, True
     filled = {name: getattr(attempt, name) or value for name, value in values.items()}
     filled["attempted_at"] = _earliest(attempt.attempted_at, fact.attempted_at)
@@ -174,7 +174,7 @@ def upsert_attempt(account: Account, fact: AttemptFact) -> tuple[PaymentAttempt,
 def _invoice_named(stripe_invoice_id: str) -> Invoice | None:
     if not stripe_invoice_id:
         return None
-    return Invoice.objects.filter(stripe_invoice_id=stripe_invoice_id).first()
+    return mirror_rows.invoice_named(stripe_invoice_id)
 
 
 def merge_subscription(account: Account, fact: SubscriptionFact) -> Subscription:
