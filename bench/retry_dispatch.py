@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: payment retries run by the real worker pool vs no-op tasks drained by it.
 
-    .venv/bin/python bench/retry_dispatch.py [--retries N] [--rounds R]
+    .venv/bin/python bench/retry_dispatch.py [--retries N] [--noops M] [--rounds R]
 
 1. Its own database `bench_retries_dispatch` and Redis db 5 (only keys that appear during
    the run are deleted, never FLUSHDB); the rollout gate at stage 100; the fake Stripe of
@@ -15,8 +15,9 @@
    control (BEGIN, COMMIT, SAVEPOINT, RELEASE) counted and also said apart.
 4. A real `celery worker --pool prefork --concurrency 2` with the fake Stripe's URL and
    key. Each round, ABBA:
-     no-ops    N `bench.noop` messages published while the worker consumes nothing
-               (untimed), then timed from `add_consumer` until the broker is empty
+     no-ops    M `bench.noop` messages (default 5,000: several seconds) published while
+               the worker consumes nothing (untimed), then timed from `add_consumer`
+               until the broker is empty
      retries   N due retries handed out by `outbox.dispatch_due()` (batches of ids, one
                message each) while the worker consumes nothing (untimed), then timed from
                `add_consumer` until every retry is closed and the broker is empty
@@ -194,6 +195,11 @@ def at_most_every(seconds: float, still_pending: Callable[[], bool]) -> Callable
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--retries", type=int, default=200, help="retries per round")
+    # No-ops drain at several hundred a second: a phase of a few hundred lasted about a
+    # second, and its rate swung from 377 to 706/s between runs of the same code.
+    parser.add_argument(
+        "--noops", type=int, default=5000, help="no-op tasks per round (several seconds)"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="measured rounds")
     args = parser.parse_args()
     n = args.retries
@@ -246,13 +252,13 @@ def main() -> None:
             batch = ids[r * n : (r + 1) * n]
             if r % 2 == 0:
                 noops, retries = (
-                    noop_phase(n, r, client, worker),
+                    noop_phase(args.noops, r, client, worker),
                     retry_phase(batch, r, client, worker),
                 )
             else:
                 retries, noops = (
                     retry_phase(batch, r, client, worker),
-                    noop_phase(n, r, client, worker),
+                    noop_phase(args.noops, r, client, worker),
                 )
             loads.append(processes.load_average())
             rounds.append({"noops_per_s": noops, "retries_per_s": retries})
@@ -272,8 +278,8 @@ def main() -> None:
         OutboxItem.objects.filter(kind=RETRY).values_list("status").annotate(n=Count("pk"))
     )
     print(
-        f"\nprefork pool of 2, {n} retries and {n} no-ops per round, {args.rounds} rounds, "
-        f"load average during the phases {min(loads):.2f}-{max(loads):.2f}"
+        f"\nprefork pool of 2, {n} retries and {args.noops} no-ops per round, "
+        f"{args.rounds} rounds, load average during the phases {min(loads):.2f}-{max(loads):.2f}"
     )
     print(
         f"retries {common.median([r['retries_per_s'] for r in rounds]):.1f}/s, no-ops "
@@ -296,6 +302,7 @@ def main() -> None:
                 "benchmark": "retry_dispatch",
                 "database": DB_NAME,
                 "retries_per_round": n,
+                "noops_per_round": args.noops,
                 "rounds": rounds,
                 "ratio": ratio,
                 "verdict": common.verdict(ratio, GOAL, FLOOR, higher_is_better=True),
